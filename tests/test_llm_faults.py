@@ -1,0 +1,102 @@
+"""Fault injection for the OpenAI-compatible backend + cache + run_batch.
+
+A real loopback HTTP server (FastAPI/uvicorn on 127.0.0.1, random port) fails about 30 % of requests with HTTP 500,
+HTTP 429 (with Retry-After), a timeout, a malformed HTTP body or malformed content; a few items fail every time.
+Every item must end as a success or a recorded failure (none lost, none duplicated, no item gets another item's
+answer), and a rerun on the same cache must not re-request any item that already succeeded.
+"""
+import asyncio, json, os, time
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from agentalign.core import stable_id
+from agentalign.llm import ChatRequest, OpenAIBackend, CachedBackend, ServerThread, run_batch_sync
+
+SCHEMA = {"type": "object", "properties": {"item": {"type": "string"}}, "required": ["item"]}
+FAULTS = ["http500", "http429", "timeout", "bad_body", "bad_content"]
+
+
+def fault_for(item: str, hit: int) -> str | None:
+    "Deterministic fault plan: items ending in 0 or 7 always fail one way; others fail ~30 % of hits."
+    k = int(item.split("-")[1])
+    if k % 10 == 0: return "http500"            # permanent server error
+    if k % 10 == 7 and k < 30: return "bad_content"   # permanent malformed content
+    u = int(stable_id(item, hit), 16) / 16**12
+    return FAULTS[int(u / 0.3 * len(FAULTS))] if u < 0.3 else None
+
+
+def fault_app(stats: dict) -> FastAPI:
+    api = FastAPI()
+
+    async def completions(request):
+        body = await request.json()
+        item = body["messages"][-1]["content"]
+        stats["hits"][item] += 1
+        fault = fault_for(item, stats["hits"][item])
+        stats["faults"][fault] += 1
+        if fault == "http500": return JSONResponse({"error": {"message": "boom"}}, status_code=500)
+        if fault == "http429": return JSONResponse({"error": {"message": "slow down"}}, status_code=429, headers={"Retry-After": "0.05"})
+        if fault == "timeout":
+            await asyncio.sleep(1.0)              # client timeout is 0.3 s; never a success
+            return JSONResponse({"error": {"message": "late"}}, status_code=500)
+        if fault == "bad_body": return PlainTextResponse('{"id": "x", "choices": [', media_type="application/json")
+        content = "Sure, here it is: item" if fault == "bad_content" else json.dumps({"item": item})
+        if fault is None: stats["served_ok"][item] += 1
+        return {"id": "c", "object": "chat.completion", "created": 0, "model": "fault",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+    completions.__annotations__["request"] = Request
+    api.post("/v1/chat/completions")(completions)
+    return api
+
+
+def test_fault_injection_no_loss_no_duplicates_resume(tmp_path: Path):
+    stats = {"hits": Counter(), "faults": Counter(), "served_ok": Counter()}
+    items = [f"item-{k}" for k in range(120)]
+    reqs = [ChatRequest(messages=[{"role": "user", "content": it}], response_schema=SCHEMA, id=it, timeout=0.3, max_tokens=16) for it in items]
+    cache = tmp_path / "cache.sqlite"
+    with ServerThread(fault_app(stats)) as srv:
+        def backend():
+            return CachedBackend(OpenAIBackend("fault", base_url=srv.url, api_key_env="AGENTALIGN_TEST_NOKEY", max_retries=3,
+                                               format_retries=1, backoff_base=0.01, backoff_max=0.05), cache)
+        t0 = time.time()
+        res1 = run_batch_sync(backend(), reqs, concurrency=16, progress=False, stage="faults")
+        t1 = time.time() - t0
+        hits1 = Counter(stats["hits"])
+        ok1 = {r.id for r in res1 if r.ok}
+        failed1 = {r.id for r in res1 if not r.ok}
+
+        # every item accounted for exactly once, in order, with its own answer
+        assert [r.id for r in res1] == items
+        assert ok1 | failed1 == set(items) and not ok1 & failed1
+        for r in res1:
+            if r.ok: assert r.response.parsed == {"item": r.id} and not r.response.cached
+            else: assert r.failure.stage == "faults" and r.failure.item_id == r.id and r.failure.reason
+        # faults really happened, of every kind, and ~30 % of the non-permanent traffic
+        assert all(stats["faults"][f] > 0 for f in FAULTS), stats["faults"]
+        total = sum(hits1.values())
+        assert total > len(items)                                   # retries happened
+        # permanent failures are recorded with the right reason (and the raw text for malformed content)
+        by_id = {r.id: r for r in res1}
+        assert by_id["item-10"].failure.reason == "server_error" and by_id["item-10"].failure.attempts == 4
+        assert by_id["item-17"].failure.reason == "invalid_json" and by_id["item-17"].failure.raw == "Sure, here it is: item"
+        assert by_id["item-17"].failure.attempts == 2
+        # no successful answer was requested twice
+        assert all(stats["served_ok"][i] == 1 for i in ok1)
+        assert len(ok1) >= 0.8 * len(items)
+
+        # rerun on the same cache: successes come from the cache, only failures are asked again
+        res2 = run_batch_sync(backend(), reqs, concurrency=16, progress=False, stage="faults")
+        new_hits = Counter({k: stats["hits"][k] - hits1[k] for k in items})
+        assert all(new_hits[i] == 0 for i in ok1), {i: new_hits[i] for i in ok1 if new_hits[i]}
+        assert all(new_hits[i] > 0 for i in failed1)
+        assert [r.id for r in res2] == items
+        assert all(r.ok and r.response.cached for r in res2 if r.id in ok1)
+        assert all(stats["served_ok"][i] <= 1 for i in items)       # never a duplicate successful call
+        assert not any(r.ok for r in res2 if r.id in ("item-10", "item-20", "item-17"))
+    print(f"\nrun 1: {len(ok1)} ok / {len(failed1)} failed, {total} requests, {t1:.1f}s; faults {dict(stats['faults'])}")

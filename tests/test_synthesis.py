@@ -1,0 +1,231 @@
+"""Synthesis stages (chains, instructions) end to end: the embedded model offline, and a scripted
+OpenAI-compatible loopback server that checks structured output, measures concurrency and lets us kill and
+resume a run.
+
+The server is this file run as a script (`python tests/test_synthesis.py serve PORT LOG DELAY`): a FastAPI app on
+127.0.0.1 that rejects any request without `response_format` of type `json_schema`, answers with JSON valid for the
+requested schema, and appends one line per request start and end to LOG (with the number of requests in flight)."""
+import hashlib, json, os, re, signal, socket, sqlite3, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+# ------------------------------------------------------------------------------------------------ scripted server
+def make_app(log_path: str, delay: float):
+    import asyncio
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+    app = FastAPI()
+    state = {"inflight": 0}
+
+    def log(**kw):
+        with open(log_path, "a") as f: f.write(json.dumps({"t": time.time(), **kw}) + "\n")
+
+    def answer(schema_name: str, schema: dict, user: str, key: str) -> dict:
+        props = schema.get("properties", {})
+        if "instructions" in props:
+            n = int(re.search(r"Write (\d+) request", user).group(1))
+            vals = [v for line in re.findall(r"^\s+state: (.*)$", user, re.M) for v in re.findall(r"= (\"[^\"]*\"|[^;]+)", line)]
+            stated = " ".join(v.strip().strip('"') for v in vals)
+            return {"instructions": [f"Scripted request {i} ({key[:8]}): please take care of this for me, using {stated or 'the tools'}." for i in range(n)]}
+        if "chains" in props:
+            enum = props["chains"]["items"]["properties"]["steps"]["items"]["enum"]
+            h = int(key, 16)
+            chains = [{"steps": [enum[(h >> (4 * j + i)) % len(enum)] for j in range(1 + (h >> i) % 3)],
+                       "explanation": f"Scripted chain {i}."} for i in range(2)]
+            chains.append({"steps": [enum[0], enum[0]], "explanation": "degenerate on purpose"})   # schema-valid, semantically not
+            return {"chains": chains}
+        return {}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.json()
+        msgs = body.get("messages", [])
+        key = hashlib.sha256(json.dumps(msgs, sort_keys=True).encode()).hexdigest()
+        rf = body.get("response_format") or {}
+        js = rf.get("json_schema") or {}
+        ok = rf.get("type") == "json_schema" and isinstance(js.get("schema"), dict) and bool(js.get("name"))
+        state["inflight"] += 1
+        log(ev="start", key=key, inflight=state["inflight"], structured=ok, schema_name=js.get("name"))
+        try:
+            await asyncio.sleep(delay)
+            if not ok: return JSONResponse({"error": {"message": "response_format json_schema required"}}, status_code=400)
+            user = next((m.get("content") or "" for m in msgs if m.get("role") == "user"), "")
+            content = json.dumps(answer(js["name"], js["schema"], user, key))
+            return {"id": "cmpl-" + key[:12], "object": "chat.completion", "created": int(time.time()), "model": body.get("model", "scripted"),
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}
+        finally:
+            state["inflight"] -= 1
+            log(ev="end", key=key)
+
+    @app.get("/v1/models")
+    async def models(): return {"object": "list", "data": [{"id": "scripted", "object": "model"}]}
+    return app
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+@pytest.fixture
+def server(tmp_path):
+    port, log = free_port(), tmp_path / "server.jsonl"
+    proc = subprocess.Popen([PY, __file__, "serve", str(port), str(log), "0.4"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    import httpx
+    for _ in range(150):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200: break
+        except httpx.HTTPError: time.sleep(0.1)
+    else:
+        proc.kill(); pytest.fail("scripted server did not start: " + proc.stderr.read().decode()[-2000:])
+    yield f"http://127.0.0.1:{port}/v1", log
+    proc.terminate(); proc.wait(10)
+
+def events(log: Path) -> list[dict]:
+    return [json.loads(l) for l in log.read_text().splitlines() if l.strip()] if log.exists() else []
+
+AGENTALIGN = [PY, "-c", "from agentalign.cli import main; main()"]
+
+def cli(*args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*AGENTALIGN, *args], env={**ENV, "OPENAI_API_KEY": "sk-test-not-a-secret", **kw.pop("env", {})},
+                          capture_output=True, text=True, cwd=REPO, timeout=kw.pop("timeout", 300), **kw)
+
+def rows(p: Path) -> list[dict]:
+    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+
+# ------------------------------------------------------------------------------------------------ tests
+def test_instructions_openai_structured_concurrency_resume(server, tmp_path):
+    url, log = server
+    run = tmp_path / "run"
+    figs = tmp_path / "figs"
+    args = ["instructions", "--out", str(run), "--backend", "openai", "--model", "scripted", "--base-url", url,
+            "--limit", "6", "--counts", "1:1:1", "--concurrency", "3", "--seed", "7"]
+    # first run: kill it once a few requests have finished
+    proc = subprocess.Popen([*AGENTALIGN, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "first.err", "w"),
+                            env={**ENV, "OPENAI_API_KEY": "sk-test-not-a-secret", "AGENTALIGN_FIGURES_DIR": str(figs)})
+    deadline = time.time() + 120
+    while time.time() < deadline and sum(e["ev"] == "end" for e in events(log)) < 6 and proc.poll() is None: time.sleep(0.05)
+    time.sleep(0.5)                                    # let the client store what it received
+    proc.send_signal(signal.SIGKILL); proc.wait(10)
+    kill_t = time.time()
+    first = events(log)
+    done_early = {e["key"] for e in first if e["ev"] == "end" and e["t"] < kill_t - 0.5}
+    assert len(done_early) >= 3, "the first run should have finished some requests before the kill"
+
+    # rerun to completion: finished requests come from the cache, not the server
+    r = cli(*args, env={"AGENTALIGN_FIGURES_DIR": str(figs)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    second = events(log)[len(first):]
+    again = {e["key"] for e in second if e["ev"] == "start"}
+    assert not (again & done_early), f"{len(again & done_early)} finished request(s) were sent again"
+    all_keys = {e["key"] for e in events(log) if e["ev"] == "start"}
+    assert len(all_keys) == 18                          # 6 chains x 3 kinds, each request distinct
+
+    # every request asked for structured output through a JSON schema
+    starts = [e for e in events(log) if e["ev"] == "start"]
+    assert all(e["structured"] for e in starts) and {e["schema_name"] for e in starts} == {"instructions"}
+    # concurrency honoured: never more than 3 in flight, and it did overlap
+    assert 2 <= max(e["inflight"] for e in starts) <= 3
+
+    recs = rows(run / "instructions" / "records.jsonl")
+    summ = json.loads((run / "instructions" / "summary.json").read_text())
+    assert summ["requested"] == 18 and summ["produced"] == len(recs) == 18 and summ["slot_failures"] == 0
+    assert summ["cached"] >= len(done_early)
+    for k in ("chain_id", "category", "subcategory", "tools", "argument_plan", "kind", "instruction", "generator", "prompt_version", "seed"):
+        assert all(k in x for x in recs), k
+    assert {x["kind"] for x in recs} == {"harmful", "benign", "borderline"}
+    assert {x["generator"] for x in recs} == {"openai:scripted"} and {x["seed"] for x in recs} == {7}
+    assert min(x["plan_coverage"] for x in recs) == 1.0          # the scripted writer states every planned value
+    assert "sk-test" not in (run / "run.json").read_text()
+    assert sorted(p.name for p in figs.iterdir()) == ["instructions_length.png", "instructions_per_category.png", "instructions_tool_coverage.png"]
+
+    # a third run is served entirely from the cache
+    n_before = len(events(log))
+    r = cli(*args, "--no-figures")
+    assert r.returncode == 0 and len(events(log)) == n_before
+    assert json.loads((run / "instructions" / "summary.json").read_text())["cached"] == 18
+
+def test_chains_openai_and_review_round_trip(server, tmp_path):
+    url, log = server
+    run = tmp_path / "run"
+    r = cli("chains", "--out", str(run), "--backend", "openai", "--model", "scripted", "--base-url", url, "--limit", "3",
+            "--per-subcategory", "3", "--concurrency", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    starts = [e for e in events(log) if e["ev"] == "start"]
+    assert len(starts) == 3 and all(e["structured"] and e["schema_name"] == "behavior_chains" for e in starts)
+    assert max(e["inflight"] for e in starts) <= 2
+    st = run / "chains"
+    summ = json.loads((st / "summary.json").read_text())
+    new, fails = rows(st / "records.jsonl"), rows(st / "failures.jsonl")
+    assert summ["proposed"] == 9 and summ["failures_by_reason"].get("degenerate_repeat", 0) >= 3
+    assert summ["valid"] == summ["new_chains"] + summ["duplicates"] and summ["merged_total"] == 240 + len(new)
+    assert summ["proposed"] == summ["valid"] + sum(v for k, v in summ["failures_by_reason"].items() if k != "duplicate")
+    assert all(x["source"] == "synthesized" and x["generator"] == "openai:scripted" for x in new)
+    # review: drop every synthesized chain but one, import, use as instruction input
+    import csv
+    with open(st / "review.csv", newline="") as f: table = list(csv.DictReader(f))
+    syn = [x for x in table if x["source"] == "synthesized"]
+    assert len(syn) == len(new) and all(x["keep"] == "1" for x in table)
+    for x in syn[1:]: x["keep"] = "0"                                  # the reviewer keeps one synthesized chain
+    with open(tmp_path / "reviewed.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(table[0])); w.writeheader(); w.writerows(table)
+    r = cli("chains-review", str(tmp_path / "reviewed.csv"), "--out", str(run))
+    assert r.returncode == 0, r.stderr
+    reviewed = rows(st / "reviewed.jsonl")
+    assert len(reviewed) == 240 + min(1, len(new))
+    r = cli("chains-review", str(tmp_path / "missing.csv"), "--out", str(run))
+    assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "file not found" in r.stderr and "Traceback" not in r.stderr
+
+def test_cli_errors_are_one_line(tmp_path):
+    for args, msg in [(["instructions", "--out", str(tmp_path / "r"), "--counts", "1:2"], "H:B:L"),
+                      (["instructions", "--out", str(tmp_path / "r"), "--limit", "0"], "--limit"),
+                      (["instructions", "--out", str(tmp_path / "r"), "--chains", "merged"], "run `agentalign chains"),
+                      (["chains", "--out", str(tmp_path / "r"), "--backend", "nope"], "--backend")]:
+        r = cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+
+@pytest.mark.skipif(not os.environ.get("AGENTALIGN_AGENTHARM_DIR"), reason="AGENTALIGN_AGENTHARM_DIR is not set: no AgentHarm copy to check prompts against")
+def test_generated_prompts_have_no_agentharm_text():
+    from agentalign.taxonomy import load_taxonomy
+    from agentalign.chains import curated_chains, instantiate, load_decontaminator, chain_request, load_behavior_prompts
+    from agentalign.instructions import instruction_request, KINDS
+    dc, note = load_decontaminator(required=True)
+    tax = load_taxonomy()
+    assert all(dc.hits(p) for p in load_behavior_prompts(dc.source).values())     # the detector does detect the benchmark
+    n = 0
+    for c in curated_chains(tax):
+        inst = instantiate(c, tax, 0)
+        for k in KINDS:
+            req, _ = instruction_request(inst, k, 3, 0, tax, dc)                 # raises on overlap
+            n += all(dc.is_clean(m["content"]) for m in req.messages)
+    assert n == 240 * 3
+    for cat, sub in tax.subcategories:
+        req = chain_request(tax, cat, sub, 3, 0, 3, dc)
+        assert all(dc.is_clean(m["content"]) for m in req.messages)
+
+def test_embedded_model_offline(tmp_path):
+    """The 135M embedded model, small config: the stage completes offline and every slot ends as a record or a
+    recorded failure (a model this small mostly fails the JSON contract; that must be counted, not lost)."""
+    run = tmp_path / "run"
+    t0 = time.time()
+    r = cli("instructions", "--out", str(run), "--limit", "2", "--counts", "1:0:0", "--concurrency", "2", "--max-tokens", "40",
+            "--no-figures", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    st = run / "instructions"
+    summ = json.loads((st / "summary.json").read_text())
+    recs, fails = rows(st / "records.jsonl"), rows(st / "failures.jsonl")
+    assert summ["chains"] == 2 and summ["instances"] == 2 and summ["requested"] == 2
+    assert summ["produced"] + summ["slot_failures"] == 2 and len(recs) == summ["produced"] and len(fails) == summ["slot_failures"]
+    assert all(f["reason"] and f["item_id"] for f in fails) and sum(summ["failures_by_reason"].values()) == len(fails)
+    assert all(x["generator"] == "local:embedded" and x["kind"] == "harmful" for x in recs)
+    assert len(rows(st / "instances.jsonl")) == 2
+    print(f"embedded model: {time.time() - t0:.1f}s, produced {summ['produced']}, failures {summ['failures_by_reason']}")
+
+if __name__ == "__main__" and len(sys.argv) >= 5 and sys.argv[1] == "serve":
+    import uvicorn
+    uvicorn.run(make_app(sys.argv[3], float(sys.argv[4])), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
