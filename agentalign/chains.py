@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 import typer
 from .core import (AgentAlignError, Failure, RunDir, REPO_DIR, app, cli_errors, read_json, read_jsonl,
                              write_jsonl, stable_id, rng)
-from .taxonomy import chain_id   # the taxonomy's stable chain id, so identical chains get identical ids
+from .taxonomy import Chain, chain_id   # the taxonomy's stable chain id, so identical chains get identical ids
 
 # %% auto #0
 __all__ = ['AGENTHARM_ENV', 'MIN_STEPS', 'MAX_STEPS', 'CHAIN_PROMPT_VERSION', 'CHAIN_SYSTEM', 'CHAIN_USER', 'REVIEW_FIELDS',
@@ -391,15 +391,9 @@ class PlanStep(BaseModel):
     produces: dict[str, Any] = Field(default_factory=dict) # slot -> value this step's result must provide
     links: list[PlanLink] = Field(default_factory=list)
 
-class InstantiatedChain(BaseModel):
-    "A chain with concrete tools and an argument plan."
-    id: str
+class InstantiatedChain(Chain):
+    "A chain with concrete tools and an argument plan (`id` is the instance's own id, `chain_id` the chain's)."
     chain_id: str
-    category: str
-    subcategory: str
-    steps: list[str]
-    explanation: str = ""
-    source: str = "curated"
     tools: list[str]
     argument_plan: list[PlanStep]
     seed: int

@@ -3,7 +3,7 @@
 Prints the eight Table-1 numbers, the judge that produced them, and the wall time per sample on this machine.
 
     HF_HUB_OFFLINE=1 AGENTALIGN_AGENTHARM_DIR=../shared/agentharm-validation \
-        .venv/bin/python benchmarks/agentharm_validation.py [--out runs/agentharm-val-base] [--max-tokens 256] [--limit N]
+        .venv/bin/python benchmarks/agentharm_validation.py [--out runs/agentharm-val-base] [--max-tokens 192] [--limit N]
 
 The run resumes if interrupted (same command). The AgentHarm files are read from AGENTALIGN_AGENTHARM_DIR (default
 ../shared/agentharm-validation next to the repository); they are never copied into the repository.
@@ -18,7 +18,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--out", default=str(REPO / "runs" / "agentharm-val-base"))
-    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--max-tokens", type=int, default=192)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--judge", default="offline")
     ap.add_argument("--prompt-technique", default="standard")

@@ -1,12 +1,16 @@
 """Throughput of `agentalign.llm.run_batch` vs a bare `AsyncOpenAI` loop against a loopback server with 1 s latency.
 
-    .venv/bin/python benchmarks/llm_throughput.py [--latency 1.0] [--seconds 8] [--levels 1,8,64]
+    .venv/bin/python benchmarks/llm_throughput.py [--latency 1.0] [--seconds 8] [--levels 1,8,64] [--repeats 2]
+    .venv/bin/python benchmarks/llm_throughput.py --local [--batch-sizes 1,4,8] [--n 16] [--tokens 32]
 
 The server (FastAPI + uvicorn, 127.0.0.1, random port) runs in its own process and answers every chat completion after
 `latency` seconds. For each concurrency level both clients send the same number of requests (about `seconds` worth at
 the ideal rate) through the same kind of `AsyncOpenAI` client; the batch helper is measured plain and with the SQLite
 cache wrapped around it (fresh file, every request a miss, so every answer is also written). Prints requests/s and
 the ratio run_batch / bare loop; the target is >= 0.85 at concurrency 64.
+
+`--local` instead measures the embedded model (SmolLM2-135M on the CPU) through `LocalBackend` + `run_batch`:
+generated tokens/s for several batch sizes, `n` greedy requests of exactly `tokens` new tokens each.
 """
 import argparse, asyncio, os, socket, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -60,13 +64,33 @@ async def helper(url: str, n: int, conc: int, tag: str, cache: Path | None) -> f
     return n / dt
 
 
+def local_bench(batch_sizes: list[int], n: int, tokens: int):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from agentalign.llm import ChatRequest, LocalBackend, run_batch_sync
+    from agentalign.models import cpu_threads
+    print(f"embedded model, CPU threads {cpu_threads()}, {n} requests x {tokens} new tokens at most (greedy)")
+    print(f"{'batch_size':>10} {'seconds':>8} {'tok/s':>8} {'req/s':>7}")
+    for bs in batch_sizes:
+        b = LocalBackend("embedded", batch_size=bs); b._load()
+        reqs = [ChatRequest(messages=[{"role": "user", "content": f"Write a long story about the number {i}."}], max_tokens=tokens, id=str(i)) for i in range(n)]
+        run_batch_sync(b, reqs[:1], progress=False)                     # warm-up
+        t0 = time.perf_counter(); res = run_batch_sync(b, reqs, concurrency=max(bs, 1) * 2, progress=False); dt = time.perf_counter() - t0
+        toks = sum(r.response.usage["completion_tokens"] for r in res if r.ok)
+        print(f"{bs:>10} {dt:>8.1f} {toks / dt:>8.1f} {n / dt:>7.2f}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--local", action="store_true", help="benchmark the embedded model instead of the HTTP path")
+    ap.add_argument("--batch-sizes", default="1,4,8")
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--latency", type=float, default=1.0)
     ap.add_argument("--seconds", type=float, default=8.0, help="ideal duration of one measurement")
     ap.add_argument("--levels", default="1,8,64")
     ap.add_argument("--repeats", type=int, default=1)
     a = ap.parse_args()
+    if a.local: return local_bench([int(x) for x in a.batch_sizes.split(",")], a.n, a.tokens)
     port = free_port(); url = f"http://127.0.0.1:{port}/v1"
     srv = subprocess.Popen([sys.executable, "-c", SERVER, str(port), str(a.latency)])
     try:

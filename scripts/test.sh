@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export MPLBACKEND=Agg
+# nbdev-test runs two notebooks at once on this 2-core machine: one BLAS/OpenMP thread each avoids the
+# oversubscription that made local generation ~3x slower in our measurements.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 # The real AgentHarm validation split, when a copy sits beside the repo (CI); tests skip with a reason otherwise.
 if [ -z "${AGENTALIGN_AGENTHARM_DIR:-}" ] && [ -d ../shared/agentharm-validation ]; then
   export AGENTALIGN_AGENTHARM_DIR="$(cd ../shared/agentharm-validation && pwd)"
