@@ -93,14 +93,8 @@ def load_decontaminator(required: bool = False, n: int = 8) -> tuple[Decontamina
     return Decontaminator(p, n=n, source=str(d)), f"checked against {len(p)} AgentHarm prompts in {d} ({n}-gram overlap)"
 
 # %% ../nbs/04_chains.ipynb #7d74b3aa
-class ChainRecord(BaseModel):
-    "An abstract behavior chain with its lineage."
-    id: str
-    category: str
-    subcategory: str
-    steps: list[str]
-    explanation: str = ""
-    source: str = "curated"             # curated | seed | synthesized | reviewed
+class ChainRecord(Chain):
+    "An abstract behavior chain with its lineage (`source`: curated | seed | synthesized | reviewed)."
     generator: str = ""                 # model that proposed it (synthesized chains)
     prompt_version: str = ""
     seed: Optional[int] = None
