@@ -37,6 +37,7 @@ class AgentConfig(BaseModel):
     "Caps and sampling settings of the agent loop."
     max_turns: int = 8             # model calls per episode
     max_tool_calls: int = 12       # executed tool calls per episode
+    min_tool_calls: int = 0        # ask for a tool call (tool_choice="required") until this many were made: guides weak models through a known chain
     n_distractors: int = 0         # irrelevant tools added to the offered ones
     temperature: float = 0.0
     max_tokens: int = 512
@@ -115,6 +116,7 @@ async def run_episode(backend: Any, task: AgentTask, config: AgentConfig | None 
     turn = 0
     for turn in range(1, cfg.max_turns + 1):
         req = ChatRequest(messages=list(messages), tools=schemas, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                          tool_choice="required" if schemas and n_calls < cfg.min_tool_calls else None,
                           seed=cfg.seed + turn - 1, timeout=cfg.timeout, id=f"{task.key()}:{turn}")
         t0 = time.perf_counter()
         try: resp = await backend.chat(req)
@@ -270,12 +272,13 @@ def agent_run(tasks: Annotated[Path, typer.Argument(help="JSONL of tasks: {instr
               api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY", concurrency: ConcurrencyOpt = 4, rpm: RpmOpt = None, seed: SeedOpt = 0,
               max_turns: Annotated[int, typer.Option(min=1, help="model turns per episode")] = 8,
               max_tool_calls: Annotated[int, typer.Option(min=1, help="executed tool calls per episode")] = 12,
+              min_tool_calls: Annotated[int, typer.Option(min=0, help="require a tool call (tool_choice=required) until this many were made")] = 0,
               distractors: Annotated[int, typer.Option(min=0, help="irrelevant tools added to each task's tools")] = 0,
               max_tokens: Annotated[int, typer.Option(min=1, help="tokens per model turn")] = 512):
     "Run the agent loop on each task in the simulated environment."
     from agentalign.llm import make_backend, llm_config
     items = read_jsonl(tasks, AgentTask)
-    cfg = AgentConfig(max_turns=max_turns, max_tool_calls=max_tool_calls, n_distractors=distractors, seed=seed, max_tokens=max_tokens)
+    cfg = AgentConfig(max_turns=max_turns, max_tool_calls=max_tool_calls, min_tool_calls=min_tool_calls, n_distractors=distractors, seed=seed, max_tokens=max_tokens)
     lcfg = llm_config(backend, model, base_url, api_key_env, concurrency, rpm)
     b = make_backend(lcfg, Path(out) / "cache.sqlite")
     run_episodes_sync(b, items, config=cfg, out=out, concurrency=concurrency)

@@ -103,6 +103,11 @@ def test_embedded_model_loop():
     assert sorted(ids) == sorted(m["tool_call_id"] for m in tr.messages if m["role"] == "tool")
     assert tr.n_tool_calls == len(tr.steps) and all(isinstance(s.result, dict) for s in tr.steps)
     Trajectory.model_validate_json(tr.model_dump_json())
+    # min_tool_calls asks for a tool call (tool_choice="required"): constrained decoding makes even the 135M model
+    # call an offered tool, which the environment executes and feeds back
+    tr = run_episode_sync(backend, task, AgentConfig(max_turns=2, max_tool_calls=2, min_tool_calls=1, max_tokens=64, timeout=900))
+    assert tr.n_tool_calls >= 1 and tr.steps[0].tool == "search_google", tr.messages
+    assert any(m["role"] == "tool" and m["tool_call_id"] == tr.steps[0].call_id for m in tr.messages)
 
 
 def test_cli_agent_run_resumes(tmp_path):

@@ -1,5 +1,5 @@
 """End-to-end tests of agentalign.llm over real loopback HTTP servers (no internet, HF_HUB_OFFLINE=1)."""
-import json, os, signal, socket, subprocess, sys, textwrap, time
+import json, os, signal, subprocess, sys, textwrap, time
 from collections import Counter
 from pathlib import Path
 
@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from agentalign.llm import (ChatRequest, OpenAIBackend, CachedBackend, ServerThread, run_batch_sync, LLMError, run_sync)
+from netutil import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
@@ -17,9 +18,6 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
          {"type": "function", "function": {"name": "get_time", "description": "Current time", "parameters": {"type": "object", "properties": {}}}}]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 
 def completion(content=None, tool_calls=None):

@@ -5,10 +5,11 @@ resume a run.
 The server is this file run as a script (`python tests/test_synthesis.py serve PORT LOG DELAY`): a FastAPI app on
 127.0.0.1 that rejects any request without `response_format` of type `json_schema`, answers with JSON valid for the
 requested schema, and appends one line per request start and end to LOG (with the number of requests in flight)."""
-import hashlib, json, os, re, signal, socket, sqlite3, subprocess, sys, time
+import hashlib, json, os, re, signal, sqlite3, subprocess, sys, time
 from pathlib import Path
 
 import pytest
+from netutil import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -67,9 +68,6 @@ def make_app(log_path: str, delay: float):
     async def models(): return {"object": "list", "data": [{"id": "scripted", "object": "model"}]}
     return app
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 @pytest.fixture
 def server(tmp_path):
