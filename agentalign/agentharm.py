@@ -17,16 +17,15 @@ from .core import (AgentAlignError, Failure, RunDir, app, cache_dir, cli_errors,
 from .refusal import is_refusal, refusal_verdict
 
 # %% auto #0
-__all__ = ['TASKS', 'SPLITS', 'ENV_DIR', 'BEHAVIOR_FILES', 'INSPECT_TASK', 'BEHAVIOR_FIELDS', 'TOOL_CALL_RE',
-           'REFUSAL_PROMPT_MARK', 'SEMANTIC_MIN_WORDS', 'SEMANTIC_MIN_TOPIC', 'OFFLINE_JUDGE', 'TECHNIQUES',
-           'RESUME_KEYS', 'METRIC_KEYS', 'INSPECT_METRIC', 'TABLE_COLS', 'agentharm_dir', 'benchmark_folder',
-           'known_names', 'load_behaviors', 'select_behaviors', 'hub_offline', 'prepare_inspect_cache',
-           'split_tool_calls', 'parse_tool_calls', 'semantic_terms', 'offline_semantic_verdict',
-           'known_semantic_prompts', 'split_semantic_prompt', 'rubric_criterion', 'offline_judge_reply',
-           'register_providers', 'model_spec', 'judge_spec', 'run_is_complete', 'run_agentharm', 'default_threads',
-           'task_logs', 'sample_rows', 'task_metrics', 'category_metrics', 'check_against_log', 'finalize_run',
-           'plot_categories', 'table1', 'plot_comparison', 'load_run_metrics', 'report_runs', 'agentharm_cmd',
-           'report_cmd']
+__all__ = ['TASKS', 'SPLITS', 'ENV_DIR', 'BEHAVIOR_FILES', 'INSPECT_TASK', 'BEHAVIOR_FIELDS', 'REFUSAL_PROMPT_MARK',
+           'SEMANTIC_MIN_WORDS', 'SEMANTIC_MIN_TOPIC', 'OFFLINE_JUDGE', 'TECHNIQUES', 'RESUME_KEYS', 'METRIC_KEYS',
+           'INSPECT_METRIC', 'TABLE_COLS', 'agentharm_dir', 'benchmark_folder', 'known_names', 'load_behaviors',
+           'select_behaviors', 'hub_offline', 'prepare_inspect_cache', 'split_tool_calls', 'parse_tool_calls',
+           'semantic_terms', 'offline_semantic_verdict', 'known_semantic_prompts', 'split_semantic_prompt',
+           'rubric_criterion', 'offline_judge_reply', 'register_providers', 'model_spec', 'judge_spec',
+           'run_is_complete', 'run_agentharm', 'default_threads', 'task_logs', 'sample_rows', 'task_metrics',
+           'category_metrics', 'check_against_log', 'finalize_run', 'plot_categories', 'table1', 'plot_comparison',
+           'load_run_metrics', 'report_runs', 'agentharm_cmd', 'report_cmd']
 
 # %% ../nbs/10_agentharm.ipynb #ffa1440e
 TASKS = ("harmful", "benign")
@@ -128,20 +127,7 @@ def prepare_inspect_cache(src: Path | None, cache_root: Path | None = None) -> P
     return root
 
 # %% ../nbs/10_agentharm.ipynb #6c71851c
-TOOL_CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
-
-def _tool_call_json(block: str) -> tuple[str, dict]:
-    "Name and arguments of one tool call given as JSON; raises ValueError with a reason the model can act on."
-    d = json.loads(block)
-    if not isinstance(d, dict): raise ValueError("a tool call must be a JSON object")
-    if "function" in d and isinstance(d["function"], dict): d = d["function"]   # OpenAI shape
-    name = d.get("name")
-    args = d.get("arguments", d.get("parameters", {}))
-    if isinstance(args, str): args = json.loads(args) if args.strip() else {}
-    if args is None: args = {}
-    if not isinstance(name, str) or not name: raise ValueError("the tool call has no 'name'")
-    if not isinstance(args, dict): raise ValueError("'arguments' must be a JSON object")
-    return name, args
+from .llm import TOOL_CALL_RE, parse_tool_call_block   # one parser for `<tool_call>` blocks, shared with the LLM layer
 
 def split_tool_calls(text: str, model_name: str = "") -> tuple[str, list[str]]:
     "Separate tool-call blocks from the content of a raw completion: Hermes `<tool_call>` first, else inspect's parser for `model_name`."
@@ -164,8 +150,8 @@ def parse_tool_calls(text: str, tools: list, model_name: str = ""):
     calls = []
     for i, block in enumerate(blocks):
         try:
-            name, args = _tool_call_json(block)
-            calls.append(parse_tool_call(f"call_{stable_id(text, i, n=10)}", name, json.dumps(args), tools))
+            name, args = parse_tool_call_block(block)
+            calls.append(parse_tool_call(f"call_{stable_id(text, i, n=10)}", name, args, tools))
         except Exception as e:
             calls.append(ToolCall(id=f"call_{stable_id(text, i, n=10)}", function="unknown", arguments={},
                                   parse_error=tool_parse_error_message(block, e)))

@@ -14,14 +14,14 @@ from pydantic import BaseModel, Field
 from .core import AgentAlignError, Failure, app, cli_errors, stable_id
 
 # %% auto #0
-__all__ = ['FORMAT_RETRY_TEMPERATURE', 'TOOL_CALL_PREFIX', 'BackendOpt', 'ModelOpt', 'BaseUrlOpt', 'ApiKeyEnvOpt',
+__all__ = ['TOOL_CALL_RE', 'FORMAT_RETRY_TEMPERATURE', 'TOOL_CALL_PREFIX', 'BackendOpt', 'ModelOpt', 'BaseUrlOpt', 'ApiKeyEnvOpt',
            'ConcurrencyOpt', 'RpmOpt', 'SeedOpt', 'ToolCall', 'ChatRequest', 'ChatResponse', 'LLMError', 'run_sync',
-           'parse_tool_calls', 'check_schema', 'extract_json', 'parse_structured', 'format_retry', 'Backend',
-           'JsonPrefix', 'Choice', 'Exact', 'Grammar', 'tool_call_grammar', 'tool_params', 'json_grammar',
-           'schema_instruction', 'with_schema_instruction', 'check_messages', 'forced_tool_names', 'LocalBackend',
-           'BatchResult', 'run_batch', 'run_batch_sync', 'ResponseCache', 'CachedBackend', 'RateLimiter', 'retry_after',
-           'backoff_delay', 'OpenAIBackend', 'LLMConfig', 'make_backend', 'llm_config', 'request_from_openai',
-           'completion_json', 'make_server_app', 'ServerThread', 'serve']
+           'parse_tool_call_block', 'parse_tool_calls', 'check_schema', 'extract_json', 'parse_structured',
+           'format_retry', 'Backend', 'JsonPrefix', 'Choice', 'Exact', 'Grammar', 'tool_call_grammar', 'tool_params',
+           'json_grammar', 'schema_instruction', 'with_schema_instruction', 'check_messages', 'forced_tool_names',
+           'LocalBackend', 'BatchResult', 'run_batch', 'run_batch_sync', 'ResponseCache', 'CachedBackend',
+           'RateLimiter', 'retry_after', 'backoff_delay', 'OpenAIBackend', 'LLMConfig', 'make_backend', 'llm_config',
+           'request_from_openai', 'completion_json', 'make_server_app', 'ServerThread', 'serve']
 
 # %% ../nbs/02_llm.ipynb #f85e481d
 class ToolCall(BaseModel):
@@ -83,7 +83,7 @@ def run_sync(coro):
     return box["r"]
 
 # %% ../nbs/02_llm.ipynb #832730bf
-_TOOL_RE = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
+TOOL_CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
 
 def _norm_args(args: Any, where: str) -> str:
     "Arguments (dict, JSON string, empty, None) as a canonical JSON object string."
@@ -94,19 +94,24 @@ def _norm_args(args: Any, where: str) -> str:
     if not isinstance(args, dict): raise ValueError(f"{where}: arguments must be a JSON object, got {type(args).__name__}")
     return json.dumps(args, ensure_ascii=False)
 
+def parse_tool_call_block(body: str, where: str = "tool call") -> tuple[str, str]:
+    "Name and canonical JSON arguments of one `<tool_call>` body (also the OpenAI `function` shape); `ValueError` naming the problem."
+    body = body.strip()
+    if body.startswith("```"): body = body.strip("`").removeprefix("json").strip()
+    try: obj = json.loads(body)
+    except json.JSONDecodeError as e: raise ValueError(f"{where}: not valid JSON ({e.msg})")
+    if isinstance(obj, dict) and isinstance(obj.get("function"), dict): obj = obj["function"]
+    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"].strip():
+        raise ValueError(f"{where}: expected an object with a string 'name'")
+    return obj["name"].strip(), _norm_args(obj.get("arguments", obj.get("parameters")), f"{where} ({obj['name']})")
+
 def parse_tool_calls(text: str) -> tuple[str | None, list[ToolCall]]:
     "Split model text into (remaining content, tool calls); raises `ValueError` on a malformed `<tool_call>` block."
     calls = []
-    for i, m in enumerate(_TOOL_RE.finditer(text or "")):
-        body = m.group(1).strip()
-        if body.startswith("```"): body = body.strip("`").removeprefix("json").strip()
-        try: obj = json.loads(body)
-        except json.JSONDecodeError as e: raise ValueError(f"tool call {i}: not valid JSON ({e.msg})")
-        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"].strip():
-            raise ValueError(f"tool call {i}: expected an object with a string 'name'")
-        args = _norm_args(obj.get("arguments", obj.get("parameters")), f"tool call {i} ({obj['name']})")
-        calls.append(ToolCall(id="call_" + stable_id(text, i, n=16), name=obj["name"].strip(), arguments=args))
-    content = _TOOL_RE.sub("", text or "").strip() if calls else (text or "").strip()
+    for i, m in enumerate(TOOL_CALL_RE.finditer(text or "")):
+        name, args = parse_tool_call_block(m.group(1), f"tool call {i}")
+        calls.append(ToolCall(id="call_" + stable_id(text, i, n=16), name=name, arguments=args))
+    content = TOOL_CALL_RE.sub("", text or "").strip() if calls else (text or "").strip()
     return (content or None), calls
 
 # %% ../nbs/02_llm.ipynb #fdf20167
