@@ -17,20 +17,19 @@ from .core import (AgentAlignError, Failure, RunDir, app, cache_dir, cli_errors,
 from .refusal import is_refusal, refusal_verdict
 
 # %% auto #0
-__all__ = ['TASKS', 'SPLITS', 'ENV_DIR', 'BEHAVIOR_FILES', 'INSPECT_TASK', 'BEHAVIOR_FIELDS', 'REFUSAL_PROMPT_MARK',
-           'SEMANTIC_MIN_WORDS', 'SEMANTIC_MIN_TOPIC', 'OFFLINE_JUDGE', 'TECHNIQUES', 'RESUME_KEYS', 'METRIC_KEYS',
-           'INSPECT_METRIC', 'TABLE_COLS', 'agentharm_dir', 'benchmark_folder', 'known_names', 'load_behaviors',
-           'select_behaviors', 'hub_offline', 'prepare_inspect_cache', 'split_tool_calls', 'parse_tool_calls',
-           'semantic_terms', 'offline_semantic_verdict', 'known_semantic_prompts', 'split_semantic_prompt',
-           'rubric_criterion', 'offline_judge_reply', 'register_providers', 'model_spec', 'judge_spec',
-           'run_is_complete', 'run_agentharm', 'default_threads', 'task_logs', 'sample_rows', 'task_metrics',
-           'category_metrics', 'check_against_log', 'finalize_run', 'plot_categories', 'table1', 'plot_comparison',
-           'load_run_metrics', 'report_runs', 'agentharm_cmd', 'report_cmd']
+__all__ = ['TASKS', 'SPLITS', 'BEHAVIOR_FILES', 'INSPECT_TASK', 'BEHAVIOR_FIELDS', 'REFUSAL_PROMPT_MARK', 'SEMANTIC_MIN_WORDS',
+           'SEMANTIC_MIN_TOPIC', 'OFFLINE_JUDGE', 'TECHNIQUES', 'RESUME_KEYS', 'METRIC_KEYS', 'INSPECT_METRIC',
+           'TABLE_COLS', 'benchmark_folder', 'known_names', 'load_behaviors', 'select_behaviors', 'hub_offline',
+           'prepare_inspect_cache', 'split_tool_calls', 'parse_tool_calls', 'semantic_terms',
+           'offline_semantic_verdict', 'known_semantic_prompts', 'split_semantic_prompt', 'rubric_criterion',
+           'offline_judge_reply', 'register_providers', 'model_spec', 'judge_spec', 'run_is_complete', 'run_agentharm',
+           'default_threads', 'task_logs', 'sample_rows', 'task_metrics', 'category_metrics', 'check_against_log',
+           'finalize_run', 'plot_categories', 'table1', 'plot_comparison', 'load_run_metrics', 'report_runs',
+           'agentharm_cmd', 'report_cmd']
 
 # %% ../nbs/10_agentharm.ipynb #ffa1440e
 TASKS = ("harmful", "benign")
 SPLITS = ("val", "test_public")
-ENV_DIR = "AGENTALIGN_AGENTHARM_DIR"
 BEHAVIOR_FILES = {("harmful", "val"): "harmful_behaviors_validation.json",
                   ("benign", "val"): "benign_behaviors_validation.json",
                   ("harmful", "test_public"): "harmful_behaviors_test_public.json",
@@ -39,13 +38,7 @@ INSPECT_TASK = {"harmful": "agentharm", "benign": "agentharm_benign"}
 BEHAVIOR_FIELDS = {"id": str, "id_original": str, "detailed_prompt": bool, "hint_included": bool, "name": str,
                    "category": str, "prompt": str, "target_functions": list, "grading_function": str}
 
-def agentharm_dir(data_dir: str | Path | None = None) -> Path | None:
-    "The configured AgentHarm folder (`data_dir`, else `$AGENTALIGN_AGENTHARM_DIR`), or None to use the hub download."
-    raw = data_dir or os.environ.get(ENV_DIR)
-    if not raw: return None
-    p = Path(raw).expanduser()
-    if not p.is_dir(): raise AgentAlignError(f"AgentHarm folder {p}: not found (set by {'--data-dir' if data_dir else ENV_DIR})")
-    return p.resolve()
+from .core import AGENTHARM_ENV, agentharm_dir   # `--data-dir` or $AGENTALIGN_AGENTHARM_DIR; None = the hub download
 
 def benchmark_folder(folder: Path) -> Path:
     "Where the behavior files of an AgentHarm folder are: `folder/benchmark` (the hub layout) or `folder` itself."
@@ -113,7 +106,7 @@ def prepare_inspect_cache(src: Path | None, cache_root: Path | None = None) -> P
     if src is None:
         root = base / "hub"
         if not _ah_bench(root).is_dir() and hub_offline():
-            raise AgentAlignError(f"no AgentHarm data: the hub is offline (HF_HUB_OFFLINE) and nothing was downloaded yet; pass --data-dir or set {ENV_DIR} to an AgentHarm folder")
+            raise AgentAlignError(f"no AgentHarm data: the hub is offline (HF_HUB_OFFLINE) and nothing was downloaded yet; pass --data-dir or set {AGENTHARM_ENV} to an AgentHarm folder")
         return root
     files = benchmark_folder(src)
     root = base / f"local-{stable_id(str(src.resolve()))}"
@@ -680,7 +673,7 @@ def agentharm_cmd(model: str = typer.Option(..., help="embedded | a local HF mod
                   split: str = typer.Option("val", help="val | test_public"),
                   out: Path = typer.Option(..., help="run folder (results go to RUN/agentharm/)"),
                   limit: Optional[int] = typer.Option(None, help="first N behaviors of each of the harmful and benign sets"),
-                  data_dir: Optional[Path] = typer.Option(None, help=f"AgentHarm folder (default ${ENV_DIR}, else the hub download)"),
+                  data_dir: Optional[Path] = typer.Option(None, help=f"AgentHarm folder (default ${AGENTHARM_ENV}, else the hub download)"),
                   judge: str = typer.Option("offline", help="offline | inspect model provider/name for the refusal and semantic judges"),
                   prompt_technique: str = typer.Option("standard", help="standard | cot | react | refusal"),
                   behavior_ids: Optional[str] = typer.Option(None, help="comma-separated behavior ids"),

@@ -16,27 +16,17 @@ from .core import (AgentAlignError, Failure, RunDir, REPO_DIR, app, cli_errors, 
 from .taxonomy import Chain, chain_id   # the taxonomy's stable chain id, so identical chains get identical ids
 
 # %% auto #0
-__all__ = ['AGENTHARM_ENV', 'MIN_STEPS', 'MAX_STEPS', 'CHAIN_PROMPT_VERSION', 'CHAIN_SYSTEM', 'CHAIN_USER', 'REVIEW_FIELDS',
-           'SLOT_BY_ARG', 'SLOT_BY_CAP_ARG', 'PRODUCES', 'FLOW_ARGS', 'FREE_TEXT_ARGS', 'PLATFORMS', 'CRYPTO_SLOTS',
-           'OutOpt', 'agentharm_dir', 'load_behavior_prompts', 'Decontaminator', 'load_decontaminator', 'ChainRecord',
-           'chain_record', 'curated_chains', 'normalize_step', 'chain_problems', 'chain_schema', 'capability_catalog',
-           'pick_examples', 'chain_request', 'parse_chains', 'merge_chains', 'export_review', 'import_review',
-           'arg_slot', 'tool_platform', 'choose_tools', 'PlanLink', 'PlanStep', 'InstantiatedChain', 'plan_arguments',
+__all__ = ['MIN_STEPS', 'MAX_STEPS', 'CHAIN_PROMPT_VERSION', 'CHAIN_SYSTEM', 'CHAIN_USER', 'REVIEW_FIELDS', 'SLOT_BY_ARG',
+           'SLOT_BY_CAP_ARG', 'PRODUCES', 'FLOW_ARGS', 'FREE_TEXT_ARGS', 'PLATFORMS', 'CRYPTO_SLOTS', 'OutOpt',
+           'load_behavior_prompts', 'Decontaminator', 'load_decontaminator', 'ChainRecord', 'chain_record',
+           'curated_chains', 'normalize_step', 'chain_problems', 'chain_schema', 'capability_catalog', 'pick_examples',
+           'chain_request', 'parse_chains', 'merge_chains', 'export_review', 'import_review', 'arg_slot',
+           'tool_platform', 'choose_tools', 'PlanLink', 'PlanStep', 'InstantiatedChain', 'plan_arguments',
            'plan_problems', 'instantiate', 'plan_values', 'synthesize_chains', 'load_chains', 'stage_backend',
            'chains_cmd', 'chains_review_cmd']
 
 # %% ../nbs/04_chains.ipynb #40738c72
-AGENTHARM_ENV = "AGENTALIGN_AGENTHARM_DIR"
-
-def agentharm_dir() -> Path | None:
-    "The AgentHarm folder named by `AGENTALIGN_AGENTHARM_DIR`, or None when the variable is unset."
-    v = os.environ.get(AGENTHARM_ENV, "").strip()
-    if not v: return None
-    p = Path(v).expanduser()
-    cands = [p] if p.is_absolute() else [Path.cwd() / p, REPO_DIR / p]
-    for c in cands:
-        if c.is_dir(): return c.resolve()
-    raise AgentAlignError(f"{AGENTHARM_ENV}={v}: not a folder (looked in {', '.join(str(c) for c in cands)})")
+from .core import AGENTHARM_ENV, agentharm_dir   # one way to find the AgentHarm copy, shared with scoring
 
 def load_behavior_prompts(folder: str | Path) -> dict[str, str]:
     "Behavior prompts of every AgentHarm-format JSON file in `folder`: `{'file:id': prompt}`."

@@ -11,8 +11,9 @@ from typing import Any, Iterable, Iterator, Type, TypeVar
 from pydantic import BaseModel, ValidationError
 
 # %% auto #0
-__all__ = ['PKG_DIR', 'REPO_DIR', 'M', 'app', 'AgentAlignError', 'data_dir', 'figures_dir', 'cache_dir', 'read_json', 'expect',
-           'append_jsonl', 'write_jsonl', 'read_jsonl', 'Failure', 'stable_id', 'rng', 'RunDir', 'cli_errors']
+__all__ = ['PKG_DIR', 'REPO_DIR', 'AGENTHARM_ENV', 'M', 'app', 'AgentAlignError', 'data_dir', 'figures_dir', 'cache_dir',
+           'agentharm_dir', 'read_json', 'expect', 'append_jsonl', 'write_jsonl', 'read_jsonl', 'Failure', 'stable_id',
+           'rng', 'RunDir', 'cli_errors']
 
 # %% ../nbs/00_core.ipynb #0c6209d9
 class AgentAlignError(Exception):
@@ -43,6 +44,20 @@ def cache_dir() -> Path:
     p = Path(os.environ.get("AGENTALIGN_CACHE_DIR") or Path.home() / ".cache" / "agentalign").expanduser()
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+# %% ../nbs/00_core.ipynb #2f015b06
+AGENTHARM_ENV = "AGENTALIGN_AGENTHARM_DIR"
+
+def agentharm_dir(folder: str | Path | None = None) -> Path | None:
+    "The configured AgentHarm folder (`folder`, else `$AGENTALIGN_AGENTHARM_DIR`), or None when neither is set."
+    raw = str(folder).strip() if folder else os.environ.get(AGENTHARM_ENV, "").strip()
+    if not raw: return None
+    p = Path(raw).expanduser()
+    cands = [p] if p.is_absolute() else [Path.cwd() / p, REPO_DIR / p]
+    for c in cands:
+        if c.is_dir(): return c.resolve()
+    src = "--data-dir" if folder else AGENTHARM_ENV
+    raise AgentAlignError(f"AgentHarm folder {raw} (from {src}) not found or not a folder (looked in {', '.join(str(c) for c in cands)})")
 
 # %% ../nbs/00_core.ipynb #f5fb888d
 def read_json(path: str | Path) -> Any:
