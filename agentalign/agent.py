@@ -200,14 +200,14 @@ async def run_episodes(backend: Any, tasks: list[AgentTask], config: AgentConfig
             except asyncio.CancelledError: raise
             except Exception as e:
                 f = Failure(stage="agent", item_id=task.key(), reason="task_error" if isinstance(e, AgentAlignError) else "error",
-                            detail=f"{type(e).__name__}: {' '.join(str(e).split())[:300]}", time=round(time.time() - t0, 3))
+                            detail=f"{type(e).__name__}: {' '.join(str(e).split())[:300]}", seconds=round(time.time() - t0, 3))
                 failures.append(f)
                 if fail_p: append_jsonl(fail_p, f)
                 bar.update(1); return
         trajs.append(tr)
         if rec_p: append_jsonl(rec_p, tr)
         if tr.termination == "llm_error":
-            f = Failure(stage="agent", item_id=tr.id, reason="llm_error", detail=tr.error or "", time=tr.seconds)
+            f = Failure(stage="agent", item_id=tr.id, reason="llm_error", detail=tr.error or "", seconds=tr.seconds)
             failures.append(f)
             if fail_p: append_jsonl(fail_p, f)
         bar.update(1)

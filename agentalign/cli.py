@@ -4,22 +4,32 @@
 
 # %% ../nbs/99_cli.ipynb #21601b1a
 from __future__ import annotations
-import importlib, importlib.util, os
+import importlib, os, pkgutil, re
+from pathlib import Path
+import agentalign
 from .core import app
 
 # %% auto #0
-__all__ = ['STAGE_MODULES', 'load_commands', 'main']
+__all__ = ['stage_modules', 'load_commands', 'main']
 
 # %% ../nbs/99_cli.ipynb #d719925c
-STAGE_MODULES = ["taxonomy", "models", "llm", "environment", "agent", "chains", "instructions", "agentharm", "pipeline"]
+def _notebook_of(name: str) -> str:
+    "The notebook a module is exported from (its `File to edit:` header), for ordering."
+    try: head = (Path(agentalign.__path__[0]) / f"{name}.py").read_text(encoding="utf-8")[:600]
+    except OSError: return name
+    m = re.search(r"File to edit: \S*?([^/\s]+)\.ipynb", head)
+    return m.group(1) if m else name
+
+def stage_modules() -> list[str]:
+    "The package's public modules (not `cli`, not `_private`), in notebook (pipeline) order."
+    names = [m.name for m in pkgutil.iter_modules(agentalign.__path__) if not m.name.startswith("_") and m.name != "cli"]
+    return sorted(names, key=lambda n: (_notebook_of(n), n))
 
 def load_commands() -> list[str]:
-    "Import every stage module that exists, so that its commands are registered on `app`; returns their names."
+    "Import every stage module, so that its commands are registered on `app`; returns their names."
     found = []
-    for name in STAGE_MODULES:
-        mod = f"agentalign.{name}"
-        if importlib.util.find_spec(mod) is None: continue
-        importlib.import_module(mod); found.append(name)
+    for name in stage_modules():
+        importlib.import_module(f"agentalign.{name}"); found.append(name)
     return found
 
 def main():

@@ -582,8 +582,8 @@ class BatchResult(BaseModel):
 
 def _failure(stage: str, item_id: str, e: Exception, t0: float) -> Failure:
     if isinstance(e, LLMError):
-        return Failure(stage=stage, item_id=item_id, reason=e.reason, detail=e.detail, raw=e.raw, attempts=e.attempts, time=round(time.time() - t0, 3))
-    return Failure(stage=stage, item_id=item_id, reason="error", detail=f"{type(e).__name__}: {' '.join(str(e).split())[:300]}", time=round(time.time() - t0, 3))
+        return Failure(stage=stage, item_id=item_id, reason=e.reason, detail=e.detail, raw=e.raw, attempts=e.attempts, seconds=round(time.time() - t0, 3))
+    return Failure(stage=stage, item_id=item_id, reason="error", detail=f"{type(e).__name__}: {' '.join(str(e).split())[:300]}", seconds=round(time.time() - t0, 3))
 
 async def run_batch(backend: Backend, requests: list[ChatRequest], concurrency: int = 4, desc: str = "llm",
                     stage: str = "llm", progress: bool = True) -> list[BatchResult]:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole test suite: every notebook through nbdev's test runner, then pytest.
-# Fails if nbdev-export or nbdev-clean would change a tracked file (notebooks and agentalign/ out of sync).
+# Fails if nbdev-export or nbdev-clean would change a file (notebooks and agentalign/ out of sync, or notebooks not
+# clean), and if the tests leave anything changed or new in the working tree (runs belong in temporary folders).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -8,11 +9,9 @@ export MPLBACKEND=Agg
 # nbdev-test runs two notebooks at once on this 2-core machine: one BLAS/OpenMP thread each avoids the
 # oversubscription that made local generation ~3x slower in our measurements.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
-# The real AgentHarm validation split, when a copy sits beside the repo (CI); tests skip with a reason otherwise.
-if [ -z "${AGENTALIGN_AGENTHARM_DIR:-}" ] && [ -d ../shared/agentharm-validation ]; then
-  export AGENTALIGN_AGENTHARM_DIR="$(cd ../shared/agentharm-validation && pwd)"
-fi
-state() { git status --porcelain --untracked-files=all -- agentalign nbs; git diff -- agentalign nbs | sha256sum; }
+# The real AgentHarm validation split: agentalign.core.agentharm_dir() finds ../shared/agentharm-validation beside the
+# repo by itself (as in CI); tests that need it skip with a reason where there is none.
+state() { git status --porcelain --untracked-files=all; git diff | sha256sum; }
 before=$(state)
 .venv/bin/nbdev-export
 .venv/bin/nbdev-clean
@@ -22,7 +21,15 @@ if [ "$before" != "$after" ]; then
   diff <(echo "$before") <(echo "$after") | sed -n 's/^> /  /p'
   exit 1
 fi
-echo "==> notebooks (nbdev-test)"
-.venv/bin/nbdev-test --n-workers 2 --timing
+flags=()
+case "${AGENTALIGN_SLOW:-}" in 1|true|yes|on) flags=(--flags slow) ;; esac   # slow cells: `#| slow` and run_slow parameters
+echo "==> notebooks (nbdev-test ${flags[*]:-})"
+.venv/bin/nbdev-test --n-workers 2 --timing "${flags[@]}"
 echo "==> pytest"
 .venv/bin/pytest -q tests
+after=$(state)
+if [ "$before" != "$after" ]; then
+  echo "FAIL: the tests changed or added files in the working tree (run outputs belong in temporary folders):"
+  diff <(echo "$before") <(echo "$after") | sed -n 's/^> /  /p'
+  exit 1
+fi
