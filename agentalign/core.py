@@ -55,11 +55,13 @@ def slow_enabled() -> bool:
 AGENTHARM_ENV = "AGENTALIGN_AGENTHARM_DIR"
 
 def agentharm_dir(folder: str | Path | None = None, beside_repo: bool = True) -> Path | None:
-    "The configured AgentHarm folder: `folder`, else `$AGENTALIGN_AGENTHARM_DIR`, else `../shared/agentharm-validation` beside the repo; None when none exists."
-    raw = str(folder).strip() if folder else os.environ.get(AGENTHARM_ENV, "").strip()
+    "The AgentHarm folder: `folder`, else `$AGENTALIGN_AGENTHARM_DIR` (set but empty: none), else `../shared/agentharm-validation` beside the repo; None when there is none."
+    env = os.environ.get(AGENTHARM_ENV)
+    raw = str(folder).strip() if folder else (env or "").strip()
     if not raw:
+        if env is not None or not beside_repo: return None       # set but empty: explicitly none
         beside = REPO_DIR.parent / "shared" / "agentharm-validation"
-        return beside.resolve() if beside_repo and beside.is_dir() else None
+        return beside.resolve() if beside.is_dir() else None
     p = Path(raw).expanduser()
     cands = [p] if p.is_absolute() else [Path.cwd() / p, REPO_DIR / p]
     for c in cands:
