@@ -531,6 +531,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'agentalign.pipeline.notebooks_dir': ('pipeline.html#notebooks_dir', 'agentalign/pipeline.py'),
                                      'agentalign.pipeline.pipeline_section': ('pipeline.html#pipeline_section', 'agentalign/pipeline.py'),
                                      'agentalign.pipeline.preset_path': ('pipeline.html#preset_path', 'agentalign/pipeline.py'),
+                                     'agentalign.pipeline.render_report': ('pipeline.html#render_report', 'agentalign/pipeline.py'),
                                      'agentalign.pipeline.run_cmd': ('pipeline.html#run_cmd', 'agentalign/pipeline.py'),
                                      'agentalign.pipeline.run_pipeline': ('pipeline.html#run_pipeline', 'agentalign/pipeline.py'),
                                      'agentalign.pipeline.run_summary': ('pipeline.html#run_summary', 'agentalign/pipeline.py'),

@@ -18,7 +18,7 @@ from .core import (AgentAlignError, PKG_DIR, REPO_DIR, RunDir, StageConfig, app,
 # %% auto #0
 __all__ = ['PIPELINE', 'STAGE_NAMES', 'ROLES', 'PRESETS', 'StageSpec', 'PipelineSection', 'preset_path', 'deep_merge',
            'merged_settings', 'pipeline_section', 'stage_configs', 'stage_status', 'notebooks_dir', 'stage_notebook',
-           'kernel_spec', 'execute_notebook', 'run_pipeline', 'run_summary', 'run_cmd']
+           'kernel_spec', 'execute_notebook', 'run_pipeline', 'render_report', 'run_summary', 'run_cmd']
 
 # %% ../nbs/11_pipeline.ipynb #c7131206
 @dataclass
@@ -93,6 +93,7 @@ class PipelineSection(StageConfig):
     "The `[pipeline]` table."
     stages: list[str] = Field(default_factory=lambda: [s for s in STAGE_NAMES if s != "chains"])
     seed: int = 0
+    report: bool = True      # render the run summary (nbs/index.ipynb) into RUN/report.ipynb and RUN/report.html
 
 def preset_path(name: str) -> Path:
     "The TOML file of preset `name`."
@@ -293,7 +294,22 @@ def run_pipeline(out: str | Path, preset: str | None = "small", config: str | Pa
     bar.close()
     report["summary"] = run_summary(run, report)
     write_json(pj, report)
+    if pipeline_section(settings, names).report and specs is PIPELINE: render_report(run)
     return report
+
+def render_report(run: RunDir) -> Path | None:
+    "Execute nbs/index.ipynb on the run into RUN/report.ipynb and convert it to RUN/report.html; returns the HTML path."
+    nb = notebooks_dir() / "index.ipynb"
+    if not nb.is_file(): return None
+    out = run.path / "report.ipynb"
+    execute_notebook(nb, out, {"run_dir": str(run.path)}, run, run.path / "logs" / "report.log", "report")
+    try:
+        import nbformat
+        from nbconvert import HTMLExporter
+        html, _ = HTMLExporter(exclude_input=True).from_notebook_node(nbformat.read(out, as_version=4))
+        (run.path / "report.html").write_text(html, encoding="utf-8")
+        return run.path / "report.html"
+    except ImportError: return None
 
 # %% ../nbs/11_pipeline.ipynb #8cf3214a
 def run_summary(run: RunDir, report: dict | None = None) -> dict:
