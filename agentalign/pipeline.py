@@ -186,10 +186,14 @@ def stage_status(run: RunDir, folder: str, cfg: BaseModel | dict) -> str:
 
 # %% ../nbs/11_pipeline.ipynb #17ecc242
 def notebooks_dir() -> Path:
-    "The stage notebooks: the repository's `nbs/` (editable install) or the copy inside the wheel (`agentalign/_nbs`)."
-    for p in (REPO_DIR / "nbs", PKG_DIR / "_nbs"):
+    "The stage notebooks: `$AGENTALIGN_NOTEBOOKS_DIR`, the copy inside the wheel (`agentalign/_nbs`) or the repository's `nbs/`."
+    env = os.environ.get("AGENTALIGN_NOTEBOOKS_DIR")
+    if env:
+        if not Path(env).is_dir(): raise AgentAlignError(f"AGENTALIGN_NOTEBOOKS_DIR={env}: not a folder")
+        return Path(env)
+    for p in (PKG_DIR / "_nbs", REPO_DIR / "nbs"):
         if p.is_dir(): return p
-    raise AgentAlignError(f"cannot find the stage notebooks (looked in {REPO_DIR / 'nbs'} and {PKG_DIR / '_nbs'})")
+    raise AgentAlignError(f"cannot find the stage notebooks (looked in {PKG_DIR / '_nbs'} and {REPO_DIR / 'nbs'})")
 
 def stage_notebook(spec: StageSpec) -> Path:
     "The notebook that exports the stage's module (from the module's `File to edit:` header), or `spec.notebook`."
