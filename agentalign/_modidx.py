@@ -6,6 +6,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'agentalign.agent.AgentTask.key': ('agent.html#agenttask.key', 'agentalign/agent.py'),
                                   'agentalign.agent.Step': ('agent.html#step', 'agentalign/agent.py'),
                                   'agentalign.agent.Trajectory': ('agent.html#trajectory', 'agentalign/agent.py'),
+                                  'agentalign.agent._failure_of': ('agent.html#_failure_of', 'agentalign/agent.py'),
                                   'agentalign.agent._tool_message': ('agent.html#_tool_message', 'agentalign/agent.py'),
                                   'agentalign.agent.agent_run': ('agent.html#agent_run', 'agentalign/agent.py'),
                                   'agentalign.agent.episode_stats': ('agent.html#episode_stats', 'agentalign/agent.py'),

@@ -598,6 +598,8 @@ def stage_settings(model: type, stage: str, config_file: Path | None = None, opt
         known = set(_llm().LLMConfig.model_fields)
         bad = sorted(set(data.get(role) or {}) - known) if isinstance(data.get(role), dict) else []
         if bad: raise AgentAlignError(f"{where}: {role}.{bad[0]}: unknown key")
+        if isinstance(data.get(role), dict):     # the LLM layer's one-line checks (--backend, --concurrency, --rpm, --base-url)
+            _llm().llm_config(**{**_llm().LLMConfig().model_dump(), **data[role]})
     return validate_config(model, data, where)
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Run folder (created; reruns resume through its LLM cache).")]
