@@ -152,7 +152,7 @@ def _diagnose(w, spec, a):
 
 
 # %% ../nbs/03e_env_host.ipynb #418abdfd
-def _run_one(w: World, argv: list[str], cwd: str, stdin: str | None, host: str) -> tuple[str, str, int]:
+def _run_one(w: World, argv: list[str], cwd: str, stdin: str | None, host: str, env: dict | None = None) -> tuple[str, str, int]:
     h = _host(w, host); cmd = argv[0] if argv else ""; args = argv[1:]
     files = [x for x in args if not x.startswith("-")]
     if cmd == "echo": return " ".join(x.strip("'\"") for x in args) + "\n", "", 0
@@ -212,7 +212,9 @@ def _run_one(w: World, argv: list[str], cwd: str, stdin: str | None, host: str) 
         if "error" in resp: return "", f"{cmd}: could not resolve host\n", 6
         return (resp["body"] if isinstance(resp["body"], str) else json.dumps(resp["body"])) + "\n", "", 0
     if cmd == "git" and args[:1] == ["status"]: return "On branch main\nYour branch is up to date with 'origin/main'.\n\nnothing to commit, working tree clean\n", "", 0
-    if cmd in ("env", "printenv"): return f"HOME=/home/{h['user']}\nUSER={h['user']}\nSHELL=/bin/bash\nPATH=/usr/local/bin:/usr/bin:/bin\n", "", 0
+    if cmd in ("env", "printenv"):
+        extra = "".join(f"{k}={v}\n" for k, v in (env or {}).items() if isinstance(k, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k))
+        return f"HOME=/home/{h['user']}\nUSER={h['user']}\nSHELL=/bin/bash\nPATH=/usr/local/bin:/usr/bin:/bin\n" + extra, "", 0
     if cmd == "which" and files: return f"/usr/bin/{files[0]}\n", "", 0
     if cmd in ("sleep", "true", "cd", "export", "sort", "uniq"): return (stdin or "") if cmd in ("sort", "uniq") else "", "", 0
     return "", f"bash: {cmd}: command not found\n", 127
@@ -230,7 +232,7 @@ def shell(w: World, command: str, cwd: str = "/home/ubuntu", host: str = "localh
             try: argv = shlex.split(part)
             except ValueError as e: return {"stdout": out, "stderr": err + f"bash: syntax error: {e}\n", "exit_code": 2}
             if argv and argv[0] == "cd" and len(argv) > 1: cwd = _norm_path(argv[1], cwd)
-            o, e, code = _run_one(w, argv, cwd, stdin, host)
+            o, e, code = _run_one(w, argv, cwd, stdin, host, env)
             err += e; stdin = o
         if redirect and code == 0: write_file(w, _norm_path(redirect.group(2), cwd), stdin or "", append=redirect.group(1) == ">>"); stdin = ""
         out += stdin or ""

@@ -12,7 +12,7 @@ from .env_values import (B58, B64URL, BECH32, CITIES, COMPANIES, HEX, MAIL_HOST,
 from .env_world import EPOCH, World, arg, fail, handles, platform_of, positive_number
 
 # %% auto #0
-__all__ = ['TOKENS', 'ORDER_ID', 'CURRENCY', 'POST_URL']
+__all__ = ['ORDER_ID', 'CURRENCY', 'POST_URL']
 
 # %% ../nbs/03d_env_services.ipynb #1a0263de
 _SIZES = {"1:1": (1024, 1024), "16:9": (1456, 816), "9:16": (816, 1456), "4:3": (1232, 928), "3:2": (1344, 896)}
@@ -124,7 +124,6 @@ def _send_instant(w, spec, a):
 _ADDR_RE = {"evm": re.compile(r"^0x[0-9a-fA-F]{40}$"), "btc": re.compile(r"^(bc1|tb1|[13])[a-zA-HJ-NP-Z0-9]{25,61}$"),
             "xmr": re.compile(r"^[48][1-9A-HJ-NP-Za-km-z]{94}([1-9A-HJ-NP-Za-km-z]{11})?$"), "sol": re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,44}$")}
 _NAMES = {"evm": "EVM (0x...)", "btc": "Bitcoin", "xmr": "Monero", "sol": "Solana"}
-TOKENS = {"evm": ["USDC", "USDT", "WETH", "DAI", "LINK", "UNI"], "bsc": ["WBNB", "BUSD", "CAKE", "USDT"]}
 
 def _address(a: dict, field: str, kind: str) -> dict | None:
     v = str(a.get(field, ""))
@@ -497,7 +496,7 @@ POST_URL = {"twitter": "https://x.com/i/status/{}", "instagram": "https://www.in
 def _media_refs(w: World, urls: list) -> list[dict]:
     return [{"url": u, "source": "generated" if u in w.table("media") else "external"} for u in urls]
 
-def _post_id(w: World, p: str, video: bool = False) -> str:
+def _post_id(w: World, p: str) -> str:
     if p == "youtube": return w.chars(11, B64URL)
     if p == "bilibili": return "BV1" + w.chars(9)
     return lazy_pick(p, {"instagram": lambda: "3" + w.digits(18), "weibo": lambda: "5" + w.digits(15)}, lambda: ("7" if p == "tiktok" else "1") + w.digits(18))
