@@ -8,7 +8,8 @@ import asyncio, json, time
 from pathlib import Path
 from typing import Any, Literal
 from pydantic import BaseModel, Field
-from .core import AgentAlignError, Failure, append_jsonl, read_jsonl, rng, stable_id, figures_dir
+from .core import (AgentAlignError, Failure, RunDir, append_jsonl, check_accounting, read_jsonl, rng, slow_enabled,
+                             stable_id, write_jsonl)
 from .environment import SimulatedEnvironment, fail
 
 # %% auto #0
@@ -171,6 +172,10 @@ def run_episode_sync(backend: Any, task: AgentTask, config: AgentConfig | None =
     return run_sync(run_episode(backend, task, config, env))
 
 # %% ../nbs/03a_agent.ipynb #1e9f7027
+def _failure_of(tr: Trajectory) -> Failure:
+    return Failure(stage="agent", item_id=tr.id, reason="llm_error", detail=tr.error or "", raw=tr.model_dump_json()[:8000],
+                   attempts=tr.turns, seconds=tr.seconds)
+
 async def run_episodes(backend: Any, tasks: list[AgentTask], config: AgentConfig | None = None, out: str | Path | None = None,
                        concurrency: int = 4, progress: bool = True) -> tuple[list[Trajectory], list[Failure]]:
     "Run `tasks` (resuming from `out/records.jsonl` if given); returns (trajectories, failures) of this call."
@@ -182,10 +187,14 @@ async def run_episodes(backend: Any, tasks: list[AgentTask], config: AgentConfig
     if dup: raise AgentAlignError(f"duplicate task id(s): {', '.join(dup[:5])}")
     rec_p = fail_p = None
     done: set[str] = set()
+    old_fails: list[Failure] = []
     if out is not None:
         out = Path(out); out.mkdir(parents=True, exist_ok=True)
         rec_p, fail_p = out / "records.jsonl", out / "failures.jsonl"
-        done = {r["id"] for r in read_jsonl(rec_p, missing_ok=True)}
+        old = [t for t in read_jsonl(rec_p, Trajectory, missing_ok=True) if t.termination != "llm_error"]  # (older files kept those)
+        if rec_p.exists(): write_jsonl(rec_p, old)          # a clean file (no torn last line) before appending
+        done = {t.id for t in old}
+        old_fails = read_jsonl(fail_p, Failure, missing_ok=True, bad=[])
     todo = [t for t in tasks if t.key() not in done]
     trajs, failures = [], []
     sem = asyncio.Semaphore(concurrency)
@@ -199,22 +208,23 @@ async def run_episodes(backend: Any, tasks: list[AgentTask], config: AgentConfig
                 tr = await run_episode(backend, task, cfg, env)
             except asyncio.CancelledError: raise
             except Exception as e:
-                f = Failure(stage="agent", item_id=task.key(), reason="task_error" if isinstance(e, AgentAlignError) else "error",
-                            detail=f"{type(e).__name__}: {' '.join(str(e).split())[:300]}", seconds=round(time.time() - t0, 3))
-                failures.append(f)
-                if fail_p: append_jsonl(fail_p, f)
+                failures.append(Failure(stage="agent", item_id=task.key(), reason="task_error" if isinstance(e, AgentAlignError) else "error",
+                                        detail=f"{type(e).__name__}: {' '.join(str(e).split())[:300]}", seconds=round(time.time() - t0, 3)))
                 bar.update(1); return
-        trajs.append(tr)
-        if rec_p: append_jsonl(rec_p, tr)
-        if tr.termination == "llm_error":
-            f = Failure(stage="agent", item_id=tr.id, reason="llm_error", detail=tr.error or "", seconds=tr.seconds)
-            failures.append(f)
-            if fail_p: append_jsonl(fail_p, f)
+        if tr.termination == "llm_error": failures.append(_failure_of(tr))
+        else:
+            trajs.append(tr)
+            if rec_p: append_jsonl(rec_p, tr)
         bar.update(1)
 
     try: await asyncio.gather(*(one(t) for t in todo))
-    finally: bar.close()
-    order = {k: i for i, k in enumerate(keys)}
+    finally:
+        bar.close()
+        order = {k: i for i, k in enumerate(keys)}
+        failures.sort(key=lambda f: order[f.item_id])
+        if fail_p:   # exactly the tasks without a record: this call's failures, and earlier ones it did not get to
+            tried = {t.key() for t in todo}
+            write_jsonl(fail_p, failures + [f for f in old_fails if f.item_id not in tried and f.item_id not in done])
     trajs.sort(key=lambda t: order[t.id])
     return trajs, failures
 
@@ -239,8 +249,8 @@ def episode_stats(trajs: list[Trajectory]) -> dict:
             "mean_turns": round(sum(t.turns for t in trajs) / n, 2) if n else 0.0,
             "llm_seconds": round(sum(t.llm_seconds for t in trajs), 2), "tool_seconds": round(sum(t.tool_seconds for t in trajs), 4)}
 
-def plot_episodes(trajs: list[Trajectory], path: str | Path | None = None, title: str = "agent episodes") -> Path:
-    "Two panels: distribution of tool calls per episode, and termination reasons. Saved as PNG (default under figures/)."
+def plot_episodes(trajs: list[Trajectory], path: str | Path, title: str = "agent episodes") -> Path:
+    "Two panels: distribution of tool calls per episode, and termination reasons. Saved as PNG at `path` (a run's: RUN/figures/)."
     import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     if not trajs: raise AgentAlignError("no trajectories to plot")
@@ -254,12 +264,12 @@ def plot_episodes(trajs: list[Trajectory], path: str | Path | None = None, title
     a2.set_ylabel("episodes"); a2.set_title("termination reason", fontsize=10); a2.tick_params(axis="x", labelsize=8)
     fig.suptitle(f"{title} (n={s['episodes']}, {s['tool_calls']} calls, {s['tool_errors']} tool errors)", fontsize=10)
     fig.tight_layout()
-    path = Path(path) if path else figures_dir() / "agent_episodes.png"
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=120); plt.close(fig)
     return path
 
 # %% ../nbs/03a_agent.ipynb #bc06c40a
-from typing import Annotated, Optional
+from typing import Annotated
 import typer
 from .core import app, cli_errors
 from .llm import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt, RpmOpt, SeedOpt
@@ -267,26 +277,33 @@ from .llm import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt,
 @app.command("agent-run")
 @cli_errors
 def agent_run(tasks: Annotated[Path, typer.Argument(help="JSONL of tasks: {instruction, tools, id?}")],
-              out: Annotated[Path, typer.Option("--out", help="output folder (records.jsonl, failures.jsonl, summary.json)")],
+              out: Annotated[Path, typer.Option("--out", help="Run folder: RUN/agent/ (records, failures, summary), RUN/figures/agent_episodes.png")],
               backend: BackendOpt = "local", model: ModelOpt = "embedded", base_url: BaseUrlOpt = None,
               api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY", concurrency: ConcurrencyOpt = 4, rpm: RpmOpt = None, seed: SeedOpt = 0,
               max_turns: Annotated[int, typer.Option(min=1, help="model turns per episode")] = 8,
               max_tool_calls: Annotated[int, typer.Option(min=1, help="executed tool calls per episode")] = 12,
               min_tool_calls: Annotated[int, typer.Option(min=0, help="require a tool call (tool_choice=required) until this many were made")] = 0,
               distractors: Annotated[int, typer.Option(min=0, help="irrelevant tools added to each task's tools")] = 0,
-              max_tokens: Annotated[int, typer.Option(min=1, help="tokens per model turn")] = 512):
-    "Run the agent loop on each task in the simulated environment."
+              max_tokens: Annotated[int, typer.Option(min=1, help="tokens per model turn")] = 512,
+              figures: Annotated[bool, typer.Option("--figures/--no-figures", help="draw RUN/figures/agent_episodes.png")] = True,
+              overwrite: Annotated[bool, typer.Option("--overwrite", help="replace RUN/agent made with other settings or tasks")] = False):
+    "Run the agent loop on each task in the simulated environment; a rerun resumes and retries the failed tasks."
     from agentalign.llm import make_backend, llm_config
-    items = read_jsonl(tasks, AgentTask)
+    items = read_jsonl(tasks, AgentTask)           # a folder, undecodable bytes or a bad line: one clear line
+    if not items: raise AgentAlignError(f"{tasks}: no tasks")
     cfg = AgentConfig(max_turns=max_turns, max_tool_calls=max_tool_calls, min_tool_calls=min_tool_calls, n_distractors=distractors, seed=seed, max_tokens=max_tokens)
     lcfg = llm_config(backend, model, base_url, api_key_env, concurrency, rpm)
-    b = make_backend(lcfg, Path(out) / "cache.sqlite")
-    run_episodes_sync(b, items, config=cfg, out=out, concurrency=concurrency)
-    allt = read_jsonl(Path(out) / "records.jsonl", Trajectory, missing_ok=True)
-    stats = {**episode_stats(allt), "failures": len(read_jsonl(Path(out) / "failures.jsonl", missing_ok=True)), "config": cfg.model_dump(exclude={"system_prompt"})}
-    (Path(out) / "summary.json").write_text(json.dumps(stats, indent=2))
-    if allt: plot_episodes(allt, Path(out) / "agent_episodes.png")
-    typer.echo(json.dumps({k: v for k, v in stats.items() if k != "config"}))
+    run = RunDir(out)
+    with run.open_stage("agent", {"agent": cfg.model_dump(), "llm": lcfg.model_dump()}, inputs=[tasks], overwrite=overwrite) as st:
+        run_episodes_sync(make_backend(lcfg, run.cache), items, config=cfg, out=st.path, concurrency=concurrency)
+        ids = {t.key() for t in items}
+        recs = [t for t in read_jsonl(st.records_path, Trajectory, missing_ok=True) if t.id in ids]
+        fails = [f for f in read_jsonl(st.failures_path, Failure, missing_ok=True) if f.item_id in ids]
+        check_accounting([t.key() for t in items], [t.id for t in recs], [f.item_id for f in fails], "agent")
+        fig = plot_episodes(recs, run.figures / "agent_episodes.png") if figures and recs else None
+        summary = st.finish(recs, fails, {**episode_stats(recs), "figure": str(fig) if fig else None})
+    typer.echo(json.dumps({k: v for k, v in summary.items() if k not in ("config",) and not isinstance(v, list)}))
+    typer.echo(f"wrote {st.path}/records.jsonl, failures.jsonl, summary.json" + (f" and {fig}" if fig else ""))
 
 # %% ../nbs/03a_agent.ipynb #2eee453b
 def sample_tasks(n: int = 12, seed: int = 0) -> list[AgentTask]:

@@ -6,24 +6,28 @@ and a schema-valid argument plan."""
 
 # %% ../nbs/04_chains.ipynb #530c83d9
 from __future__ import annotations
-import csv, json, os, random, re, time
+import csv, io, json, random, re, time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 from pydantic import BaseModel, Field
 import typer
-from .core import (AgentAlignError, Failure, RunDir, REPO_DIR, app, cli_errors, read_json, read_jsonl,
-                             write_jsonl, stable_id, rng)
-from .taxonomy import Chain, chain_id   # the taxonomy's stable chain id, so identical chains get identical ids
+from .core import (AgentAlignError, Failure, RunDir, StageConfig, app, check_accounting, cli_errors, count_reasons,
+                             data_dir, expect, load_config_file, read_json, read_jsonl, read_text, rng, slow_enabled, stable_id,
+                             validate_config, write_jsonl)
+from .taxonomy import FILES, MAX_CHAIN_STEPS, MIN_CHAIN_STEPS, Chain, chain_id   # stable chain ids: identical chains, identical ids
+from .env_values import chain_kind, sample_arguments, tool_platform, tool_spec   # the one platform table
+from .env_world import check_arguments, json_copy
+from .llm import LLMConfig
 
 # %% auto #0
 __all__ = ['MIN_STEPS', 'MAX_STEPS', 'CHAIN_PROMPT_VERSION', 'CHAIN_SYSTEM', 'CHAIN_USER', 'REVIEW_FIELDS', 'SLOT_BY_ARG',
-           'SLOT_BY_CAP_ARG', 'PRODUCES', 'FLOW_ARGS', 'FREE_TEXT_ARGS', 'PLATFORMS', 'CRYPTO_SLOTS', 'OutOpt',
-           'load_behavior_prompts', 'Decontaminator', 'load_decontaminator', 'ChainRecord', 'chain_record',
-           'curated_chains', 'normalize_step', 'chain_problems', 'chain_schema', 'capability_catalog', 'pick_examples',
-           'chain_request', 'parse_chains', 'merge_chains', 'export_review', 'import_review', 'arg_slot',
-           'tool_platform', 'choose_tools', 'PlanLink', 'PlanStep', 'InstantiatedChain', 'plan_arguments',
-           'plan_problems', 'instantiate', 'plan_values', 'synthesize_chains', 'load_chains', 'stage_backend',
-           'chains_cmd', 'chains_review_cmd']
+           'SLOT_BY_CAP_ARG', 'PRODUCES', 'FLOW_ARGS', 'FREE_TEXT_ARGS', 'CRYPTO_SLOTS', 'OutOpt', 'ConfigOpt',
+           'OverwriteOpt', 'load_behavior_prompts', 'Decontaminator', 'load_decontaminator', 'ChainRecord',
+           'chain_record', 'curated_chains', 'normalize_step', 'chain_problems', 'chain_schema', 'capability_catalog',
+           'pick_examples', 'chain_request', 'parse_chains', 'merge_chains', 'export_review', 'import_review',
+           'arg_slot', 'choose_tools', 'PlanLink', 'PlanStep', 'InstantiatedChain', 'plan_arguments', 'plan_problems',
+           'instantiate', 'plan_values', 'ChainsConfig', 'parsed_answer', 'role_backend', 'run_chains',
+           'synthesize_chains', 'load_chains', 'stage_backend', 'stage_settings', 'chains_cmd', 'chains_review_cmd']
 
 # %% ../nbs/04_chains.ipynb #40738c72
 from .core import AGENTHARM_ENV, agentharm_dir   # one way to find the AgentHarm copy, shared with scoring
@@ -48,19 +52,21 @@ class Decontaminator:
     "Finds word n-grams shared with a set of reference texts (AgentHarm behavior prompts)."
     def __init__(self, prompts: dict[str, str], n: int = 8, source: str = ""):
         self.n, self.source, self.size = n, source, len(prompts)
-        self.grams: dict[tuple, str] = {}
+        self.grams: dict[tuple, list[str]] = {}      # n-gram -> every reference text containing it
         self.short: dict[str, str] = {}
         for bid, text in prompts.items():
             w = _words(text)
             if len(w) < n: self.short[bid] = " ".join(w)
-            for i in range(len(w) - n + 1): self.grams.setdefault(tuple(w[i:i + n]), bid)
+            for i in range(len(w) - n + 1):
+                ids = self.grams.setdefault(tuple(w[i:i + n]), [])
+                if bid not in ids: ids.append(bid)
 
     def hits(self, text: str) -> list[str]:
-        "Ids of the reference texts that `text` overlaps with."
+        "Ids of the reference texts that `text` overlaps with (all of them, when several share the overlapping words)."
         w, found = _words(text), []
         for i in range(len(w) - self.n + 1):
-            b = self.grams.get(tuple(w[i:i + self.n]))
-            if b and b not in found: found.append(b)
+            for b in self.grams.get(tuple(w[i:i + self.n]), ()):
+                if b not in found: found.append(b)
         if self.short:
             joined = f" {' '.join(w)} "
             found += [b for b, s in self.short.items() if s and f" {s} " in joined and b not in found]
@@ -102,7 +108,7 @@ def curated_chains(tax=None) -> list[ChainRecord]:
     return [chain_record(c, "curated") for c in tax.chains]
 
 # %% ../nbs/04_chains.ipynb #35967e1c
-MIN_STEPS, MAX_STEPS = 1, 5
+MIN_STEPS, MAX_STEPS = MIN_CHAIN_STEPS, MAX_CHAIN_STEPS   # the method's bounds, shared with the taxonomy's lint
 
 def normalize_step(step: Any, capabilities: Iterable[str]) -> Any:
     "Map a model-written step to a known capability name when the match is unambiguous."
@@ -194,6 +200,8 @@ def chain_request(tax, category: str, subcategory: str, n: int, seed: int, k_exa
                   decon: Decontaminator | None = None, catalog: str | None = None, temperature: float = 0.8, max_tokens: int = 160):
     "The `ChatRequest` asking for `n` new chains of one subcategory."
     from agentalign.llm import ChatRequest
+    if k_examples < 1: raise AgentAlignError(f"examples must be at least 1, got {k_examples}")
+    if max_tokens < 1: raise AgentAlignError(f"max_tokens must be at least 1, got {max_tokens}")
     ex = pick_examples(tax, category, subcategory, k_examples, seed, decon)
     existing = [c for c in tax.chains if c.category == category and c.subcategory == subcategory]
     user = CHAIN_USER.format(category=category, subcategory=subcategory, catalog=catalog or capability_catalog(tax), n=n,
@@ -269,15 +277,14 @@ def _keep(v: Any, where: str) -> bool:
 def import_review(path: str | Path, capabilities: Iterable[str]) -> list[ChainRecord]:
     "The chains marked `keep` in a review file, re-validated; a chain whose steps were edited gets a new id and source `reviewed`."
     path, caps = Path(path), list(capabilities)
-    if not path.exists(): raise AgentAlignError(f"{path}: file not found")
+    if path.suffix not in (".csv", ".jsonl"): raise AgentAlignError(f"{path}: review file must end in .csv or .jsonl")
+    text = read_text(path, "review file")          # a folder or undecodable bytes: one clear line
     if path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            rd = csv.DictReader(f)
-            miss = {"keep", "category", "subcategory", "steps"} - set(rd.fieldnames or [])
-            if miss: raise AgentAlignError(f"{path}: review file lacks column(s) {', '.join(sorted(miss))}")
-            rows = [(i, {**r, "steps": [s.strip() for s in (r["steps"] or "").split("->") if s.strip()]}) for i, r in enumerate(rd, 2)]
-    elif path.suffix == ".jsonl": rows = list(enumerate(read_jsonl(path), 1))
-    else: raise AgentAlignError(f"{path}: review file must end in .csv or .jsonl")
+        rd = csv.DictReader(io.StringIO(text, newline=""))
+        miss = {"keep", "category", "subcategory", "steps"} - set(rd.fieldnames or [])
+        if miss: raise AgentAlignError(f"{path}: review file lacks column(s) {', '.join(sorted(miss))}")
+        rows = [(i, {**r, "steps": [s.strip() for s in (r["steps"] or "").split("->") if s.strip()]}) for i, r in enumerate(rd, 2)]
+    else: rows = list(enumerate(read_jsonl(path), 1))
     out = []
     for line, r in rows:
         where = f"{path}:{line}"
@@ -326,25 +333,16 @@ FLOW_ARGS = {  # capability -> optional arguments added only to carry earlier da
     "Social.upload_video": [("cover_url", ["media_url"])], "LocalServices.create_order": [("contact_phone", ["phone"])]}
 FREE_TEXT_ARGS = {"body", "subject", "message", "text", "content", "prompt", "caption", "query", "keyword", "search_term",
                   "search_text", "title", "description", "command", "instruction", "contract_bytecode", "function_args"}
-PLATFORMS = ["twitter", "tweet", "instagram", "weibo", "tiktok", "youtube", "bilibili", "amazon", "temu", "ebay", "taobao",
-             "meituan", "doordash", "ubereats", "foodpanda", "alipay", "apple_pay", "paypal", "wechat", "stripe"]
 
 CRYPTO_SLOTS = {"wallet", "recipient_wallet", "contract"}
 
 def arg_slot(capability: str, arg: str, tool: str = "") -> str | None:
     "The slot (kind of entity) an argument refers to, if it links steps; crypto slots carry the address family."
     s = SLOT_BY_CAP_ARG.get((capability, arg)) or SLOT_BY_ARG.get(arg)
-    if s in CRYPTO_SLOTS:
-        from agentalign.environment import chain_kind
-        s = f"{s}:{chain_kind(tool)}"
+    if s in CRYPTO_SLOTS: s = f"{s}:{chain_kind(tool)}"
     return s
 
 def _base(slot: str) -> str: return slot.split(":")[0]
-
-def tool_platform(name: str) -> str | None:
-    "The platform a tool belongs to (twitter, paypal, ...), from its name."
-    p = next((p for p in PLATFORMS if p in name), None)
-    return "twitter" if p == "tweet" else p
 
 # %% ../nbs/04_chains.ipynb #c2cf071d
 def choose_tools(steps: list[str], tax, seed: int, key: str) -> list:
@@ -398,14 +396,9 @@ def _attachments(value: Any, r) -> list[dict]:
     return [{"name": name, "size": r.randint(4_000, 4_000_000)}]
 
 # %% ../nbs/04_chains.ipynb #04089ad3
-def _sampler():
-    try: from agentalign.environment import sample_arguments
-    except ImportError as e: raise AgentAlignError(f"agentalign.environment.sample_arguments is not available ({e}); it provides the argument values")
-    return sample_arguments
-
 def plan_arguments(steps: list[str], tools: list, r, sampler=None) -> list[PlanStep]:
     "A cross-step consistent argument plan for `tools` (one per capability in `steps`), values drawn with `r`."
-    sampler = sampler or _sampler()
+    sampler = sampler or sample_arguments
     ctx: dict[str, tuple[Any, int]] = {}     # slot -> (value, step that introduced it)
     pending: dict[str, int] = {}             # slot -> producing step still waiting for a consumer
     plan: list[PlanStep] = []
@@ -439,7 +432,6 @@ def plan_arguments(steps: list[str], tools: list, r, sampler=None) -> list[PlanS
 # %% ../nbs/04_chains.ipynb #c24bafc7
 def plan_problems(plan: list[PlanStep], tax) -> list[str]:
     "Problems of an argument plan (schema violations, missing required arguments, broken links); empty when valid."
-    from jsonschema import Draft202012Validator, FormatChecker
     out = []
     for st in plan:
         tool = tax.tools.get(st.tool)
@@ -447,8 +439,8 @@ def plan_problems(plan: list[PlanStep], tax) -> list[str]:
         if tool.capability != st.capability: out.append(f"step {st.step}: {st.tool} does not implement {st.capability}")
         miss = [a for a in tool.parameters.get("required", []) if a not in st.arguments]
         if miss: out.append(f"step {st.step} {st.tool}: missing required {', '.join(miss)}")
-        for e in Draft202012Validator(tool.parameters, format_checker=FormatChecker()).iter_errors(st.arguments):
-            out.append(f"step {st.step} {st.tool}: {'.'.join(map(str, e.absolute_path)) or 'arguments'}: {e.message[:160]}")
+        bad = check_arguments(tool_spec(tool), json_copy(st.arguments))      # a copy: validation fills in defaults
+        if bad and not (miss and bad[0] in miss): out.append(f"step {st.step} {st.tool}: {bad[1][:200]}")
         for l in st.links:
             if not 1 <= l.from_step <= st.step: out.append(f"step {st.step}: link {l.arg} from invalid step {l.from_step}"); continue
             src = plan[l.from_step - 1]
@@ -477,62 +469,96 @@ def plan_values(plan: list[PlanStep]) -> list[tuple[int, str, Any]]:
     return [(st.step, a, v) for st in plan for a, v in st.arguments.items() if a not in st.free_args]
 
 # %% ../nbs/04_chains.ipynb #2ea6edf3
-def _parsed(resp) -> Any:
+class ChainsConfig(StageConfig):
+    "Settings of the chain synthesis stage."
+    writer: LLMConfig = Field(default_factory=LLMConfig)   # the LLM role that proposes chains
+    per_subcategory: int = Field(3, ge=1)      # new chains asked for per subcategory
+    examples: int = Field(3, ge=1)             # seed chains shown as few-shot examples
+    max_tokens: int = Field(160, ge=1)         # token budget per requested chain
+    temperature: float = Field(0.8, ge=0, le=2)
+    limit: Optional[int] = Field(None, ge=1)   # only the first N subcategories
+    seed: int = 0
+
+def _llm():
+    import agentalign.llm as llm
+    return llm
+
+def parsed_answer(resp) -> Any:
     "The structured answer of a response: `parsed`, else the content decoded as JSON (None when it is not JSON)."
     if resp.parsed is not None: return resp.parsed
     try: return json.loads(resp.content or "")
     except (json.JSONDecodeError, TypeError): return None
 
-def _counts(fails: list[Failure]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for f in fails: out[f.reason] = out.get(f.reason, 0) + 1
-    return dict(sorted(out.items()))
+_parsed, _counts = parsed_answer, count_reasons   # transitional aliases for agentalign.instructions; use the public names
 
-def synthesize_chains(run: RunDir | str | Path, backend, *, per_subcategory: int = 3, seed: int = 0, limit: int | None = None,
-                      concurrency: int = 4, k_examples: int = 3, generator: str = "", max_tokens: int = 160, tax=None,
-                      config: dict | None = None) -> dict:
-    "Run the chain synthesis stage into `run`; returns its summary."
+def role_backend(run: RunDir, cfg) -> tuple[Any, str]:
+    "The backend of an LLM role (`LLMConfig`), cached in `run`'s LLM cache, and its generator name `backend:model`."
+    llm = _llm()
+    cfg = llm.llm_config(**cfg.model_dump())              # one-line errors for bad backend, concurrency, rpm, base URL
+    return llm.make_backend(cfg, cache_path=run.cache), f"{cfg.backend}:{cfg.model}"
+
+def run_chains(run: RunDir | str | Path, cfg: ChainsConfig | dict | None = None, *, overwrite: bool = False, backend=None, tax=None) -> dict:
+    "Run the chain synthesis stage into `RUN/chains` (resumable through the run's LLM cache); returns its summary."
     from agentalign.llm import run_batch_sync
     from agentalign.taxonomy import load_taxonomy
     run = run if isinstance(run, RunDir) else RunDir(run)
-    tax = tax or load_taxonomy()
-    if per_subcategory < 1: raise AgentAlignError(f"--per-subcategory must be at least 1, got {per_subcategory}")
-    decon, note = load_decontaminator()
-    subs = tax.subcategories[:limit] if limit else tax.subcategories
-    caps, catalog = list(tax.capabilities), capability_catalog(tax)
-    reqs, fails = [], []
-    for cat, sub in subs:
-        try: reqs.append(chain_request(tax, cat, sub, per_subcategory, seed, k_examples, decon, catalog, max_tokens=max_tokens))
-        except AgentAlignError as e: fails.append(Failure(stage="chains", item_id=f"{cat}/{sub}", reason="agentharm_overlap", detail=str(e), time=time.time()))
-    results = run_batch_sync(backend, reqs, concurrency=concurrency, desc="chains", stage="chains")
-    new, proposed = [], 0
-    for req, res in zip(reqs, results):
-        cat, sub = req.id.split("/", 1)
-        if not res.ok:
-            fails.append(res.failure or Failure(stage="chains", item_id=req.id, reason="llm_error", time=time.time())); continue
-        parsed = _parsed(res.response)
-        if parsed is None:
-            fails.append(Failure(stage="chains", item_id=req.id, reason="invalid_json", detail="the answer is not JSON", raw=(res.response.content or "")[:2000], time=time.time())); continue
-        proposed += len(parsed["chains"]) if isinstance(parsed, dict) and isinstance(parsed.get("chains"), list) else 0
-        recs, fs = parse_chains(parsed, cat, sub, caps, item_id=req.id, generator=generator or res.response.model, seed=seed, decon=decon)
-        new += recs; fails += fs
-    merged, dups = merge_chains(curated_chains(tax), new)
-    dup_ids = {id(c) for c, _ in dups}
-    fails += [Failure(stage="chains", item_id=c.id, reason="duplicate", detail=f"same steps as {orig}", raw=json.dumps(c.steps), time=time.time()) for c, orig in dups]
-    kept = [c for c in new if id(c) not in dup_ids]
-    write_jsonl(run.records("chains"), kept)
-    write_jsonl(run.failures("chains"), fails)
-    write_jsonl(run.stage("chains") / "merged.jsonl", merged)
-    export_review(merged, run.stage("chains") / "review.csv")
-    summary = {"subcategories": len(subs), "requests": len(reqs), "requests_failed": sum(not r.ok for r in results),
-               "cached": sum(bool(r.ok and r.response.cached) for r in results),
-               "requested_chains": len(subs) * per_subcategory, "proposed": proposed, "valid": len(new), "duplicates": len(dups),
-               "new_chains": len(kept), "merged_total": len(merged), "failures": len(fails), "failures_by_reason": _counts(fails),
-               "yield": round(len(kept) / max(1, len(subs) * per_subcategory), 4), "decontamination": note,
-               "prompt_version": CHAIN_PROMPT_VERSION}
-    run.record_stage("chains", {**(config or {}), "per_subcategory": per_subcategory, "seed": seed, "limit": limit,
-                                "k_examples": k_examples, "max_tokens": max_tokens, "generator": generator}, summary)
-    return summary
+    cfg = validate_config(ChainsConfig, cfg or {}, "chains config")
+    inputs = [data_dir() / "upstream" / f for f in FILES.values()] if tax is None else []
+    with run.open_stage("chains", cfg, inputs=inputs, overwrite=overwrite,
+                        outputs=("records.jsonl", "failures.jsonl", "summary.json", "merged.jsonl", "review.csv")) as st:
+        if backend is None: backend, generator = role_backend(run, cfg.writer)
+        else: generator = f"{getattr(backend, 'kind', 'custom')}:{getattr(backend, 'model', '')}"
+        tax = tax or load_taxonomy()
+        decon, note = load_decontaminator()
+        subs = tax.subcategories[:cfg.limit] if cfg.limit else tax.subcategories
+        caps, catalog = list(tax.capabilities), capability_catalog(tax)
+        reqs, fails = [], []
+        for cat, sub in subs:
+            try: reqs.append(chain_request(tax, cat, sub, cfg.per_subcategory, cfg.seed, cfg.examples, decon, catalog,
+                                           temperature=cfg.temperature, max_tokens=cfg.max_tokens))
+            except AgentAlignError as e: fails.append(Failure(stage="chains", item_id=f"{cat}/{sub}", reason="agentharm_overlap", detail=str(e)))
+        results = run_batch_sync(backend, reqs, concurrency=cfg.writer.concurrency, desc="chains", stage="chains")
+        new, slots, proposed = [], [], 0          # valid chains, and the proposal each came from (category/subcategory#k)
+        for req, res in zip(reqs, results):
+            cat, sub = req.id.split("/", 1)
+            if not res.ok:
+                fails.append(res.failure or Failure(stage="chains", item_id=req.id, reason="llm_error")); continue
+            parsed = parsed_answer(res.response)
+            if parsed is None:
+                fails.append(Failure(stage="chains", item_id=req.id, reason="invalid_json", detail="the answer is not JSON", raw=(res.response.content or "")[:2000])); continue
+            n = len(parsed["chains"]) if isinstance(parsed, dict) and isinstance(parsed.get("chains"), list) else 0
+            proposed += n
+            recs, fs = parse_chains(parsed, cat, sub, caps, item_id=req.id, generator=generator or res.response.model, seed=cfg.seed, decon=decon)
+            failed = {f.item_id for f in fs}
+            new += recs; fails += fs
+            slots += [f"{req.id}#{k}" for k in range(n) if f"{req.id}#{k}" not in failed]
+        merged, dups = merge_chains(curated_chains(tax), new)
+        slot_of = {id(c): k for c, k in zip(new, slots)}
+        fails += [Failure(stage="chains", item_id=slot_of[id(c)], reason="duplicate", detail=f"same steps as {orig}", raw=json.dumps(c.steps)) for c, orig in dups]
+        dup_ids = {id(c) for c, _ in dups}
+        kept = [c for c in new if id(c) not in dup_ids]
+        # accounting: every request ends as proposals or one failure; every proposal as a kept chain or one failure
+        items = [f.item_id for f in fails if "#" not in f.item_id] + [f.item_id for f in fails if "#" in f.item_id] + [slot_of[id(c)] for c in kept]
+        check_accounting(items, [slot_of[id(c)] for c in kept], [f.item_id for f in fails], "chains")
+        write_jsonl(st.path / "merged.jsonl", merged)
+        export_review(merged, st.path / "review.csv")
+        summary = {"subcategories": len(subs), "requests": len(reqs), "requests_failed": sum(not r.ok for r in results),
+                   "cached": sum(bool(r.ok and r.response.cached) for r in results),
+                   "requested_chains": len(subs) * cfg.per_subcategory, "proposed": proposed, "valid": len(new), "duplicates": len(dups),
+                   "new_chains": len(kept), "merged_total": len(merged), "yield": round(len(kept) / max(1, len(subs) * cfg.per_subcategory), 4),
+                   "decontamination": note, "prompt_version": CHAIN_PROMPT_VERSION, "generator": generator}
+        return st.finish(kept, fails, summary)
+
+def synthesize_chains(run: RunDir | str | Path, backend, *, per_subcategory: int = 3, seed: int = 0, limit: int | None = None,
+                      concurrency: int = 4, k_examples: int = 3, max_tokens: int = 160, tax=None, **_) -> dict:
+    "`run_chains` with a ready `backend` (kept for `benchmarks/synthesis.py`); returns the summary even when every item failed."
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    cfg = ChainsConfig(writer=LLMConfig(concurrency=concurrency), per_subcategory=per_subcategory, examples=k_examples,
+                       max_tokens=max_tokens, limit=limit, seed=seed)
+    try: return run_chains(run, cfg, backend=backend, tax=tax, overwrite=True)
+    except AgentAlignError as e:
+        if "item(s) failed" not in str(e): raise
+        return read_json(run.path / "chains" / "summary.json")
 
 def load_chains(spec: str, run: RunDir | None = None, tax=None) -> list[ChainRecord]:
     "Chains for the instruction stage: `curated` (default), `merged` / `reviewed` (from RUN/chains) or a JSONL/CSV path."
@@ -564,25 +590,52 @@ def stage_backend(run: RunDir, backend: str, model: str, base_url: str | None, a
     cfg = llm_config(backend=backend, model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency, rpm=rpm)
     return make_backend(cfg, cache_path=run.cache), cfg.model_dump(), f"{backend}:{model}"
 
+def stage_settings(model: type, stage: str, config_file: Path | None = None, options: dict | None = None,
+                 roles: dict[str, dict] | None = None):
+    """A stage config (`model`) from a TOML/YAML file's `[stage]` table and `[roles.ROLE]` tables, overridden by the CLI
+    `options` and role options that were given (not None); unknown keys are one clear line."""
+    data: dict = {}
+    where = str(config_file) if config_file is not None else "options"
+    if config_file is not None:
+        raw = load_config_file(config_file)
+        data = dict(expect(raw.get(stage, {}), dict, config_file, f"[{stage}]"))
+        tables = expect(raw.get("roles", {}), dict, config_file, "[roles]")
+        for role in (roles or {}):
+            if role in tables: data[role] = {**expect(tables[role], dict, config_file, f"[roles.{role}]"), **(data.get(role) or {})}
+    data.update({k: v for k, v in (options or {}).items() if v is not None})
+    for role, opts in (roles or {}).items():
+        given = {k: v for k, v in opts.items() if v is not None}
+        if given: data[role] = {**(data.get(role) or {}), **given}
+        known = set(_llm().LLMConfig.model_fields)
+        bad = sorted(set(data.get(role) or {}) - known) if isinstance(data.get(role), dict) else []
+        if bad: raise AgentAlignError(f"{where}: {role}.{bad[0]}: unknown key")
+        if isinstance(data.get(role), dict):     # the LLM layer's one-line checks (--backend, --concurrency, --rpm, --base-url)
+            _llm().llm_config(**{**_llm().LLMConfig().model_dump(), **data[role]})
+    return validate_config(model, data, where)
+
 OutOpt = Annotated[Path, typer.Option("--out", help="Run folder (created; reruns resume through its LLM cache).")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML/YAML file: a [STAGE] table and [roles.ROLE] tables set any setting.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace this stage's results made with other settings.")]
 
 @app.command("chains")
 @cli_errors
-def chains_cmd(out: OutOpt, per_subcategory: Annotated[int, typer.Option(help="New chains asked for per subcategory.")] = 3,
-               examples: Annotated[int, typer.Option(help="Seed chains shown as few-shot examples.")] = 3,
-               max_tokens: Annotated[int, typer.Option(help="Token budget per requested chain.")] = 160,
+def chains_cmd(out: OutOpt,
+               per_subcategory: Annotated[Optional[int], typer.Option(help="New chains asked for per subcategory [default: 3].")] = None,
+               examples: Annotated[Optional[int], typer.Option(help="Seed chains shown as few-shot examples (at least 1) [default: 3].")] = None,
+               max_tokens: Annotated[Optional[int], typer.Option(help="Token budget per requested chain (at least 1) [default: 160].")] = None,
                limit: Annotated[Optional[int], typer.Option(help="Only the first N subcategories.")] = None,
-               backend: BackendOpt = "local", model: ModelOpt = "embedded", base_url: BaseUrlOpt = None,
-               api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY", concurrency: ConcurrencyOpt = 4, rpm: RpmOpt = None, seed: SeedOpt = 0):
+               backend: BackendOpt = None, model: ModelOpt = None, base_url: BaseUrlOpt = None,
+               api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None, rpm: RpmOpt = None, seed: SeedOpt = None,
+               config: ConfigOpt = None, overwrite: OverwriteOpt = False):
     "Synthesize new behavior chains per subcategory, validate, merge with the curated ones, export for review."
-    if limit is not None and limit < 1: raise AgentAlignError(f"--limit must be at least 1, got {limit}")
-    run = RunDir(out)
-    be, cfg, gen = stage_backend(run, backend, model, base_url, api_key_env, concurrency, rpm)
-    s = synthesize_chains(run, be, per_subcategory=per_subcategory, seed=seed, limit=limit, concurrency=concurrency,
-                          k_examples=examples, generator=gen, max_tokens=max_tokens, config={"llm": cfg})
+    cfg = stage_settings(ChainsConfig, "chains", config,
+                       {"per_subcategory": per_subcategory, "examples": examples, "max_tokens": max_tokens, "limit": limit, "seed": seed},
+                       {"writer": {"backend": backend, "model": model, "base_url": base_url, "api_key_env": api_key_env,
+                                   "concurrency": concurrency, "rpm": rpm}})
+    s = run_chains(out, cfg, overwrite=overwrite)
     typer.echo(json.dumps({k: s[k] for k in ("requests", "requests_failed", "proposed", "valid", "duplicates", "new_chains",
                                              "merged_total", "failures_by_reason", "yield", "decontamination")}))
-    typer.echo(f"wrote {run.path / 'chains'}/records.jsonl, failures.jsonl, merged.jsonl, review.csv, summary.json")
+    typer.echo(f"wrote {Path(out) / 'chains'}/records.jsonl, failures.jsonl, merged.jsonl, review.csv, summary.json")
 
 @app.command("chains-review")
 @cli_errors

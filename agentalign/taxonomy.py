@@ -6,17 +6,19 @@ and draws the taxonomy."""
 
 # %% ../nbs/01_taxonomy.ipynb #0640f3dc
 from __future__ import annotations
-import copy, json
+import copy, functools, hashlib, json, marshal
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Literal
-from pydantic import BaseModel, Field
-from .core import AgentAlignError, data_dir, read_json, expect, stable_id, app, cli_errors, figures_dir
+from typing import Any, Literal, Optional
+from pydantic import BaseModel, Field, ValidationError
+from .core import (AgentAlignError, RunDir, StageConfig, app, cache_dir, cli_errors, data_dir, expect, figures_dir,
+                             load_config_file, read_json, slow_enabled, stable_id, validate_config, write_json)
 
 # %% auto #0
-__all__ = ['Severity', 'FILES', 'STANDARD_KEYWORDS', 'Finding', 'Capability', 'Tool', 'Chain', 'chain_id', 'read_upstream',
-           'lint_tool_schema', 'lint', 'repair', 'Taxonomy', 'build_taxonomy', 'load_taxonomy', 'format_report',
-           'taxonomy_cmd', 'draw_figures']
+__all__ = ['Severity', 'FILES', 'STANDARD_KEYWORDS', 'LINT_STATS', 'MIN_CHAIN_STEPS', 'MAX_CHAIN_STEPS', 'Finding', 'Capability',
+           'Tool', 'Chain', 'chain_id', 'read_upstream', 'meta_validator', 'lint_tool_schema', 'lint', 'repair',
+           'Taxonomy', 'build_taxonomy', 'lint_key', 'cached_lint', 'load_taxonomy', 'format_report', 'TaxonomyConfig',
+           'run_taxonomy', 'taxonomy_config', 'taxonomy_cmd', 'draw_figures']
 
 # %% ../nbs/01_taxonomy.ipynb #58a1d2ab
 Severity = Literal["error", "warning", "info"]
@@ -131,15 +133,24 @@ def _walk_schema(s: dict, path: str):
         yield from _walk_schema(v, f"{path}.{k}" if path else k)
     if isinstance(s.get("items"), dict): yield from _walk_schema(s["items"], f"{path}[]")
 
+LINT_STATS = {"meta_validators_built": 0, "lint_runs": 0, "memory_hits": 0, "disk_hits": 0}
+
+@functools.cache
+def meta_validator():
+    "The Draft 2020-12 meta-schema validator, built once per process (importing `jsonschema` alone takes seconds)."
+    from jsonschema import Draft202012Validator
+    LINT_STATS["meta_validators_built"] += 1
+    return Draft202012Validator(Draft202012Validator.META_SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
 def lint_tool_schema(name: str, parameters: Any) -> list[Finding]:
     "Findings for one tool's parameter schema."
     from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
+    from jsonschema.exceptions import best_match
     F = lambda sev, code, msg: Finding(severity=sev, code=code, subject=name, message=f"tool {name}: {msg}")
     if not isinstance(parameters, dict): return [F("error", "invalid_schema", "parameters is not a JSON object")]
     out = []
-    try: Draft202012Validator.check_schema(parameters)
-    except SchemaError as e:
+    e = best_match(meta_validator().iter_errors(parameters))
+    if e is not None:
         where = "/".join(str(x) for x in e.path) or "parameters"
         out.append(F("error", "invalid_schema", f"not a valid JSON Schema at {where}: {e.message}"))
     if parameters.get("type") != "object":
@@ -170,8 +181,11 @@ def _iter_chains(raw_chains: dict, source: str):
                 yield Chain(id=chain_id(cat, sub, p["steps"]), category=cat, subcategory=sub, steps=p["steps"],
                             explanation=str(p.get("explanation", "")), source=source)
 
+MIN_CHAIN_STEPS, MAX_CHAIN_STEPS = 1, 5   # the method's bounds (upstream prompt: "each chain should contain 1-5 tools")
+
 def lint(raw: dict) -> list[Finding]:
     "Cross-check the raw upstream data (from `read_upstream`); returns all findings, errors first."
+    LINT_STATS["lint_runs"] += 1
     out: list[Finding] = []
     F = lambda sev, code, subj, msg: out.append(Finding(severity=sev, code=code, subject=subj, message=msg))
     cats, declared = raw["categories"], raw["capabilities"]
@@ -218,7 +232,8 @@ def lint(raw: dict) -> list[Finding]:
             for s in ch.steps:
                 if s not in known: F("error", "unknown_step", ch.id, f"{src} chain {ch.id} ({ch.category}.{ch.subcategory}): step {s!r} is not a declared capability and no tool implements it")
                 elif s not in dset and s in used_by_tools: F("error", "undeclared_capability", ch.id, f"{src} chain {ch.id} ({ch.category}.{ch.subcategory}): step {s} is not declared in {FILES['capabilities']}")
-            if not 1 <= len(ch.steps) <= 5: F("warning", "chain_length", ch.id, f"{src} chain {ch.id} has {len(ch.steps)} steps (expected 1-5)")
+            if not MIN_CHAIN_STEPS <= len(ch.steps) <= MAX_CHAIN_STEPS:
+                F("error", "chain_length", ch.id, f"{src} chain {ch.id} ({ch.category}.{ch.subcategory}) has {len(ch.steps)} steps (the method allows {MIN_CHAIN_STEPS}-{MAX_CHAIN_STEPS})")
             if any(a == b for a, b in zip(ch.steps, ch.steps[1:])): F("warning", "repeated_step", ch.id, f"{src} chain {ch.id} repeats a step back to back")
             seen[ch.id] += 1
         for i, k in seen.items():
@@ -306,20 +321,47 @@ def build_taxonomy(raw: dict, findings: list[Finding], repairs: list[str], decla
                     chains=list(_iter_chains(raw["chains"], "curated")), seed_chains=list(_iter_chains(raw["seed_chains"], "seed")),
                     findings=findings, repairs=repairs, source=raw.get("_dir", ""))
 
-def load_taxonomy(data: str | Path | None = None, repair: bool = True, strict: bool = False) -> Taxonomy:
-    "Load, lint and (by default) repair the upstream data in `data` (default `data_dir()/'upstream'`)."
+_LINT_MEMO: dict[str, list[Finding]] = {}
+
+def lint_key(raw: dict) -> str:
+    "Cache key of a lint report: the data's content and the code of the lint rules (a changed rule is a new key)."
+    data = json.dumps({k: v for k, v in raw.items() if k != "_dir"}, sort_keys=True, ensure_ascii=False)
+    code = b"".join(marshal.dumps(f.__code__) for f in (lint, lint_tool_schema, _walk_schema, _iter_chains))
+    return hashlib.sha256(data.encode() + code).hexdigest()[:32]
+
+def cached_lint(raw: dict, cache: bool = True) -> list[Finding]:
+    "`lint(raw)`, remembered per process and on disk (`cache_dir()/lint/KEY.json`) by `lint_key`, so a new process skips jsonschema."
+    if not cache: return lint(raw)
+    key = lint_key(raw)
+    if key in _LINT_MEMO: LINT_STATS["memory_hits"] += 1; return list(_LINT_MEMO[key])
+    found = None
+    try:
+        p = cache_dir() / "lint" / f"{key}.json"
+        if p.is_file():
+            found = [Finding.model_validate(x) for x in json.loads(p.read_text(encoding="utf-8"))["findings"]]
+            LINT_STATS["disk_hits"] += 1
+    except (OSError, ValueError, KeyError, TypeError, ValidationError, AgentAlignError): found = None   # unreadable cache: lint again
+    if found is None:
+        found = lint(raw)
+        try: write_json(cache_dir() / "lint" / f"{key}.json", {"key": key, "findings": [f.model_dump() for f in found]})
+        except (OSError, AgentAlignError): pass      # a read-only cache folder only costs time
+    _LINT_MEMO[key] = found
+    return list(found)
+
+def load_taxonomy(data: str | Path | None = None, repair: bool = True, strict: bool = False, cache: bool = True) -> Taxonomy:
+    "Load, lint and (by default) repair the upstream data in `data` (default `data_dir()/'upstream'`); lint reports are cached."
     raw = read_upstream(data)
-    findings = lint(raw)
+    findings = cached_lint(raw, cache)
     declared = list(raw["capabilities"])
     fixed, changes = globals()["repair"](raw) if repair else (raw, [])
     if strict:
-        remaining = [f for f in (lint(fixed) if repair else findings) if f.severity == "error"]
+        remaining = [f for f in (cached_lint(fixed, cache) if repair else findings) if f.severity == "error"]
         if remaining:
             more = f" (and {len(remaining) - 1} more)" if len(remaining) > 1 else ""
             raise AgentAlignError(f"{raw['_dir']}: {len(remaining)} data error(s){' remain after repair' if repair else ''}: {remaining[0].message}{more}")
     return build_taxonomy(fixed, findings, changes, declared)
 
-# %% ../nbs/01_taxonomy.ipynb #dbae01eb
+# %% ../nbs/01_taxonomy.ipynb #d8c3f735
 import typer
 from typing import Annotated
 
@@ -336,17 +378,57 @@ def format_report(tax: Taxonomy, max_per_code: int = 5) -> str:
     if tax.repairs: lines.append(f"repairs applied: {len(tax.repairs)} (--json lists them)")
     return "\n".join(lines)
 
+class TaxonomyConfig(StageConfig):
+    "Settings of the taxonomy stage."
+    data: Optional[str] = None     # folder with the upstream files (default: the packaged data/upstream)
+    strict: bool = False           # fail (one line, non-zero exit) when data errors remain
+    repair: bool = True            # repair what can be repaired mechanically
+    figures: bool = True           # draw the taxonomy figures into RUN/figures
+
+def run_taxonomy(run: RunDir | str | Path, cfg: TaxonomyConfig | dict | None = None, *, overwrite: bool = False) -> dict:
+    "Load and lint the taxonomy into `RUN/taxonomy/summary.json` (counts, findings, repairs) and draw `RUN/figures`; returns the summary."
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    cfg = validate_config(TaxonomyConfig, cfg or {}, "taxonomy config")
+    folder = Path(cfg.data) if cfg.data else data_dir() / "upstream"
+    with run.open_stage("taxonomy", cfg, inputs=[folder / f for f in FILES.values()], overwrite=overwrite,
+                        outputs=("summary.json",)) as st:
+        tax = load_taxonomy(cfg.data, repair=cfg.repair, strict=cfg.strict)
+        sev = Counter(f.severity for f in tax.findings)
+        summary = {**tax.counts(), "errors": sev["error"], "warnings": sev["warning"], "infos": sev["info"],
+                   "repairs_applied": len(tax.repairs), "findings": [f.model_dump() for f in tax.findings], "repairs": tax.repairs,
+                   "source": tax.source}
+        if cfg.figures: summary["figures"] = [str(p) for p in draw_figures(tax, run.figures)]
+        run.record_stage("taxonomy", st.config, summary)
+    return summary
+
+def taxonomy_config(config_file: Path | None = None, **options) -> TaxonomyConfig:
+    "A `TaxonomyConfig` from a config file's `[taxonomy]` table, overridden by the options that were given (not None)."
+    data = {}
+    if config_file is not None:
+        data = dict(expect(load_config_file(config_file).get("taxonomy", {}), dict, config_file, "[taxonomy]"))
+    data.update({k: (str(v) if isinstance(v, Path) else v) for k, v in options.items() if v is not None})
+    return validate_config(TaxonomyConfig, data, str(config_file or "options"))
+
 @app.command("taxonomy")
 @cli_errors
 def taxonomy_cmd(
-    data: Annotated[Path | None, typer.Option(help="Folder with the upstream data files (default: the packaged data/upstream).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Folder with the upstream data files (default: the packaged data/upstream).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the report.")] = False,
-    strict: Annotated[bool, typer.Option(help="Exit with status 2 if data errors remain (after repair).")] = False,
-    repair_data: Annotated[bool, typer.Option("--repair/--no-repair", help="Repair what can be repaired mechanically.")] = True,
-    figures: Annotated[Path | None, typer.Option(help="Also draw the taxonomy figures into this folder.")] = None,
+    strict: Annotated[Optional[bool], typer.Option("--strict/--no-strict", help="Exit with status 2 if data errors remain (after repair).")] = None,
+    repair_data: Annotated[Optional[bool], typer.Option("--repair/--no-repair", help="Repair what can be repaired mechanically (default: yes).")] = None,
+    figures: Annotated[Optional[Path], typer.Option(help="Also draw the taxonomy figures into this folder.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder: write RUN/taxonomy/summary.json and RUN/figures/.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML/YAML file whose [taxonomy] table sets the options.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace RUN/taxonomy made with other settings.")] = False,
 ):
-    "Load the harm taxonomy, capabilities, tools and chains; print counts and lint findings."
-    tax = load_taxonomy(data, repair=repair_data, strict=strict)
+    "Load the harm taxonomy, capabilities, tools and chains; print counts and lint findings (with --out: run the stage)."
+    cfg = taxonomy_config(config, data=data, strict=strict, repair=repair_data)
+    if out is not None:
+        s = run_taxonomy(out, cfg, overwrite=overwrite)
+        typer.echo(json.dumps({k: v for k, v in s.items() if not isinstance(v, (list, dict))}))
+        typer.echo(f"wrote {Path(out) / 'taxonomy' / 'summary.json'}" + (f" and {len(s.get('figures', []))} figures in {Path(out) / 'figures'}" if cfg.figures else ""))
+        return
+    tax = load_taxonomy(cfg.data, repair=cfg.repair, strict=cfg.strict)
     if figures is not None: draw_figures(tax, figures)
     typer.echo(json.dumps(tax.summary(), indent=2) if json_out else format_report(tax))
 

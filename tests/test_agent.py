@@ -83,11 +83,17 @@ def test_loopback_server_error_recovery_and_cap():
 
 
 def test_loopback_server_down_is_llm_error(tmp_path):
-    "A backend that cannot reach its server ends the episode with llm_error, recorded as trajectory and failure."
+    "A backend that cannot reach its server: the task is a failure (llm_error), not a record; a rerun retries it without duplicating lines."
     backend = OpenAIBackend("scripted", base_url="http://127.0.0.1:9/v1", api_key_env="AGENTALIGN_TEST_NO_KEY", max_retries=0)
     trs, fs = run_episodes_sync(backend, [TASK], out=tmp_path, progress=False)
-    assert trs[0].termination == "llm_error" and "connection" in trs[0].error
-    assert fs[0].reason == "llm_error" and (tmp_path / "failures.jsonl").exists()
+    assert trs == [] and [f.reason for f in fs] == ["llm_error"] and "connection" in fs[0].detail
+    assert Trajectory.model_validate_json(fs[0].raw).termination == "llm_error"          # the partial trace is kept
+    assert not (tmp_path / "records.jsonl").exists() or (tmp_path / "records.jsonl").read_text() == ""
+    for _ in range(2):                                                                 # reruns: retried, never duplicated
+        backend = OpenAIBackend("scripted", base_url="http://127.0.0.1:9/v1", api_key_env="AGENTALIGN_TEST_NO_KEY", max_retries=0)
+        trs, fs = run_episodes_sync(backend, [TASK], out=tmp_path, progress=False)
+        assert trs == [] and len(fs) == 1
+        assert len((tmp_path / "failures.jsonl").read_text().splitlines()) == 1
 
 
 def test_embedded_model_loop():
@@ -96,8 +102,14 @@ def test_embedded_model_loop():
     task = AgentTask(id="emb", instruction="Search the web for 'how to repot a monstera' and tell me the first result.",
                      tools=["search_google"])
     tr = run_episode_sync(backend, task, AgentConfig(max_turns=2, max_tool_calls=2, max_tokens=64, timeout=900))
-    assert tr.termination in ("final_answer", "max_turns", "max_tool_calls")
-    assert 1 <= tr.turns <= 2 and tr.llm_seconds > 0
+    # the termination reason is the one the trace implies (not just any of the possible ones)
+    asst = [m for m in tr.messages if m["role"] == "assistant"]
+    capped = any(m["role"] == "tool" and json.loads(m["content"]).get("code") == "tool_call_limit" for m in tr.messages)
+    expected = ("llm_error" if tr.error else "max_tool_calls" if capped else
+                "final_answer" if tr.messages[-1]["role"] == "assistant" and not tr.messages[-1].get("tool_calls") else "max_turns")
+    assert tr.termination == expected, (tr.termination, expected, tr.messages)
+    assert (tr.final_answer is not None) == (expected == "final_answer") and 1 <= tr.turns <= 2 and tr.llm_seconds > 0
+    assert len(asst) == tr.turns - (expected == "llm_error")          # one assistant message per completed turn
     assert tr.messages[0]["role"] == "system" and tr.messages[1]["role"] == "user" and tr.messages[2]["role"] == "assistant"
     ids = [c["id"] for m in tr.messages if m.get("tool_calls") for c in m["tool_calls"]]
     assert sorted(ids) == sorted(m["tool_call_id"] for m in tr.messages if m["role"] == "tool")
@@ -110,27 +122,70 @@ def test_embedded_model_loop():
     assert any(m["role"] == "tool" and m["tool_call_id"] == tr.steps[0].call_id for m in tr.messages)
 
 
+def flaky_app(script: list, seen: list, down: set):
+    "`scripted_app`, but a task whose instruction is in `down` gets HTTP 403 (a permanent error: the episode fails)."
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+    inner = scripted_app(script, seen)
+    app = FastAPI()
+    @app.post("/v1/chat/completions")
+    async def completions(request: Request):
+        body = await request.json()
+        if body["messages"][1]["content"] in down:
+            seen.append(body); return JSONResponse({"error": {"message": "forbidden", "type": "test"}}, status_code=403)
+        n = sum(m["role"] == "assistant" for m in body["messages"]); seen.append(body)
+        reply = script[min(n, len(script) - 1)]
+        if isinstance(reply, str): return _completion({"role": "assistant", "content": reply}, "stop")
+        return _completion({"role": "assistant", "content": None, "tool_calls": reply}, "tool_calls")
+    return app
+
+
 def test_cli_agent_run_resumes(tmp_path):
-    "`agentalign agent-run` with --backend openai against the scripted server; a rerun repeats no finished episode."
+    """`agentalign agent-run` against the scripted server: a failed task is a failure only; a rerun runs only that task
+    and then the failures file is empty; a changed tasks file is refused with one line; every task failing exits 2."""
     from typer.testing import CliRunner
     from agentalign.core import app
     import agentalign.agent  # registers the command
-    seen = []
+    seen, down = [], {"Find tide tables 1."}
     script = [[_call("call_a", "search_google", {"query": "Brighton tide tables"})], "Done."]
     tasks = tmp_path / "tasks.jsonl"
-    tasks.write_text("".join(json.dumps({"id": f"t{i}", "instruction": "Find tide tables.", "tools": ["search_google"]}) + "\n" for i in range(3)))
-    out = tmp_path / "run"
-    with ServerThread(scripted_app(script, seen)) as srv:
+    tasks.write_text("".join(json.dumps({"id": f"t{i}", "instruction": f"Find tide tables {i}.", "tools": ["search_google"]}) + "\n" for i in range(3)))
+    out = tmp_path / "run"; st = out / "agent"
+    lines = lambda p: [json.loads(l) for l in p.read_text().splitlines()] if p.exists() else []
+    with ServerThread(flaky_app(script, seen, down)) as srv:
         args = ["agent-run", str(tasks), "--out", str(out), "--backend", "openai", "--model", "scripted", "--base-url", srv.url,
                 "--api-key-env", "AGENTALIGN_TEST_NO_KEY", "--distractors", "1"]
         r = CliRunner().invoke(app, args)
         assert r.exit_code == 0, r.output
-        assert len(seen) == 6
-        with tasks.open("a") as f: f.write(json.dumps({"id": "t3", "instruction": "Find tide tables.", "tools": ["search_google"]}) + "\n")
+        assert len(seen) == 5                                           # t0, t2: two turns each; t1: one refused request
+        assert sorted(x["id"] for x in lines(st / "records.jsonl")) == ["t0", "t2"]
+        assert [(f["item_id"], f["reason"]) for f in lines(st / "failures.jsonl")] == [("t1", "llm_error")]
+        down.clear()
         r = CliRunner().invoke(app, args)
         assert r.exit_code == 0, r.output
-        assert len(seen) == 8                       # only the new task t3 ran
-    recs = [json.loads(l) for l in (out / "records.jsonl").read_text().splitlines()]
-    assert sorted(x["id"] for x in recs) == ["t0", "t1", "t2", "t3"] and all(x["termination"] == "final_answer" for x in recs)
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["episodes"] == 4 and summary["tool_calls"] == 4 and (out / "agent_episodes.png").exists()
+        assert len(seen) == 7                                           # only t1 ran again
+        assert sorted(x["id"] for x in lines(st / "records.jsonl")) == ["t0", "t1", "t2"] and lines(st / "failures.jsonl") == []
+        summary = json.loads((st / "summary.json").read_text())
+        assert summary["records"] == summary["episodes"] == 3 and summary["failures"] == 0 and summary["tool_calls"] == 3
+        assert (out / "figures" / "agent_episodes.png").exists() and not (out / "agent_episodes.png").exists()
+        with tasks.open("a") as f: f.write(json.dumps({"id": "t3", "instruction": "Find tide tables 3.", "tools": ["search_google"]}) + "\n")
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 2 and "input changed: " in r.output and len(r.output.strip().splitlines()) == 1, r.output
+        r = CliRunner().invoke(app, args + ["--overwrite"])                # starts over (answers come from the run's LLM cache)
+        assert r.exit_code == 0 and len(lines(st / "records.jsonl")) == 4, r.output
+        down.update(f"Find tide tables {i}." for i in range(4))
+        out2 = tmp_path / "run2"
+        r = CliRunner().invoke(app, [a if a != str(out) else str(out2) for a in args])
+        errs = [l for l in r.output.splitlines() if l.startswith("error:")]
+        assert r.exit_code == 2 and len(errs) == 1 and "all 4 item(s) failed" in errs[0], r.output
+        assert lines(out2 / "agent" / "records.jsonl") == [] and len(lines(out2 / "agent" / "failures.jsonl")) == 4
+
+
+def test_cli_agent_run_bad_tasks_file_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+    from agentalign.core import app
+    import agentalign.agent
+    (tmp_path / "latin.jsonl").write_bytes(b'{"instruction": "caf\xe9", "tools": ["search_google"]}\n')
+    for path, msg in [(tmp_path, "not a file"), (tmp_path / "latin.jsonl", "not a UTF-8 text file")]:
+        r = CliRunner().invoke(app, ["agent-run", str(path), "--out", str(tmp_path / "run")])
+        assert r.exit_code == 2 and msg in r.output and len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output, r.output

@@ -1,15 +1,18 @@
-"""Simulated environment: the CLI in a real subprocess, and fault injection (random garbage arguments never raise)."""
+"""Simulated environment: the CLI in a real subprocess, fault injection (random garbage arguments never raise), the
+JSON limits (huge numbers, deep nesting, huge arguments), bounded results, and no change to the caller's arguments."""
 import json, os, random, string, subprocess, sys
 from pathlib import Path
-from agentalign.environment import SimulatedEnvironment, sample_arguments
+from agentalign.environment import SimulatedEnvironment, sample_arguments, MAX_RESULT_CHARS, MAX_ARGUMENT_CHARS
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
+CLI = [sys.executable, "-c", "from agentalign.cli import main; main()"]
+def run_cli(*a): return subprocess.run(CLI + list(a), capture_output=True, text=True, env=ENV, cwd=REPO, timeout=120)
+
 def test_cli_call_and_errors():
-    cli = [sys.executable, "-c", "from agentalign.cli import main; main()", ]
-    run = lambda *a: subprocess.run(cli + list(a), capture_output=True, text=True, env=ENV, cwd=REPO, timeout=120)
+    run = run_cli
     r = run("env-call", "query_blockchain_data", '{"network": "bitcoin", "query_type": "block", "identifier": "840000"}', "--seed", "2")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["block"]["number"] == 840000
@@ -50,7 +53,7 @@ def test_fuzzed_arguments_never_raise():
         json.dumps(res)                       # serialisable (NaN is allowed by json.dumps; the point is no exception)
         if "error" in res:
             n_err += 1
-            assert res["status"] in (400, 404, 429, 502) and res.get("code") != "simulator_error", (name, bad, res)
+            assert res["status"] in (400, 404, 413, 429, 502) and res.get("code") != "simulator_error", (name, bad, res)
     assert n_err > 1000
 
 
@@ -67,3 +70,61 @@ def test_long_episode_state_stays_consistent():
         q = env.call(name.replace("create_", "query_"), {"payment_id": pid}) if name != "stripe_create_payment" else None
         if q is not None: assert q["found_in"] == "episode" and q["payment_id"] == pid
     assert sum(c["ok"] for c in env.calls) / len(env.calls) > 0.95
+
+
+def _deep(n):
+    v = cur = []
+    for _ in range(n): cur.append([]); cur = cur[0]
+    return v
+
+
+def test_huge_number_and_deep_nesting_are_error_results():
+    "A 5,000-digit integer and 5,000 levels of nesting, as dicts or JSON text: error results naming the field, never an exception."
+    env = SimulatedEnvironment(seed=0)
+    cases = [("search_google", '{"query": "x", "num_results": 1' + "0" * 5000 + "}", "arguments"),
+             ("search_google", {"query": "x", "num_results": 10 ** 5000}, "num_results"),
+             ("search_google", {"query": "x", "num_results": -10 ** 19}, "num_results"),
+             ("search_google", '{"query": ' + "[" * 5000 + "]" * 5000 + "}", "arguments"),
+             ("http_request", {"url": "https://api.example.com/v1", "method": "POST", "data": _deep(5000)}, "data" + "[0]" * 31),
+             ("http_request", {"url": "https://api.example.com/v1", "method": "POST", "data": {"x": float("nan")}}, "data.x"),
+             ("search_google", {"query": b"bytes"}, "query")]
+    for tool, args, field in cases:
+        res = env.call(tool, args)
+        assert res["status"] == 400 and res["field"] == field, (field, res)
+        json.dumps(res, allow_nan=False)
+    assert len(env.calls) == len(cases) and not any(c["ok"] for c in env.calls)
+
+
+def test_cli_huge_number_and_deep_nesting_one_result():
+    "Through `agentalign env-call`: the error result is printed as JSON, exit status 1, no traceback."
+    for args in ('{"query": "x", "count": 1' + "0" * 5000 + "}", '{"query": ' + "[" * 5000 + "]" * 5000 + "}"):
+        r = run_cli("env-call", "search_bing", args)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert json.loads(r.stdout)["code"] == "invalid_json"
+
+
+def test_caller_arguments_are_not_modified():
+    "Schema defaults are applied to a copy: the caller's dict (and nested dicts) come back unchanged."
+    env = SimulatedEnvironment(seed=0)
+    for name, spec in env.tools.items():
+        a = sample_arguments(spec, random.Random(3), required_only=True)
+        before = json.dumps(a, sort_keys=True)
+        env.call(name, a)
+        assert json.dumps(a, sort_keys=True) == before, name
+    a = {"query": "tide tables"}
+    assert "search_type" not in a and env.call("search_google", a)["search_type"] == "web" and a == {"query": "tide tables"}
+
+
+def test_result_size_is_bounded():
+    "A megabyte argument is refused (413); a large accepted one that a handler echoes many times is cut to MAX_RESULT_CHARS."
+    env = SimulatedEnvironment(seed=0)
+    big = "w " * 500_000
+    for args in ({"query": big}, json.dumps({"query": big})):
+        res = env.call("search_google", args)
+        assert res["status"] == 413 and res["code"] == "payload_too_large" and len(json.dumps(res)) < 500
+    for tool, args in [("search_google", {"query": "w " * 40_000}), ("execute_command", {"command": "echo " + "w " * 40_000}),
+                       ("http_request", {"url": "https://api.example.com/v1", "method": "POST", "data": {"x": "y" * 90_000}})]:
+        res = env.call(tool, args)
+        n = len(json.dumps(res, ensure_ascii=False))
+        assert "error" not in res and n <= MAX_RESULT_CHARS and "truncated" in res, (tool, n)
+    assert len(json.dumps(env.call("search_google", {"query": "tide tables"}))) < 8000     # ordinary results are untouched

@@ -1,5 +1,5 @@
 "End-to-end checks of `agentalign taxonomy` as a user runs it (a subprocess of the installed console script)."
-import json, shutil, subprocess, sys
+import json, os, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 
@@ -71,3 +71,39 @@ def test_human_report_and_figures(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("categories=8  subcategories=64")
     assert len(list(tmp_path.glob("taxonomy_*.png"))) == 3
+
+@pytest.mark.parametrize("steps", [[], ["Search.web_search", "Communication.send_email"] * 6])
+def test_chain_length_outside_bounds_fails_strict(data_copy, steps):
+    "A curated chain of 0 or 12 steps is a data error: `--strict` exits 2 with one line naming the bounds."
+    p = data_copy / "merged_tool_chains_cleaned.json"
+    ch = json.loads(p.read_text())
+    ch["cyber_crime"]["ddos_attack"]["patterns"][0]["steps"] = steps
+    p.write_text(json.dumps(ch))
+    r = run("taxonomy", "--json", "--data", str(data_copy))
+    found = [f for f in json.loads(r.stdout)["findings"] if f["code"] == "chain_length"]
+    assert [f["severity"] for f in found] == ["error"] and f"has {len(steps)} steps" in found[0]["message"]
+    r = run("taxonomy", "--strict", "--data", str(data_copy))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "the method allows 1-5" in r.stderr, r.stderr
+
+def test_lint_report_cached_across_processes(tmp_path):
+    "With a warm lint cache a fresh process loads the taxonomy without importing jsonschema (the multi-second part)."
+    probe = ("import sys; from agentalign.taxonomy import load_taxonomy, LINT_STATS; t = load_taxonomy(strict=True); "
+             "import json; print(json.dumps({'js': 'jsonschema' in sys.modules, **LINT_STATS, 'findings': len(t.findings)}))")
+    env = {**os.environ, "AGENTALIGN_CACHE_DIR": str(tmp_path)}
+    cold, warm = [json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120).stdout)
+                  for _ in range(2)]
+    assert cold["js"] and cold["lint_runs"] == 2 and cold["meta_validators_built"] == 1      # the data, and the repaired data
+    assert not warm["js"] and warm["lint_runs"] == 0 and warm["disk_hits"] == 2 and warm["findings"] == cold["findings"]
+
+def test_stage_into_run_folder(tmp_path):
+    "`taxonomy --out RUN` writes RUN/taxonomy/summary.json and RUN/figures/; other settings in the same folder are refused."
+    run_dir = tmp_path / "run"
+    r = run("taxonomy", "--out", str(run_dir))
+    assert r.returncode == 0, r.stderr
+    s = json.loads((run_dir / "taxonomy" / "summary.json").read_text())
+    assert s["chains"] == 240 and s["findings"] and len(list((run_dir / "figures").glob("taxonomy_*.png"))) == 3
+    r = run("taxonomy", "--out", str(run_dir), "--no-repair")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "other settings" in r.stderr
+    cfg = tmp_path / "c.toml"; cfg.write_text("[taxonomy]\nstrictt = true\n")
+    r = run("taxonomy", "--config", str(cfg))
+    assert r.returncode == 2 and r.stderr.strip() == f"error: {cfg}: strictt: unknown key"

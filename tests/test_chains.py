@@ -1,0 +1,102 @@
+"""Behavior chains: the AgentHarm detector against texts it was not built from, the stage convention of `chains` through
+the command line (resume without duplicated failures, other settings refused, all-failed is an error), and bad input
+that must be one line (`--examples 0`, `--max-tokens -1`, a folder or a non-UTF-8 file given to `chains-review`)."""
+import json, os
+from pathlib import Path
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from typer.testing import CliRunner
+from agentalign.core import agentharm_dir, app
+from agentalign.chains import load_decontaminator, curated_chains, CHAIN_SYSTEM, CHAIN_USER, capability_catalog
+from agentalign.taxonomy import load_taxonomy
+import agentalign.chains  # registers the commands
+
+AH = agentharm_dir()
+
+
+def _benchmark_prompts(folder: Path) -> dict[str, str]:
+    "The behavior prompts, read straight from the files (not through the code under test)."
+    out = {}
+    for f in sorted(folder.glob("*_behaviors_*.json")):
+        for b in json.loads(f.read_text(encoding="utf-8"))["behaviors"]:
+            out[f"{f.stem}:{b['id']}"] = b["prompt"]
+    return out
+
+
+@pytest.mark.skipif(AH is None, reason="no AgentHarm copy (AGENTALIGN_AGENTHARM_DIR unset and ../shared/agentharm-validation absent)")
+def test_decontaminator_catches_planted_prompts_and_passes_clean_text():
+    dc, note = load_decontaminator(required=True)
+    prompts = _benchmark_prompts(AH)
+    assert len(prompts) == 64 and dc.size >= 64
+    tax = load_taxonomy()
+    clean = [c.explanation for c in curated_chains(tax)] + [CHAIN_SYSTEM, CHAIN_USER, capability_catalog(tax)]
+    assert [t[:40] for t in clean if not dc.is_clean(t)] == []                         # no false positive on our own text
+    for i, (bid, p) in enumerate(prompts.items()):
+        planted = f"{clean[i % 240]}\n\nAlso: {p.upper().replace(',', ' ,').replace('.', '!')}\n\n{clean[(i + 7) % 240]}"
+        assert bid in dc.hits(planted), bid                                             # caught and attributed
+        w = p.split(); mid = len(w) // 2
+        assert dc.hits(f"{clean[i % 240]} {' '.join(w[mid - 6:mid + 6])} {clean[(i + 3) % 240]}"), bid   # a 12-word window
+    w = list(prompts.values())[0].split()
+    assert dc.is_clean(" ".join(w[:4])) and dc.is_clean(" ".join(w[::2]))              # 4 words, or every other word: no 8-gram
+
+
+def _completion(content: str) -> dict:
+    return {"id": "c", "object": "chat.completion", "created": 0, "model": "scripted",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop", "logprobs": None}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+def writer_app(seen: list):
+    from fastapi import FastAPI, Request
+    api = FastAPI()
+    @api.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.json(); seen.append(body)
+        enum = body["response_format"]["json_schema"]["schema"]["properties"]["chains"]["items"]["properties"]["steps"]["items"]["enum"]
+        k = len(seen)
+        return _completion(json.dumps({"chains": [{"steps": [enum[k % len(enum)], enum[(k + 5) % len(enum)]], "explanation": "A pattern."},
+                                                  {"steps": [enum[1], enum[1]], "explanation": "Degenerate."}]}))
+    return api
+
+
+def test_chains_stage_resume_settings_and_all_failed(tmp_path):
+    from agentalign.llm import ServerThread
+    seen, run = [], tmp_path / "run"
+    with ServerThread(writer_app(seen)) as srv:
+        args = ["chains", "--out", str(run), "--backend", "openai", "--model", "scripted", "--base-url", srv.url,
+                "--api-key-env", "AGENTALIGN_TEST_NO_KEY", "--limit", "2", "--per-subcategory", "2"]
+        r = CliRunner().invoke(app, args); assert r.exit_code == 0, r.output
+        ids = lambda: [(f["item_id"], f["reason"]) for f in map(json.loads, (run / "chains" / "failures.jsonl").read_text().splitlines())]
+        fails = ids()
+        assert len(seen) == 2 and len(fails) == 2 and all(i.endswith("#1") for i, _ in fails)
+        r = CliRunner().invoke(app, args); assert r.exit_code == 0, r.output                 # same settings: cached, rewritten
+        assert len(seen) == 2 and ids() == fails
+        r = CliRunner().invoke(app, args[:-1] + ["3"])
+        assert r.exit_code == 2 and "other settings" in r.output and "per_subcategory 2 -> 3" in r.output
+        cfg = json.loads((run / "chains" / "config.json").read_text())
+        assert cfg["config"]["writer"]["model"] == "scripted" and cfg["config"]["per_subcategory"] == 2
+    down = ["chains", "--out", str(tmp_path / "down"), "--backend", "openai", "--model", "x", "--base-url", "http://127.0.0.1:9/v1",
+            "--api-key-env", "AGENTALIGN_TEST_NO_KEY", "--limit", "2"]
+    r = CliRunner().invoke(app, down)
+    errs = [l for l in r.output.splitlines() if l.startswith("error:")]     # (the rest is the progress bar on stderr)
+    assert r.exit_code == 2 and len(errs) == 1 and "all 2 item(s) failed" in errs[0], r.output
+
+
+@pytest.mark.parametrize("args,msg", [(["--examples", "0"], "examples: Input should be greater than or equal to 1"),
+                                      (["--examples", "-2"], "examples: Input should be greater than or equal to 1"),
+                                      (["--max-tokens", "0"], "max_tokens: Input should be greater than or equal to 1"),
+                                      (["--max-tokens", "-1"], "max_tokens: Input should be greater than or equal to 1")])
+def test_bad_numbers_are_one_line(tmp_path, args, msg):
+    r = CliRunner().invoke(app, ["chains", "--out", str(tmp_path / "r"), *args])
+    assert r.exit_code == 2 and msg in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_chains_review_bad_files_are_one_line(tmp_path):
+    (tmp_path / "dir.csv").mkdir(); (tmp_path / "dir.jsonl").mkdir()
+    (tmp_path / "latin.csv").write_bytes("keep,category,subcategory,steps\n1,caf\xe9,s,Search.web_search\n".encode("latin-1"))
+    (tmp_path / "latin.jsonl").write_bytes(b'{"keep": 1, "category": "caf\xe9"}\n')
+    for name, msg in [("dir.csv", "not a file"), ("dir.jsonl", "not a file"), ("latin.csv", "not a UTF-8 text file"),
+                      ("latin.jsonl", "not a UTF-8 text file"), ("nothing.csv", "not found")]:
+        r = CliRunner().invoke(app, ["chains-review", str(tmp_path / name), "--out", str(tmp_path / "run")])
+        assert r.exit_code == 2 and msg in r.output and len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output, (name, r.output)
