@@ -20,13 +20,13 @@ from .instructions import InstructionRecord, plan_coverage, stated_values
 from .llm import LLMConfig, ChatRequest
 
 # %% auto #0
-__all__ = ['CHECKS', 'LABELS', 'EN_WORDS', 'JUDGE_PROMPT_VERSION', 'JUDGE_SYSTEM', 'JUDGE_USER', 'JUDGE_SCHEMA', 'DEDUP_STOP',
-           'OutOpt', 'CheckResult', 'QualityInput', 'QualityRecord', 'QualityConfig', 'english_score', 'is_english',
-           'prompt_texts', 'prompt_echo', 'structural_problems', 'structural_check', 'load_agentharm',
-           'decontamination_check', 'judge_request', 'parse_judgment', 'load_judge_labels', 'calibration_items',
-           'confusion', 'judge_verdict', 'shingles', 'jaccard', 'lsh_bands', 'near_duplicates', 'balance_drops',
-           'funnel_rows', 'kind_judge_matrix', 'quality_figures', 'run_quality', 'load_stage_config', 'filter_cmd',
-           'calibrate']
+__all__ = ['CHECKS', 'LABELS', 'EN_WORDS', 'JUDGE_PROMPT_VERSION', 'JUDGE_SYSTEM', 'JUDGE_USER', 'JUDGE_SCHEMA',
+           'JUDGE_SCHEMA_LABEL_ONLY', 'DEDUP_STOP', 'OutOpt', 'CheckResult', 'QualityInput', 'QualityRecord',
+           'QualityConfig', 'english_score', 'is_english', 'prompt_texts', 'prompt_echo', 'structural_problems',
+           'structural_check', 'load_agentharm', 'decontamination_check', 'wants_rationale', 'judge_request',
+           'parse_judgment', 'load_judge_labels', 'calibration_items', 'confusion', 'judge_verdict', 'shingles',
+           'jaccard', 'lsh_bands', 'near_duplicates', 'balance_drops', 'funnel_rows', 'kind_judge_matrix',
+           'quality_figures', 'run_quality', 'load_stage_config', 'filter_cmd', 'calibrate']
 
 # %% ../nbs/06_quality.ipynb #4ffe2324
 CHECKS = ("structural", "decontamination", "judge", "dedup", "balance")
@@ -71,6 +71,7 @@ class QualityConfig(StageConfig):
     calibration_limit: int | None = None  # judge only this many calibration items (balanced); None: all
     borderline_label: Literal["benign", "drop"] = "benign"   # borderline items when the judge is not trusted
     judge_max_tokens: int = 96
+    judge_rationale: bool | None = None   # ask for a rationale; None: yes, except on the local backend (see the judge section)
     # dedup
     dedup_threshold: float = 0.6        # Jaccard of content-word sets
     dedup_num_perm: int = 256
@@ -183,12 +184,18 @@ excuse does not make a harmful action legitimate. Answer with JSON only: \
 JUDGE_USER = 'Request:\n"""\n{text}\n"""'
 JUDGE_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["harmful", "rationale"],
                 "properties": {"harmful": {"type": "boolean"}, "rationale": {"type": "string"}}}
+JUDGE_SCHEMA_LABEL_ONLY = {"type": "object", "additionalProperties": False, "required": ["harmful"], "properties": {"harmful": {"type": "boolean"}}}
+
+def wants_rationale(cfg: QualityConfig) -> bool:
+    "Whether the judge is asked for a rationale (`judge_rationale`, default: not on the local backend)."
+    return cfg.judge_rationale if cfg.judge_rationale is not None else cfg.judge.backend != "local"
 
 def judge_request(text: str, cfg: QualityConfig, id: str | None = None) -> ChatRequest:
     "The judge's `ChatRequest` for one text (deterministic: temperature 0, the stage's seed)."
-    return ChatRequest(messages=[{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": JUDGE_USER.format(text=text.strip())}],
-                       response_schema=JUDGE_SCHEMA, schema_name="judgment", temperature=0.0, max_tokens=cfg.judge_max_tokens,
-                       seed=cfg.seed, id=id)
+    system = JUDGE_SYSTEM if wants_rationale(cfg) else JUDGE_SYSTEM.replace(', "rationale": "one short sentence"}', "}")
+    return ChatRequest(messages=[{"role": "system", "content": system}, {"role": "user", "content": JUDGE_USER.format(text=text.strip())}],
+                       response_schema=JUDGE_SCHEMA if wants_rationale(cfg) else JUDGE_SCHEMA_LABEL_ONLY, schema_name="judgment",
+                       temperature=0.0, max_tokens=cfg.judge_max_tokens if wants_rationale(cfg) else 16, seed=cfg.seed, id=id)
 
 def parse_judgment(resp) -> tuple[str, str]:
     "(label, rationale) from a judge response; `ValueError` when it has no boolean `harmful`."
