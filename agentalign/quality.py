@@ -20,7 +20,7 @@ from .instructions import InstructionRecord, plan_coverage, stated_values
 from .llm import LLMConfig, ChatRequest
 
 # %% auto #0
-__all__ = ['CHECKS', 'LABELS', 'EN_WORDS', 'JUDGE_PROMPT_VERSION', 'JUDGE_SYSTEM', 'JUDGE_USER', 'JUDGE_SCHEMA',
+__all__ = ['CHECKS', 'LABELS', 'EN_WORDS', 'PROMPT_MODULES', 'JUDGE_PROMPT_VERSION', 'JUDGE_SYSTEM', 'JUDGE_USER', 'JUDGE_SCHEMA',
            'JUDGE_SCHEMA_LABEL_ONLY', 'DEDUP_STOP', 'OutOpt', 'CheckResult', 'QualityInput', 'QualityRecord',
            'QualityConfig', 'english_score', 'is_english', 'prompt_texts', 'prompt_echo', 'structural_problems',
            'structural_check', 'load_agentharm', 'decontamination_check', 'wants_rationale', 'judge_request',
@@ -108,14 +108,19 @@ def is_english(text: str, min_english: float = 0.1) -> bool:
 _ECHO = re.compile(r"phrase yourself|from step:|\bstate:|kind: (harmful|benign|borderline)|\"instructions\"\s*:|"
                    r"written as (a|two|the) |answer with json|^\s*(```|[\[{])", re.I)
 
+PROMPT_MODULES = ("agentalign.instructions", "agentalign.drafts")
+
 def prompt_texts() -> dict[str, str]:
-    "The instruction stage's prompt texts (module constants named *SYSTEM*, *USER*, *BRIEF*, *PROMPT*, not *DRAFT*)."
-    import agentalign.instructions as ins
+    "The writer's prompt texts: constants named *SYSTEM*, *USER*, *BRIEF*, *PROMPT* (not *DRAFT*) of `PROMPT_MODULES` that exist."
+    import importlib
     out = {}
-    for k, v in vars(ins).items():
-        if not k.isupper() or "DRAFT" in k or not re.search(r"SYSTEM|USER|BRIEF|PROMPT", k) or k.endswith("VERSION"): continue
-        for sub, t in (v.items() if isinstance(v, dict) else [("", v)]):
-            if isinstance(t, str) and len(t.split()) >= 6: out[f"{k}{'.' + sub if sub else ''}"] = t
+    for name in PROMPT_MODULES:
+        try: mod = importlib.import_module(name)
+        except ImportError: continue
+        for k, v in vars(mod).items():
+            if not k.isupper() or "DRAFT" in k or not re.search(r"SYSTEM|USER|BRIEF|PROMPT", k) or k.endswith("VERSION"): continue
+            for sub, t in (v.items() if isinstance(v, dict) else [("", v)]):
+                if isinstance(t, str) and len(t.split()) >= 6: out[f"{k}{'.' + sub if sub else ''}"] = t
     return out
 
 _PROMPT_DC: Decontaminator | None = None
