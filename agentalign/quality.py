@@ -387,9 +387,9 @@ def quality_figures(recs: list[QualityRecord], out: Path, trusted: bool | None =
     m = kind_judge_matrix(recs)
     cols = ["harmful", "benign", "error", "not_judged"]
     data = np.array([[m[k][c] for c in cols] for k in ("harmful", "benign", "borderline")])
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
     ax.imshow(data, cmap="Blues")
-    for (i, j), v in np.ndenumerate(data): ax.text(j, i, str(v), ha="center", va="center", color="black")
+    for (i, j), v in np.ndenumerate(data): ax.text(j, i, str(v), ha="center", va="center", color="white" if v > data.max() / 2 else "black")
     ax.set_xticks(range(len(cols)), [f"judged {c}" if c in LABELS else c.replace("_", " ") for c in cols])
     ax.set_yticks(range(3), ["harmful", "benign", "borderline"]); ax.set_ylabel("kind (writer's intent)")
     ax.set_title("Kind × judge label" + ("" if trusted is None else (" (judge trusted)" if trusted else " (judge annotate-only)")))
