@@ -584,6 +584,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'agentalign.refusal._compile': ('refusal.html#_compile', 'agentalign/refusal.py'),
                                     'agentalign.refusal.find_cues': ('refusal.html#find_cues', 'agentalign/refusal.py'),
                                     'agentalign.refusal.is_refusal': ('refusal.html#is_refusal', 'agentalign/refusal.py'),
+                                    'agentalign.refusal.load_heldout_labels': ('refusal.html#load_heldout_labels', 'agentalign/refusal.py'),
                                     'agentalign.refusal.load_refusal_labels': ('refusal.html#load_refusal_labels', 'agentalign/refusal.py'),
                                     'agentalign.refusal.normalize': ('refusal.html#normalize', 'agentalign/refusal.py'),
                                     'agentalign.refusal.refusal_metrics': ('refusal.html#refusal_metrics', 'agentalign/refusal.py'),
