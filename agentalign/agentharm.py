@@ -14,8 +14,8 @@ from typing import Literal, Optional
 import typer
 from pydantic import Field
 from .core import (AGENTHARM_ENV, AgentAlignError, RunDir, StageConfig, agentharm_dir, app, cache_dir, check_accounting,
-                             cli_errors, expect, file_fingerprint, load_config_file, read_json, slow_enabled, stable_id,
-                             validate_config, write_json)
+                             cli_errors, expect, file_fingerprint, load_config_file, read_json, stable_id, validate_config,
+                             write_json)
 from .llm import LLMConfig
 from .models import cpu_threads
 # the parts of the stage, one notebook each; their public names are importable from here too

@@ -131,6 +131,13 @@ def test_sft_model_folder_end_to_end_progress_resume_cache(tmp_path, tiny_model,
     # a different scoring configuration is a different key: not served from the cache
     with pytest.raises(AssertionError, match="inspect was started"):
         ah.run_agentharm(tmp_path / "run3", ah.AgentHarmConfig(model=str(copy), limit=1, max_tokens=9, figures=False))
+    # --overwrite with another configuration under the same label: the old logs go before inspect starts
+    with pytest.raises(AssertionError, match="inspect was started"):
+        ah.run_agentharm(tmp_path / "run2", ah.AgentHarmConfig(model=str(copy), limit=1, max_tokens=9, label="base", figures=False), overwrite=True)
+    assert not (tmp_path / "run2" / "agentharm" / "base" / "logs").exists()
+    assert not (tmp_path / "run2" / "agentharm" / "base" / "metrics.json").exists()
+    s = ah.run_agentharm(tmp_path / "run2", ah.AgentHarmConfig(model=str(copy), limit=1, max_tokens=8, label="base", figures=False), overwrite=True)
+    assert s["cached"]                                          # back to the cached configuration: served from the cache
     # report over both labels of one run folder and the cached run: Table-1 rows, CSV and the comparison figure
     shutil.copytree(tmp_path / "run2" / "agentharm" / "base", run / "agentharm" / "base")
     r4 = runner.invoke(app, ["report", str(run)])
