@@ -46,7 +46,7 @@ def inspect_message(text: str, tools: list, model_name: str = ""):
     return ChatMessageAssistant(content=content or "", tool_calls=calls or None, model=model_name, source="generate")
 
 # %% ../nbs/10b_agentharm_provider.ipynb #a3837d78
-DEFAULT_TOKEN_BUDGET = 16384
+DEFAULT_TOKEN_BUDGET = 8192
 
 def plan_batches(lengths: list[int], max_new_tokens: int, token_budget: int, max_batch: int | None = None) -> list[list[int]]:
     "Indices of `lengths` (prompt tokens) grouped into batches whose padded size stays within `token_budget`."

@@ -9,7 +9,11 @@ A configuration is `ROWSxBUDGET`: at most ROWS samples in flight (= rows per bat
 (`inf`: no budget, i.e. the behaviour before the budget existed: a batch is as large as the samples in flight).
 
     nice -n 10 env OMP_NUM_THREADS=1 AGENTALIGN_TORCH_THREADS=1 HF_HUB_OFFLINE=1 \\
-        .venv/bin/python benchmarks/agentharm_validation.py --limit 2 --configs 1xinf,4xinf,4x8192,4x16384
+        .venv/bin/python benchmarks/agentharm_validation.py                    # --limit 4 --configs 1xinf,8xinf,8x4096
+    # the measurements quoted in nbs/10_agentharm.ipynb (each line: one command)
+    ... benchmarks/agentharm_validation.py --limit 2 --configs 1xinf,4xinf,4x8192,4x16384
+    ... benchmarks/agentharm_validation.py --limit 8 --configs 16xinf,16x4096
+    ... benchmarks/agentharm_validation.py --limit 16 --configs 32xinf,32x16384,32x8192
 
     # the whole validation split once, default settings, Table 1 (long: about 30 s per sample on one thread)
     .venv/bin/python benchmarks/agentharm_validation.py --full --out runs/agentharm-val-base
@@ -41,9 +45,9 @@ def score(out: Path, model: str, limit, max_tokens: int, rows: int | None, budge
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="embedded")
-    ap.add_argument("--limit", type=int, default=2, help="behaviors per task (harmful and benign) for the per-batch-size runs")
+    ap.add_argument("--limit", type=int, default=4, help="behaviors per task (harmful and benign) for the per-batch-size runs")
     ap.add_argument("--max-tokens", type=int, default=192)
-    ap.add_argument("--configs", default="1xinf,4xinf,4x8192,4x16384", help="comma-separated ROWSxBUDGET (BUDGET: tokens or inf)")
+    ap.add_argument("--configs", default="1xinf,8xinf,8x4096", help="comma-separated ROWSxBUDGET (BUDGET: tokens or inf)")
     ap.add_argument("--full", action="store_true", help="score the whole split once with the default batching and print Table 1")
     ap.add_argument("--out", default=None, help="run folder for --full (default: a temporary folder)")
     ap.add_argument("--prompt-technique", default="standard")
