@@ -1,21 +1,46 @@
-"""End-to-end tests of AgentHarm scoring (agentalign.agentharm): real inspect runs in child processes, a real
-OpenAI-compatible HTTP server on 127.0.0.1, resume, and the recomputation of metrics from the inspect logs."""
-import json, math, os, subprocess, sys, time
+"""End-to-end tests of AgentHarm scoring (agentalign.agentharm and its parts): real inspect runs in child processes
+on our own fixture behaviors, a tiny local model folder written like the SFT stage writes one, a real
+OpenAI-compatible HTTP server on 127.0.0.1, progress lines, SIGKILL and resume, the result cache, and the
+recomputation of metrics from the inspect logs."""
+import asyncio, json, math, os, re, signal, subprocess, sys, threading, time
 from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "agentharm"
 CLI = [sys.executable, "-c", "from agentalign.cli import main; main()"]
+TINY_SYSTEM = "You are the tiny SFT test model."
 
 def _env(tmp_path, **extra):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", AGENTALIGN_FIGURES_DIR=str(tmp_path / "figures"), TOKENIZERS_PARALLELISM="false")
-    env.pop("AGENTALIGN_AGENTHARM_DIR", None)
+    "A child environment: offline, its own agentalign cache (result cache), figures_dir() pointing at a temp folder."
+    env = dict(os.environ, HF_HUB_OFFLINE="1", AGENTALIGN_FIGURES_DIR=str(tmp_path / "docfigures"), TOKENIZERS_PARALLELISM="false",
+               AGENTALIGN_CACHE_DIR=str(tmp_path / "cache"), AGENTALIGN_AGENTHARM_DIR=str(FIXTURE))
     env.update(extra)
     return env
 
 def _cli(args, env, timeout=600):
     return subprocess.run(CLI + args, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A tiny random Llama model folder written the way the SFT stage writes `RUN/sft/model`: weights, the embedded
+    model's tokenizer and the project's tool-aware chat template (here with a recognisable system line)."""
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from agentalign.models import CHAT_TEMPLATE, DEFAULT_SYSTEM, resolve_model_path
+    folder = tmp_path_factory.mktemp("run") / "sft" / "model"
+    tok = AutoTokenizer.from_pretrained(str(resolve_model_path("embedded")))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=1, max_position_embeddings=8192, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg)
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config = GenerationConfig(eos_token_id=end, pad_token_id=end, do_sample=False)
+    model.save_pretrained(folder)
+    tok.chat_template = CHAT_TEMPLATE.replace(DEFAULT_SYSTEM, TINY_SYSTEM)
+    tok.save_pretrained(folder)
+    assert (folder / "chat_template.jinja").is_file()
+    return folder
 
 def _recompute(log_dir: Path) -> dict:
     "The eight numbers straight from the inspect logs, independently of agentalign's own code."
@@ -33,20 +58,32 @@ def _recompute(log_dir: Path) -> dict:
                      "inspect": {m: v.value for s in log.results.scores for m, v in s.metrics.items()}}
     return out
 
-def test_embedded_model_end_to_end_resume(tmp_path):
-    run = tmp_path / "run"
-    args = ["agentharm", "--model", "embedded", "--split", "val", "--out", str(run), "--limit", "1",
-            "--data-dir", str(FIXTURE), "--max-tokens", "24", "--label", "base"]
+def _in_process_cli():
+    from typer.testing import CliRunner
+    from agentalign.cli import load_commands
+    from agentalign.core import app
+    load_commands()
+    return CliRunner(), app
+
+def test_sft_model_folder_end_to_end_progress_resume_cache(tmp_path, tiny_model, monkeypatch):
+    "`--model RUN/sft/model` is scored directly; non-TTY progress lines; figures in the run; resume; cache hit; report."
     env = _env(tmp_path)
+    run = tmp_path / "run"
+    args = ["agentharm", "--model", str(tiny_model), "--out", str(run), "--limit", "1", "--max-tokens", "8", "--progress-every", "0"]
     r = _cli(args, env)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "| base | offline | 1/1 |" in r.stdout
-    st = run / "agentharm"
+    assert "| sft | offline | 1/1 |" in r.stdout                       # label "sft" from RUN/sft/model
+    # progress on stderr (a pipe, not a terminal): a line per sample, the last one 2/2
+    prog = [l for l in r.stderr.splitlines() if re.match(r"agentharm \[sft\]: \d+/\d+ samples", l)]
+    assert [l.split()[2] for l in prog] == ["1/2", "2/2"], r.stderr[-2000:]
+    assert "s/sample" in prog[-1] and "left" in prog[-1]
+    st = run / "agentharm" / "sft"
     m = json.loads((st / "metrics.json").read_text())
     for task in ("harmful", "benign"):
         assert set(m[task]) == {"score", "full_score", "refusal", "non_refusal_score", "n"} and m[task]["n"] == 1
     assert m["judge"]["model"] == "agentalign_judge/offline" and m["judge"]["refusal"].startswith("rule set")
-    assert m["n_failures"] == 0 and m["complete"] and m["timing"]["seconds_per_sample"] > 0
+    assert m["n_failures"] == 0 and m["complete"] and m["timing"]["seconds_per_sample"] > 0 and m["timing"]["peak_rss_mb"] > 0
+    assert m["inspect_model"] == "agentalign_hf/model" and m["model"] == str(tiny_model)
     # the reported numbers are exactly what the inspect logs say (our recomputation and inspect's own metrics)
     rec = _recompute(st / "logs")
     for task in ("harmful", "benign"):
@@ -54,30 +91,71 @@ def test_embedded_model_end_to_end_resume(tmp_path):
             assert m[task][k] == rec[task][k], (task, k)
         assert math.isclose(rec[task]["inspect"]["avg_score"] * 100, m[task]["score"], abs_tol=0.01)
         assert math.isclose(rec[task]["inspect"]["avg_refusals"] * 100, m[task]["refusal"], abs_tol=0.01)
+    # the prompt was rendered with the folder's own chat template, greedily
+    from inspect_ai.log import list_eval_logs, read_eval_log
+    log = read_eval_log(list_eval_logs(str(st / "logs"))[0])
+    assert log.eval.model_args["do_sample"] is False and "chat_template" not in log.eval.model_args
     rows = json.loads((st / "samples.json").read_text())
-    assert sorted((x["task"], x["id"]) for x in rows) == [("benign", "fx1-2"), ("harmful", "fx1-1")]
+    assert sorted(x["id"] for x in rows) == ["benign:fx1-2", "harmful:fx1-1"]
     assert all(x["grading_function"] == "grade_visa_fraud" and "all_target_functions_called" in x["grading"] for x in rows)
-    assert (st / "samples.csv").read_text().count("\n") == 3
+    assert sorted(json.loads(l)["id"] for l in (st / "records.jsonl").read_text().splitlines()) == ["benign:fx1-2", "harmful:fx1-1"]
+    assert (st / "failures.jsonl").read_text() == "" and (st / "samples.csv").read_text().count("\n") == 3
     assert json.loads((st / "selection.json").read_text()) == {"harmful": ["fx1-1"], "benign": ["fx1-2"]}
-    assert list((tmp_path / "figures").glob("agentharm_categories_base.png"))
-    # resume: the same command finds the finished logs and generates nothing new
+    # the run's figure is in the run folder, never in figures_dir() (the repository's figures/)
+    assert (run / "figures" / "agentharm_categories_sft.png").stat().st_size > 1000
+    assert not (tmp_path / "docfigures").exists() or not list((tmp_path / "docfigures").iterdir())
+    assert json.loads((run / "run.json").read_text())["stages"]["agentharm/sft"]["summary"]["records"] == 2
+    # resume of a finished run: the same command generates nothing new
     logs_before = {p.name: p.stat().st_mtime for p in (st / "logs").glob("*.eval")}
-    t0 = time.time(); r2 = _cli(args, env); dt = time.time() - t0
+    r2 = _cli(args, env)
     assert r2.returncode == 0, r2.stderr[-3000:]
+    assert "all 2 samples already scored" in r2.stderr and not (st / "worker.log").read_text().count("Traceback")
     assert {p.name: p.stat().st_mtime for p in (st / "logs").glob("*.eval")} == logs_before
     assert json.loads((st / "metrics.json").read_text())["harmful"] == m["harmful"]
-    # a different configuration in the same run folder is refused with one line (in-process: fails before inspect starts)
-    from typer.testing import CliRunner
-    from agentalign.cli import load_commands
-    from agentalign.core import app
-    load_commands(); runner = CliRunner()
-    r3 = runner.invoke(app, args[:-2] + ["--prompt-technique", "cot"])
-    assert r3.exit_code == 2 and r3.stderr.strip().splitlines() == [r3.stderr.strip()] and "different prompt_technique" in r3.stderr
-    # report over two runs (same run twice is enough to exercise the comparison figure)
-    r4 = runner.invoke(app, ["report", str(run), str(run), "--out", str(tmp_path / "rep")])
+    # another configuration under the same label is refused with one line (before inspect starts)
+    runner, app = _in_process_cli()
+    for k, v in env.items(): monkeypatch.setenv(k, v)
+    r3 = runner.invoke(app, args + ["--prompt-technique", "cot", "--label", "sft"])
+    assert r3.exit_code == 2 and len(r3.stderr.strip().splitlines()) == 1 and "prompt_technique" in r3.stderr, r3.output
+    # the cache: the same model (another folder, same files) in another run folder is not scored again
+    import shutil
+    import agentalign.agentharm as ah
+    copy = tmp_path / "run2src" / "base"; shutil.copytree(tiny_model, copy)
+    def no_inspect(*a, **k): raise AssertionError("inspect was started although the result is cached")
+    monkeypatch.setattr(ah, "_launch", no_inspect)
+    s = ah.run_agentharm(tmp_path / "run2", ah.AgentHarmConfig(model=str(copy), limit=1, max_tokens=8, label="base", figures=False))
+    assert s["cached"] and s["records"] == 2 and s["cache_key"] == m["cache"]["cache_key"]
+    m2 = json.loads((tmp_path / "run2" / "agentharm" / "base" / "metrics.json").read_text())
+    assert m2["label"] == "base" and m2["model"] == str(copy) and m2["cache"]["hit"]
+    assert {t: m2[t] for t in ("harmful", "benign")} == {t: m[t] for t in ("harmful", "benign")}
+    # a different scoring configuration is a different key: not served from the cache
+    with pytest.raises(AssertionError, match="inspect was started"):
+        ah.run_agentharm(tmp_path / "run3", ah.AgentHarmConfig(model=str(copy), limit=1, max_tokens=9, figures=False))
+    # --overwrite with another configuration under the same label: the old logs go before inspect starts
+    with pytest.raises(AssertionError, match="inspect was started"):
+        ah.run_agentharm(tmp_path / "run2", ah.AgentHarmConfig(model=str(copy), limit=1, max_tokens=9, label="base", figures=False), overwrite=True)
+    assert not (tmp_path / "run2" / "agentharm" / "base" / "logs").exists()
+    assert not (tmp_path / "run2" / "agentharm" / "base" / "metrics.json").exists()
+    s = ah.run_agentharm(tmp_path / "run2", ah.AgentHarmConfig(model=str(copy), limit=1, max_tokens=8, label="base", figures=False), overwrite=True)
+    assert s["cached"]                                          # back to the cached configuration: served from the cache
+    # report over both labels of one run folder and the cached run: Table-1 rows, CSV and the comparison figure
+    shutil.copytree(tmp_path / "run2" / "agentharm" / "base", run / "agentharm" / "base")
+    r4 = runner.invoke(app, ["report", str(run)])
     assert r4.exit_code == 0, r4.output
-    assert (tmp_path / "rep" / "agentharm_comparison.png").stat().st_size > 1000 and "H non-ref" in r4.stdout
-    print(f"first run {m['timing']}, resume {dt:.1f}s")
+    assert "| base | offline | 1/1 |" in r4.stdout and "| sft | offline | 1/1 |" in r4.stdout
+    assert (run / "figures" / "agentharm_comparison.png").stat().st_size > 1000 and (run / "figures" / "agentharm_table1.csv").is_file()
+
+def test_report_on_incomplete_metrics_is_one_line(tmp_path):
+    runner, app = _in_process_cli()
+    st = tmp_path / "run" / "agentharm" / "base"; st.mkdir(parents=True)
+    (st / "metrics.json").write_text(json.dumps({"label": "base", "split": "val", "harmful": {"score": 1.0}}))
+    r = runner.invoke(app, ["report", str(tmp_path / "run")])
+    err = r.stderr.strip()
+    assert r.exit_code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and "incomplete AgentHarm metrics" in err, r.output
+    assert "judge" in err and "benign" in err
+    (st / "metrics.json").write_text("{not json")
+    r = runner.invoke(app, ["report", str(st)])
+    assert r.exit_code == 2 and "invalid JSON" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 class ScriptedAgent:
     "A test double behind a real OpenAI-compatible server: calls the fixture's meme tools in order, the first with {}."
@@ -104,10 +182,10 @@ def test_openai_compatible_endpoint_with_tool_calls(tmp_path):
     with ServerThread(make_server_app(ScriptedAgent(), "scripted-agent")) as srv:
         env = _env(tmp_path, SCRIPTED_API_KEY="not-a-secret", SCRIPTED_BASE_URL=srv.url)
         r = _cli(["agentharm", "--model", "openai-api/scripted/scripted-agent", "--model-base-url", srv.url, "--split", "val",
-                  "--out", str(tmp_path / "run"), "--behavior-ids", "fx4-1,fx4-2", "--data-dir", str(FIXTURE),
+                  "--out", str(tmp_path / "run"), "--behavior-ids", "fx4-1,fx4-2",
                   "--judge", "openai-api/scripted/scripted-agent"], env)
     assert r.returncode == 0, r.stderr[-3000:]
-    st = tmp_path / "run" / "agentharm"
+    st = tmp_path / "run" / "agentharm" / "scripted-agent"
     rows = {x["task"]: x for x in json.loads((st / "samples.json").read_text())}
     for task in ("harmful", "benign"):
         x = rows[task]
@@ -120,39 +198,131 @@ def test_openai_compatible_endpoint_with_tool_calls(tmp_path):
                           "semantic": "openai-api/scripted/scripted-agent"}
     assert "not-a-secret" not in "".join(p.read_text(errors="ignore") for p in st.glob("*.json*"))
 
-def test_hf_provider_renders_tools_and_zero_argument_calls():
+class RecordingAgent:
+    """Answers every AgentHarm sample at once (a refusal for the tap-water behavior), records which behavior each
+    request belongs to, and can hang on one behavior until released."""
+    kind, model = "scripted", "recording-agent"
+    def __init__(self, hang_on: str | None = None):
+        self.hang_on, self.release, self.seen = hang_on, threading.Event(), []   # released from the test's thread
+    async def chat(self, req):
+        from agentalign.llm import ChatResponse
+        user = next((str(m.get("content")) for m in req.messages if m.get("role") == "user"), "")
+        self.seen.append(user)
+        while self.hang_on and self.hang_on in user and not self.release.is_set(): await asyncio.sleep(0.1)
+        text = ("I won't help with that: spreading false health claims is harmful and unethical." if "tap water" in user
+                else "Done. I searched, wrote the requested text about the topic and posted it for the user as asked.")
+        return ChatResponse(content=text, finish_reason="stop")
+    async def aclose(self): self.release.set()
+
+HUNG = "official artwork of a famous cartoon mouse"    # the prompt of the fixture's harmful behavior fx3-1
+
+def _score_with(agent, tmp_path, out, port, extra=(), kill_when=None):
+    """Run the CLI against `agent` behind a real server on `port` (the endpoint is part of the model's identity); with
+    `kill_when`, SIGKILL the CLI and its evaluation process once a stderr line contains it."""
+    from agentalign.llm import ServerThread, make_server_app
+    with ServerThread(make_server_app(agent, "recording-agent"), port=port) as srv:
+        env = _env(tmp_path, RECORD_API_KEY="not-a-secret")
+        args = CLI + ["agentharm", "--model", "openai-api/record/recording-agent", "--model-base-url", srv.url, "--out", str(out),
+                      "--progress-every", "0", "--label", "rec", *extra]
+        p = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        lines, seen_kill = [], threading.Event()
+        def pump():
+            for line in p.stderr:
+                lines.append(line)
+                if kill_when and kill_when in line: seen_kill.set()
+        t = threading.Thread(target=pump, daemon=True); t.start()
+        if kill_when:
+            assert seen_kill.wait(300), "".join(lines)[-3000:]
+            os.killpg(p.pid, signal.SIGKILL); p.wait(60)
+            agent.release.set()
+        out_text = p.stdout.read(); p.wait(600); t.join(10)
+    return p.returncode, out_text, "".join(lines)
+
+def test_sigkill_during_scoring_then_resume(tmp_path):
+    """SIGKILL the CLI and its evaluation process while one sample is still being generated: a rerun scores only that
+    sample, and the final metrics are complete and equal to those of a clean run."""
+    from netutil import free_port
+    run, port = tmp_path / "run", free_port()
+    hung = RecordingAgent(hang_on=HUNG)
+    rc, _, err = _score_with(hung, tmp_path, run, port, kill_when="7/8 samples")
+    assert rc == -signal.SIGKILL, err[-2000:]
+    st = run / "agentharm" / "rec"
+    assert not (st / "metrics.json").exists()          # killed before the results were written
+    finished = {u for u in hung.seen if HUNG not in u}
+    assert len(finished) == 7
+    again = RecordingAgent()
+    rc, out, err = _score_with(again, tmp_path, run, port)
+    assert rc == 0, err[-3000:]
+    assert again.seen and all(HUNG in u for u in again.seen), [u[:60] for u in again.seen]   # only the unfinished sample
+    assert "8/8 samples (7 from an earlier run)" in err
+    m = json.loads((st / "metrics.json").read_text())
+    assert m["complete"] and m["n_samples"] == 8 and m["n_failures"] == 0
+    clean = RecordingAgent()
+    rc, _, err = _score_with(clean, tmp_path, tmp_path / "clean", port, extra=["--no-cache"])
+    assert rc == 0, err[-3000:]
+    assert len(clean.seen) == 8
+    mc = json.loads((tmp_path / "clean" / "agentharm" / "rec" / "metrics.json").read_text())
+    for k in ("harmful", "benign", "categories", "n_samples", "n_failures"): assert m[k] == mc[k], k
+    assert m["harmful"]["refusal"] == 25.0         # the tap-water refusal is counted once, in both runs
+    rows = lambda d: sorted((x["id"], x["score"], x["refusal"]) for x in json.loads((d / "agentharm" / "rec" / "samples.json").read_text()))
+    assert rows(run) == rows(tmp_path / "clean")
+
+def test_provider_uses_folder_template_parses_tool_calls_and_bounds_batches(tiny_model):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from agentalign.agentharm import _make_hf_provider, model_spec
-    from inspect_ai.model import ChatMessageAssistant, ChatMessageTool, ChatMessageUser
+    from agentalign.agentharm_provider import BATCH_STATS, make_hf_provider, model_spec
+    from inspect_ai.model import ChatMessageAssistant, ChatMessageTool, ChatMessageUser, GenerateConfig
     from inspect_ai.tool import ToolCall, ToolInfo, ToolParams
-    spec = model_spec("embedded")
-    api = _make_hf_provider()(model_name=spec["model"].split("/", 1)[1], **spec["model_args"])
-    assert api.do_sample is False
+    spec = model_spec(str(tiny_model), token_budget=3000)
+    assert "chat_template" not in spec["model_args"] and spec["model_args"]["do_sample"] is False
+    api = make_hf_provider()(model_name=spec["model"].split("/", 1)[1], **spec["model_args"])
+    assert api.do_sample is False and api.batcher.token_budget == 3000
     tools = [ToolInfo(name="get_pinterest_accounts", description="Get Pinterest accounts.", parameters=ToolParams())]
     msgs = [ChatMessageUser(content="Who is on Pinterest?"),
             ChatMessageAssistant(content="", tool_calls=[ToolCall(id="c1", function="get_pinterest_accounts", arguments={})]),
             ChatMessageTool(content="[@TechieTom]", tool_call_id="c1", function="get_pinterest_accounts")]
     text = api.hf_chat(msgs, tools)
+    assert text.startswith(f"<|im_start|>system\n{TINY_SYSTEM}")              # the folder's own template
     assert "<tools>" in text and '"name": "get_pinterest_accounts"' in text
     assert '<tool_call>\n{"name": "get_pinterest_accounts", "arguments": {}}\n</tool_call>' in text
     assert "<tool_response>\n[@TechieTom]\n</tool_response>" in text and text.endswith("<|im_start|>assistant\n")
+    # a <tool_call> completion becomes an inspect tool call (the LLM layer's parser), zero arguments included
+    real = api.batcher.run_batch
+    api.batcher.run_batch = lambda prompts, gen: [('<tool_call>\n{"name": "get_pinterest_accounts", "arguments": {}}\n</tool_call>', 10, 5) for _ in prompts]
+    out = asyncio.run(api.generate(msgs[:1], tools, "auto", GenerateConfig(max_tokens=8)))
+    call = out.choices[0].message.tool_calls[0]
+    assert (call.function, call.arguments, call.parse_error) == ("get_pinterest_accounts", {}, None)
+    # real generation: four requests at once, padded batches within the token budget (3000 tokens)
+    api.batcher.run_batch = real
+    prompts = [[ChatMessageUser(content="hello " * n)] for n in (5, 400, 800, 1200)]
+    n0 = len(BATCH_STATS)
+    async def many(): return await asyncio.gather(*[api.generate(p, [], "none", GenerateConfig(max_tokens=4)) for p in prompts])
+    outs = asyncio.run(many())
+    assert len(outs) == 4 and all(o.usage.output_tokens <= 4 and o.usage.input_tokens > 0 for o in outs)
+    stats = BATCH_STATS[n0:]
+    assert sum(b["rows"] for b in stats) == 4 and len(stats) >= 2
+    assert all(b["padded_tokens"] <= 3000 or b["rows"] == 1 for b in stats), stats
+
+def test_embedded_model_keeps_its_template():
+    from agentalign.agentharm_provider import model_spec
+    spec = model_spec("embedded")
+    assert spec["model"] == "agentalign_hf/smollm2-135m-instruct" and "chat_template" not in spec["model_args"]
+    assert spec["model_args"]["do_sample"] is False
 
 def test_cli_errors_are_one_line(tmp_path, monkeypatch):
-    from typer.testing import CliRunner
-    from agentalign.cli import load_commands
-    from agentalign.core import app
-    load_commands()
-    for k, v in _env(tmp_path, AGENTALIGN_CACHE_DIR=str(tmp_path / "cache")).items(): monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AGENTALIGN_AGENTHARM_DIR", raising=False)
-    runner = CliRunner()
-    cases = [(["--model", "openai/gpt-4o", "--split", "dev"], "--split 'dev'"),
-             (["--model", "openai/gpt-4o", "--prompt-technique", "jailbreak"], "--prompt-technique"),
-             (["--model", "openai/gpt-4o", "--judge", "gpt"], "--judge 'gpt'"),
+    runner, app = _in_process_cli()
+    for k, v in _env(tmp_path).items(): monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AGENTALIGN_AGENTHARM_DIR", "")            # no AgentHarm copy at all (not even ../shared)
+    bad_cfg = tmp_path / "c.toml"; bad_cfg.write_text("[agentharm]\nlimt = 3\n")
+    cases = [(["--model", "openai/gpt-4o", "--split", "dev"], "split: Input should be 'val' or 'test_public'"),
+             (["--model", "openai/gpt-4o", "--prompt-technique", "jailbreak"], "prompt_technique"),
+             (["--model", "openai/gpt-4o", "--judge", "gpt"], "judge 'gpt'"),
              (["--model", "openai/gpt-4o", "--data-dir", str(tmp_path / "nope")], "not found"),
              (["--model", "openai/gpt-4o"], "hub is offline"),
              (["--model", "openai/gpt-4o", "--data-dir", str(FIXTURE), "--split", "test_public"], "test_public"),
              (["--model", "openai/gpt-4o", "--data-dir", str(FIXTURE), "--behavior-ids", "zz-1"], "zz-1"),
-             (["--model", "openai/gpt-4o", "--data-dir", str(FIXTURE), "--limit", "0"], "--limit")]
+             (["--model", "openai/gpt-4o", "--data-dir", str(FIXTURE), "--limit", "0"], "limit"),
+             (["--model", str(tmp_path / "no-model")], "no such local model folder"),
+             (["--config", str(bad_cfg)], "limt: unknown key")]
     for extra, needle in cases:
         r = runner.invoke(app, ["agentharm", "--out", str(tmp_path / "r")] + extra)
         err = r.stderr.strip()
@@ -160,10 +330,21 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch):
     r = runner.invoke(app, ["report", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "not an AgentHarm run folder" in r.stderr
 
-@pytest.mark.skipif(not os.environ.get("AGENTALIGN_AGENTHARM_DIR"), reason="AGENTALIGN_AGENTHARM_DIR is not set (point it at an AgentHarm folder, e.g. ../shared/agentharm-validation)")
+def test_config_file_sets_fields_and_roles(tmp_path):
+    from agentalign.agentharm import cli_config
+    f = tmp_path / "c.toml"
+    f.write_text('[agentharm]\nlimit = 3\nlabel = "base"\n[roles.agentharm_judge]\nbackend = "openai"\nmodel = "gpt-4o"\n')
+    cfg = cli_config({"limit": 5, "split": None}, f)
+    assert cfg.limit == 5 and cfg.label == "base" and cfg.split == "val" and cfg.judge.model == "gpt-4o"
+
+def _real_agentharm():
+    from agentalign.core import agentharm_dir
+    return agentharm_dir()
+
+@pytest.mark.skipif(_real_agentharm() is None, reason="no AgentHarm copy (set AGENTALIGN_AGENTHARM_DIR or put ../shared/agentharm-validation beside the repo)")
 def test_real_validation_files_load_through_inspect_evals(tmp_path):
-    from agentalign.agentharm import BEHAVIOR_FILES, benchmark_folder, load_behaviors, prepare_inspect_cache, agentharm_dir
-    src = agentharm_dir()
+    from agentalign.agentharm import BEHAVIOR_FILES, benchmark_folder, load_behaviors, prepare_inspect_cache, selection_ids
+    src = _real_agentharm()
     for task in ("harmful", "benign"):
         b = load_behaviors(benchmark_folder(src) / BEHAVIOR_FILES[(task, "val")], task)
         assert len(b) >= 8
@@ -174,4 +355,5 @@ def test_real_validation_files_load_through_inspect_evals(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     n_h, n_b = map(int, r.stdout.split()[-2:])
-    assert n_h == len(load_behaviors(benchmark_folder(src) / BEHAVIOR_FILES[("harmful", "val")], "harmful")) and n_b >= 8
+    sel = selection_ids(benchmark_folder(src), "val")
+    assert (n_h, n_b) == (len(sel["harmful"]), len(sel["benign"]))
