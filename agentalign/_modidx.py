@@ -421,6 +421,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                          'agentalign.instructions._positive': ('instructions.html#_positive', 'agentalign/instructions.py'),
                                          'agentalign.instructions._record': ('instructions.html#_record', 'agentalign/instructions.py'),
                                          'agentalign.instructions._summary': ('instructions.html#_summary', 'agentalign/instructions.py'),
+                                         'agentalign.instructions.check_clean': ( 'instructions.html#check_clean',
+                                                                                  'agentalign/instructions.py'),
                                          'agentalign.instructions.cli_config': ( 'instructions.html#cli_config',
                                                                                  'agentalign/instructions.py'),
                                          'agentalign.instructions.instruction_figures': ( 'instructions.html#instruction_figures',

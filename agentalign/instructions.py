@@ -21,8 +21,9 @@ from .drafts import (KINDS, MIN_CHARS, ECHO_RE, clean_text, norm_text, plan_part
 # %% auto #0
 __all__ = ['SOURCES', 'PROMPT_VERSION', 'PERSONAS', 'TONES', 'FORMS', 'INSTR_SYSTEM', 'KIND_BRIEF', 'INSTR_USER',
            'INSTRUCTION_SCHEMA', 'OutOpt', 'ConfigOpt', 'OverwriteOpt', 'InstructionRecord', 'slot_id', 'sample_style',
-           'tools_block', 'instruction_request', 'parse_instructions', 'parse_counts', 'InstructionsConfig',
-           'resolve_mode', 'run_instructions', 'instruction_figures', 'cli_config', 'instructions_cmd']
+           'tools_block', 'check_clean', 'instruction_request', 'parse_instructions', 'parse_counts',
+           'InstructionsConfig', 'resolve_mode', 'run_instructions', 'instruction_figures', 'cli_config',
+           'instructions_cmd']
 
 # %% ../nbs/05_instructions.ipynb #96ac02e5
 SOURCES = ("llm", "rewrite", "draft")
@@ -132,6 +133,15 @@ def tools_block(inst: InstantiatedChain, tax) -> str:
         if part["derived"]: lines.append("   from step: " + "; ".join(f"{a} comes from the result of step {j}" for a, j in part["derived"].items()))
     return "\n".join(lines)
 
+import weakref
+_CHECKED: "weakref.WeakKeyDictionary[Decontaminator, set]" = weakref.WeakKeyDictionary()
+
+def check_clean(decon: Decontaminator, text: str, what: str) -> None:
+    "`decon.check(text, what)`, remembering texts already found clean (the same system prompt is sent hundreds of times)."
+    seen = _CHECKED.setdefault(decon, set())
+    if text in seen: return
+    decon.check(text, what); seen.add(text)
+
 def instruction_request(inst: InstantiatedChain, kind: str, n: int, seed: int, tax, decon: Decontaminator | None = None,
                         temperature: float = 0.9, max_tokens: int = 200, start: int = 0):
     "The `ChatRequest` for instructions `start .. start+n-1` (at most `max_tokens` tokens each) of one kind for one instance, and their styles."
@@ -143,7 +153,7 @@ def instruction_request(inst: InstantiatedChain, kind: str, n: int, seed: int, t
                              styles="\n".join(f"{i + 1}. as {s['persona']}, {s['tone']}, written as {s['form']}" for i, s in enumerate(styles)))
     msgs = [{"role": "system", "content": INSTR_SYSTEM}, {"role": "user", "content": user}]
     if decon is not None:
-        for m in msgs: decon.check(m["content"], f"instruction prompt {inst.id}/{kind}")
+        for m in msgs: check_clean(decon, m["content"], f"instruction prompt {inst.id}/{kind}")
     req = ChatRequest(messages=msgs, response_schema=INSTRUCTION_SCHEMA, schema_name="instructions", temperature=temperature,
                       max_tokens=max_tokens * n + 48, seed=seed + start, id=f"{inst.id}:{kind}" + (f"@{start}" if start else ""))
     return req, styles
@@ -327,7 +337,10 @@ def run_instructions(run: RunDir | str | Path, cfg: InstructionsConfig | dict | 
                     sid, style = slot_id(inst.id, kind, i), sample_style(cfg.seed, inst.id, kind, i)
                     draft, intent = draft_for(inst, kind, i, cfg.seed)
                     req = rewrite_request(sid, draft, style, cfg.seed + i, cfg.rewrite_temperature, cfg.max_tokens)
-                    if decon is not None and not all(decon.is_clean(m["content"]) for m in req.messages):
+                    try:
+                        if decon is not None:
+                            for m in req.messages: check_clean(decon, m["content"], f"draft {sid}")
+                    except AgentAlignError:
                         fails.append(Failure(stage="instructions", item_id=sid, reason="agentharm_overlap", detail="the draft overlaps AgentHarm behavior text")); continue
                     reqs.append(req); meta[req.id] = (inst, kind, [(i, style, draft, intent)])
         if backend is None: backend = make_backend(cfg.writer, cache_path=run.cache)
@@ -429,19 +442,21 @@ def instruction_figures(recs: list[InstructionRecord], out: Path, tax=None, pref
             ax.bar(cats, ys, bottom=bottom, label=f"{k} ({s})" if len({r.source for r in recs}) > 1 else k)
             bottom = [b + y for b, y in zip(bottom, ys)]
     ax.set_ylabel("instructions"); ax.set_title(f"Instructions per category and kind (n={len(recs)})"); ax.legend(fontsize=7)
-    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
-    fig.tight_layout(); p = out / f"{prefix}_per_category.png"; fig.savefig(p, dpi=110); plt.close(fig); paths.append(p)
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right"); fig.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=0.28)
+    p = out / f"{prefix}_per_category.png"; fig.savefig(p, dpi=90); plt.close(fig); paths.append(p)
     fig, ax = plt.subplots(figsize=(7, 4))
     words = {k: [len(r.instruction.split()) for r in recs if r.kind == k] for k in kinds}
     ax.hist([words[k] for k in kinds], bins=min(30, max(5, len(recs) // 3)), label=kinds, histtype="step", linewidth=1.5)
     ax.set_xlabel("words per instruction"); ax.set_ylabel("instructions"); ax.set_title("Instruction length by kind"); ax.legend()
-    fig.tight_layout(); p = out / f"{prefix}_length.png"; fig.savefig(p, dpi=110); plt.close(fig); paths.append(p)
+    fig.subplots_adjust(left=0.1, right=0.97, top=0.9, bottom=0.13)
+    p = out / f"{prefix}_length.png"; fig.savefig(p, dpi=90); plt.close(fig); paths.append(p)
     names = sorted(tax.tools) if tax is not None else sorted({t for r in recs for t in r.tools})
     use = sorted(((sum(t in r.tools for r in recs), t) for t in names), reverse=True)
     fig, ax = plt.subplots(figsize=(8, max(4, 0.16 * len(use))))
     ax.barh([t for _, t in use][::-1], [n for n, _ in use][::-1]); ax.set_xlabel("instructions using the tool")
     ax.set_title(f"Tool coverage: {sum(n > 0 for n, _ in use)} of {len(use)} tools used"); ax.tick_params(axis="y", labelsize=6)
-    fig.tight_layout(); p = out / f"{prefix}_tool_coverage.png"; fig.savefig(p, dpi=110); plt.close(fig); paths.append(p)
+    fig.subplots_adjust(left=0.3, right=0.97, top=1 - 0.5 / fig.get_figheight(), bottom=0.5 / fig.get_figheight())
+    p = out / f"{prefix}_tool_coverage.png"; fig.savefig(p, dpi=90); plt.close(fig); paths.append(p)
     return paths
 
 # %% ../nbs/05_instructions.ipynb #1ec1537a

@@ -15,7 +15,7 @@ and print the ratio bare / stage (1.0 = no overhead; target >= 0.85, issue 10). 
 
 Numbers depend on the machine's load: the stage's fixed costs are CPU work, the bare loop mostly waits.
 """
-import argparse, asyncio, json, os, re, subprocess, sys, tempfile, time
+import argparse, asyncio, hashlib, json, os, re, subprocess, sys, tempfile, time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +32,8 @@ def make_app(latency: float):
         m = re.search(r"Write (\d+) request", user)
         n = int(m.group(1)) if m else 1
         stated = " ".join(v.strip() for line in re.findall(r"^\s+state: (.*)$", user, re.M) for v in re.findall(r"= ([^;]+)", line))
-        content = json.dumps({"instructions": [f"Benchmark request {i}: please do this with {stated or 'the tools'}." for i in range(n)]})
+        tag = hashlib.sha256(json.dumps(body.get("messages"), sort_keys=True).encode()).hexdigest()[:10]   # distinct texts: no duplicates
+        content = json.dumps({"instructions": [f"Benchmark request {tag}-{i}: please do this with {stated or 'the tools'}." for i in range(n)]})
         return {"id": "cmpl-bench", "object": "chat.completion", "created": int(time.time()), "model": body.get("model", "bench"),
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}
