@@ -16,7 +16,7 @@ from .core import (AgentAlignError, Failure, RunDir, StageConfig, app, check_acc
 from .chains import ChainRecord, InstantiatedChain, PlanStep, Decontaminator, load_decontaminator, instantiate
 from .llm import LLMConfig
 from .drafts import (KINDS, MIN_CHARS, ECHO_RE, clean_text, norm_text, plan_parts, stated_values, plan_coverage, show_value,
-                               draft_for, rewrite_request, review_rewrite)
+                               draft_for, rewrite_request, accept_rewrite, mask_values)
 
 # %% auto #0
 __all__ = ['SOURCES', 'PROMPT_VERSION', 'PERSONAS', 'TONES', 'FORMS', 'INSTR_SYSTEM', 'KIND_BRIEF', 'INSTR_USER',
@@ -223,7 +223,7 @@ class InstructionsConfig(StageConfig):
     seed: int = 0
     limit: Optional[int] = None        # only the first N chains
     temperature: float = 0.9           # free writing
-    rewrite_temperature: float = 0.7   # rewriting a draft
+    rewrite_temperature: float = 0.5   # rewriting a draft
     max_tokens: int = 200              # token budget per instruction
     tolerance: float = 0.0             # a rewrite may lose this share of plan coverage against its draft
     intent_keep: float = 0.5           # share of the intent's content words a rewrite must keep
@@ -339,7 +339,7 @@ def run_instructions(run: RunDir | str | Path, cfg: InstructionsConfig | dict | 
                     req = rewrite_request(sid, draft, style, cfg.seed + i, cfg.rewrite_temperature, cfg.max_tokens)
                     try:
                         if decon is not None:
-                            for m in req.messages: check_clean(decon, m["content"], f"draft {sid}")
+                            for text in (draft, *(m["content"] for m in req.messages)): check_clean(decon, text, f"draft {sid}")
                     except AgentAlignError:
                         fails.append(Failure(stage="instructions", item_id=sid, reason="agentharm_overlap", detail="the draft overlaps AgentHarm behavior text")); continue
                     reqs.append(req); meta[req.id] = (inst, kind, [(i, style, draft, intent)])
@@ -368,13 +368,13 @@ def run_instructions(run: RunDir | str | Path, cfg: InstructionsConfig | dict | 
             if not ok and (res.failure is None or res.failure.reason not in _FORMAT_REASONS):
                 f = res.failure or Failure(stage="instructions", item_id=sid, reason="llm_error")
                 fails.append(f.model_copy(update={"stage": "instructions", "item_id": sid})); continue
-            text = parsed.get("request") if isinstance(parsed, dict) else None
-            why = review_rewrite(text, draft, intent, inst.argument_plan, tolerance=cfg.tolerance, intent_keep=cfg.intent_keep,
-                                 min_chars=cfg.min_chars) if ok else (res.failure.reason if res.failure else "invalid_json")
-            if why is None and norm_text(clean_text(text)) in seen: why = "duplicate"
+            raw = parsed.get("request") if isinstance(parsed, dict) else None
+            text, why = accept_rewrite(raw, draft, intent, inst.argument_plan, tolerance=cfg.tolerance, intent_keep=cfg.intent_keep,
+                                       min_chars=cfg.min_chars) if ok else (None, res.failure.reason if res.failure else "invalid_json")
+            if why is None and norm_text(text) in seen: why = "duplicate"
             if why is None and decon is not None and not decon.is_clean(text): why = "agentharm_overlap"
             if why is None:
-                t, source = clean_text(text), "rewrite"
+                t, source = text, "rewrite"
             else:
                 fallbacks[why] = fallbacks.get(why, 0) + 1
                 t, source = draft, "draft"

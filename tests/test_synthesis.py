@@ -31,7 +31,7 @@ def make_app(log_path: str, delay: float):
     def answer(schema_name: str, schema: dict, user: str, key: str) -> dict:
         props = schema.get("properties", {})
         if "request" in props:                          # rewrite: reword the draft, or (1 in 3) lose its values
-            draft = user.split("Request:\n", 1)[1].split("\n\nReword", 1)[0]
+            draft = user.split("Request:\n", 1)[1]       # the draft, its values masked as [1], [2], ...
             if int(key, 16) % 3 == 0: return {"request": "Please do the usual thing for me, you know what I mean, thanks a lot."}
             return {"request": "Hey, a favour: " + draft.replace("First,", "To begin,").replace("Step one:", "To begin,")}
         if "instructions" in props:
@@ -179,6 +179,7 @@ def test_instructions_rewrite_mode_sources_and_accounting(server, tmp_path):
     assert src["llm"] == 0 and src["rewrite"] + src["draft"] == 24 and src["rewrite"] >= 8 and src["draft"] >= 3
     fb = summ["rewrite_fallbacks"]
     assert set(fb) <= {"lost_values", "lost_intent"} and sum(fb.values()) == src["draft"] and fb.get("lost_values", 0) >= 1
+    assert not any("[1]" in x["instruction"] for x in recs)                 # placeholders put back
     assert summ["rewrite_share"] == round(src["rewrite"] / 24, 4)
     for x in recs:
         assert x["draft"] and x["source"] in ("rewrite", "draft")
