@@ -22,8 +22,8 @@ from .drafts import (KINDS, MIN_CHARS, ECHO_RE, clean_text, norm_text, plan_part
 __all__ = ['SOURCES', 'PROMPT_VERSION', 'PERSONAS', 'TONES', 'FORMS', 'INSTR_SYSTEM', 'KIND_BRIEF', 'INSTR_USER',
            'INSTRUCTION_SCHEMA', 'OutOpt', 'ConfigOpt', 'OverwriteOpt', 'InstructionRecord', 'slot_id', 'sample_style',
            'tools_block', 'check_clean', 'instruction_request', 'parse_instructions', 'parse_counts',
-           'InstructionsConfig', 'resolve_mode', 'run_instructions', 'instruction_figures', 'cli_config',
-           'instructions_cmd']
+           'InstructionsConfig', 'resolve_mode', 'balance_sources', 'run_instructions', 'count_reasons_dict',
+           'instruction_figures', 'cli_config', 'instructions_cmd']
 
 # %% ../nbs/05_instructions.ipynb #96ac02e5
 SOURCES = ("llm", "rewrite", "draft")
@@ -226,6 +226,7 @@ class InstructionsConfig(StageConfig):
     rewrite_temperature: float = 0.5   # rewriting a draft
     max_tokens: int = 200              # token budget per instruction
     tolerance: float = 0.0             # a rewrite may lose this share of plan coverage against its draft
+    balance_sources: bool = True       # the same share of rewrites in every kind (rewrites beyond it keep their draft)
     intent_keep: float = 0.5           # share of the intent's content words a rewrite must keep
     min_chars: int = MIN_CHARS
     figures: bool = True               # draw RUN/figures/instructions_*.png after the LLM work
@@ -272,6 +273,22 @@ class InstructionsConfig(StageConfig):
 def resolve_mode(cfg: InstructionsConfig) -> str:
     "`free` or `rewrite`: `auto` rewrites for the local backend (weak writers) and writes freely for an endpoint."
     return cfg.mode if cfg.mode != "auto" else ("rewrite" if cfg.writer.backend == "local" else "free")
+
+# %% ../nbs/05_instructions.ipynb #ff27054c
+def balance_sources(recs: list[InstructionRecord], seed: int) -> tuple[list[InstructionRecord], set[str]]:
+    "`recs` with rewrites turned back into their drafts so every kind has the lowest kind's share of rewrites; also the ids changed."
+    kinds = [k for k in KINDS if any(r.kind == k for r in recs)]
+    if not kinds: return recs, set()
+    n = {k: sum(r.kind == k for r in recs) for k in kinds}
+    target = min(sum(r.kind == k and r.source == "rewrite" for r in recs) / n[k] for k in kinds)
+    demote: set[str] = set()
+    for k in kinds:
+        rw = sorted(r.id for r in recs if r.kind == k and r.source == "rewrite")
+        rng(seed, "balance", k).shuffle(rw)
+        demote.update(rw[int(target * n[k] + 1e-9):])
+    out = [r.model_copy(update={"instruction": r.draft, "source": "draft", "plan_coverage": plan_coverage(r.draft, r.argument_plan)})
+           if r.id in demote else r for r in recs]
+    return out, demote
 
 # %% ../nbs/05_instructions.ipynb #3b90eb90
 def _chain_inputs(spec: str, run: RunDir) -> list[Path]:
@@ -376,15 +393,20 @@ def run_instructions(run: RunDir | str | Path, cfg: InstructionsConfig | dict | 
             if why is None:
                 t, source = text, "rewrite"
             else:
-                fallbacks[why] = fallbacks.get(why, 0) + 1
+                fallbacks.setdefault(kind, {})[why] = fallbacks.setdefault(kind, {}).get(why, 0) + 1
                 t, source = draft, "draft"
                 if norm_text(t) in seen:
                     fails.append(Failure(stage="instructions", item_id=sid, reason="duplicate", detail="the draft repeats another instruction", raw=draft)); continue
             seen.add(norm_text(t))
             recs.append(_record(inst, kind, i, t, style, generator=generator, seed=cfg.seed, source=source, draft=draft))
+        demoted = 0
+        if mode == "rewrite" and cfg.balance_sources:
+            recs, demoted = balance_sources(recs, cfg.seed)
+            for r in recs:
+                if r.source == "draft" and r.id in demoted: fallbacks.setdefault(r.kind, {})["balanced"] = fallbacks.setdefault(r.kind, {}).get("balanced", 0) + 1
         check_accounting(inputs_ids, [r.id for r in recs], [f.item_id for f in fails], "instructions")
         summary = _summary(recs, fails, instances, chains, counts, mode, reqs, results, extra, fallbacks, note)
-        summary.update({"duplicate_chains_skipped": n_dup, "llm_seconds": round(llm_seconds, 2)})
+        summary.update({"duplicate_chains_skipped": n_dup, "balanced_to_draft": len(demoted) if demoted else 0, "llm_seconds": round(llm_seconds, 2)})
         summary = st.finish(recs, fails, summary)
     if cfg.figures and recs:
         summary["figures"] = [str(p) for p in instruction_figures(recs, run.figures, tax)]
@@ -402,6 +424,12 @@ def _parsed(resp) -> Any:
 
 def _mean(xs: list[float]) -> float | None: return round(sum(xs) / len(xs), 4) if xs else None
 
+def count_reasons_dict(per_kind: dict[str, dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in per_kind.values():
+        for k, v in d.items(): out[k] = out.get(k, 0) + v
+    return out
+
 def _summary(recs, fails, instances, chains, counts, mode, reqs, results, extra, fallbacks, note) -> dict:
     slot_fails = [f for f in fails if f.reason != "invalid_plan"]
     per_kind = {}
@@ -410,6 +438,7 @@ def _summary(recs, fails, instances, chains, counts, mode, reqs, results, extra,
         per_kind[k] = {"requested": want, "produced": len(got), "failed": sum(_kind_of(f.item_id) == k for f in slot_fails),
                        "yield": round(len(got) / want, 4) if want else None,
                        "sources": {s: sum(r.source == s for r in got) for s in SOURCES if any(r.source == s for r in got)},
+                       "rewrite_fallbacks": dict(sorted(fallbacks.get(k, {}).items())),
                        "mean_plan_coverage": _mean([r.plan_coverage for r in got])}
     by_source = {s: sum(r.source == s for r in recs) for s in SOURCES}
     return {"mode": mode, "chains": len(chains), "instances": len(instances), "invalid_plans": len(chains) - len(instances),
@@ -418,7 +447,7 @@ def _summary(recs, fails, instances, chains, counts, mode, reqs, results, extra,
             "requested": sum(v["requested"] for v in per_kind.values()), "produced": len(recs), "slot_failures": len(slot_fails),
             "extra_ignored": extra, "per_kind": per_kind, "sources": by_source,
             "rewrite_share": round(by_source["rewrite"] / (by_source["rewrite"] + by_source["draft"]), 4) if by_source["rewrite"] + by_source["draft"] else None,
-            "rewrite_fallbacks": dict(sorted(fallbacks.items())),
+            "rewrite_fallbacks": dict(sorted(count_reasons_dict(fallbacks).items())),
             "mean_plan_coverage": _mean([r.plan_coverage for r in recs]),
             "mean_plan_coverage_by_source": {s: _mean([r.plan_coverage for r in recs if r.source == s]) for s in SOURCES if by_source[s]},
             "decontamination": note, "prompt_version": PROMPT_VERSION, "counts": counts}

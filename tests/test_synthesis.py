@@ -178,7 +178,9 @@ def test_instructions_rewrite_mode_sources_and_accounting(server, tmp_path):
     src = summ["sources"]
     assert src["llm"] == 0 and src["rewrite"] + src["draft"] == 24 and src["rewrite"] >= 8 and src["draft"] >= 3
     fb = summ["rewrite_fallbacks"]
-    assert set(fb) <= {"lost_values", "lost_intent"} and sum(fb.values()) == src["draft"] and fb.get("lost_values", 0) >= 1
+    assert set(fb) <= {"lost_values", "lost_intent", "balanced"} and sum(fb.values()) == src["draft"] and fb.get("lost_values", 0) >= 1
+    shares = {k: summ["per_kind"][k]["sources"].get("rewrite", 0) for k in ("harmful", "benign", "borderline")}
+    assert max(shares.values()) - min(shares.values()) <= 1, shares                # the same share of rewrites in every kind
     assert not any("[1]" in x["instruction"] for x in recs)                 # placeholders put back
     assert summ["rewrite_share"] == round(src["rewrite"] / 24, 4)
     for x in recs:
