@@ -456,13 +456,13 @@ def _summary(recs, fails, instances, chains, counts, mode, reqs, results, extra,
 def instruction_figures(recs: list[InstructionRecord], out: Path, tax=None, prefix: str = "instructions") -> list[Path]:
     "Bar chart per category and kind, length histogram per kind and tool coverage, as PNGs in `out`; returns their paths."
     if not recs: raise AgentAlignError("no instruction records to plot")
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure            # no pyplot: cheaper to import, no global state
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     cats = sorted({r.category for r in recs}); kinds = [k for k in KINDS if any(r.kind == k for r in recs)]
     paths = []
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    def save(fig, name):
+        p = out / f"{prefix}_{name}.png"; fig.savefig(p, dpi=90); paths.append(p)
+    fig = Figure(figsize=(9, 4.5)); ax = fig.add_subplot()
     bottom = [0] * len(cats)
     for k in kinds:
         for s in SOURCES:
@@ -471,21 +471,20 @@ def instruction_figures(recs: list[InstructionRecord], out: Path, tax=None, pref
             ax.bar(cats, ys, bottom=bottom, label=f"{k} ({s})" if len({r.source for r in recs}) > 1 else k)
             bottom = [b + y for b, y in zip(bottom, ys)]
     ax.set_ylabel("instructions"); ax.set_title(f"Instructions per category and kind (n={len(recs)})"); ax.legend(fontsize=7)
-    plt.setp(ax.get_xticklabels(), rotation=30, ha="right"); fig.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=0.28)
-    p = out / f"{prefix}_per_category.png"; fig.savefig(p, dpi=90); plt.close(fig); paths.append(p)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    for lab in ax.get_xticklabels(): lab.set_rotation(30); lab.set_horizontalalignment("right")
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=0.28); save(fig, "per_category")
+    fig = Figure(figsize=(7, 4)); ax = fig.add_subplot()
     words = {k: [len(r.instruction.split()) for r in recs if r.kind == k] for k in kinds}
     ax.hist([words[k] for k in kinds], bins=min(30, max(5, len(recs) // 3)), label=kinds, histtype="step", linewidth=1.5)
     ax.set_xlabel("words per instruction"); ax.set_ylabel("instructions"); ax.set_title("Instruction length by kind"); ax.legend()
-    fig.subplots_adjust(left=0.1, right=0.97, top=0.9, bottom=0.13)
-    p = out / f"{prefix}_length.png"; fig.savefig(p, dpi=90); plt.close(fig); paths.append(p)
+    fig.subplots_adjust(left=0.1, right=0.97, top=0.9, bottom=0.13); save(fig, "length")
     names = sorted(tax.tools) if tax is not None else sorted({t for r in recs for t in r.tools})
     use = sorted(((sum(t in r.tools for r in recs), t) for t in names), reverse=True)
-    fig, ax = plt.subplots(figsize=(8, max(4, 0.16 * len(use))))
+    h = max(4, 0.16 * len(use))
+    fig = Figure(figsize=(8, h)); ax = fig.add_subplot()
     ax.barh([t for _, t in use][::-1], [n for n, _ in use][::-1]); ax.set_xlabel("instructions using the tool")
     ax.set_title(f"Tool coverage: {sum(n > 0 for n, _ in use)} of {len(use)} tools used"); ax.tick_params(axis="y", labelsize=6)
-    fig.subplots_adjust(left=0.3, right=0.97, top=1 - 0.5 / fig.get_figheight(), bottom=0.5 / fig.get_figheight())
-    p = out / f"{prefix}_tool_coverage.png"; fig.savefig(p, dpi=90); plt.close(fig); paths.append(p)
+    fig.subplots_adjust(left=0.3, right=0.97, top=1 - 0.5 / h, bottom=0.5 / h); save(fig, "tool_coverage")
     return paths
 
 # %% ../nbs/05_instructions.ipynb #1ec1537a
