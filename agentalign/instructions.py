@@ -11,12 +11,12 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, Field, field_validator
 import typer
 from .core import (AgentAlignError, Failure, RunDir, StageConfig, app, check_accounting, cli_errors,
-                             count_reasons, load_config_file, read_jsonl, read_text, rng, stable_id, validate_config,
-                             write_jsonl)
+                             load_config_file, read_text, rng, validate_config, write_jsonl)
 from .chains import ChainRecord, InstantiatedChain, PlanStep, Decontaminator, load_decontaminator, instantiate
 from .llm import LLMConfig
-from .drafts import (KINDS, MIN_CHARS, ECHO_RE, clean_text, norm_text, plan_parts, stated_values, plan_coverage, show_value,
-                               draft_for, rewrite_request, accept_rewrite, mask_values)
+from .drafts import (KINDS, MIN_CHARS, ECHO_RE, clean_text, norm_text, plan_parts, plan_coverage, show_value,
+                               draft_for, rewrite_request, accept_rewrite)
+from .drafts import stated_values  # noqa: F401  (also importable from here, as before the split)
 
 # %% auto #0
 __all__ = ['SOURCES', 'PROMPT_VERSION', 'PERSONAS', 'TONES', 'FORMS', 'INSTR_SYSTEM', 'KIND_BRIEF', 'INSTR_USER',

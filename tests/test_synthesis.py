@@ -7,7 +7,7 @@ The server is this file run as a script (`python tests/test_synthesis.py serve P
 requested schema, and appends one line per request start and end to LOG (with the number of requests in flight).
 For rewrite requests it rewords the draft, except for one request in three, whose answer drops the draft's values
 (the stage must then keep the draft)."""
-import hashlib, json, os, re, signal, sqlite3, subprocess, sys, time
+import hashlib, json, os, re, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
@@ -308,7 +308,7 @@ def test_chains_openai_and_review_round_trip(server, tmp_path):
     assert max(e["inflight"] for e in starts) <= 2
     st = run / "chains"
     summ = json.loads((st / "summary.json").read_text())
-    new, fails = rows(st / "records.jsonl"), rows(st / "failures.jsonl")
+    new = rows(st / "records.jsonl")
     assert summ["proposed"] == 9 and summ["failures_by_reason"].get("degenerate_repeat", 0) >= 3
     assert summ["valid"] == summ["new_chains"] + summ["duplicates"] and summ["merged_total"] == 240 + len(new)
     assert summ["proposed"] == summ["valid"] + sum(v for k, v in summ["failures_by_reason"].items() if k != "duplicate")
