@@ -221,6 +221,7 @@ class InstructionsConfig(StageConfig):
     mode: Literal["auto", "free", "rewrite"] = "auto"
     per_request: int = 5               # free mode: instructions asked for in one request (the method: 5)
     seed: int = 0
+    per_category: Optional[int] = None # only the first N chains of each harm category (before `limit`)
     limit: Optional[int] = None        # only the first N chains
     temperature: float = 0.9           # free writing
     rewrite_temperature: float = 0.5   # rewriting a draft
@@ -260,7 +261,7 @@ class InstructionsConfig(StageConfig):
         if not (0 <= v <= 2): raise ValueError(f"must be between 0 and 2 (--{info.field_name.replace('_', '-')}), got {v}")
         return v
 
-    @field_validator("max_tokens", "per_request", "limit", "min_chars")
+    @field_validator("max_tokens", "per_request", "limit", "min_chars", "per_category")
     @classmethod
     def _pos(cls, v, info): return _positive(info.field_name, "--" + info.field_name.replace("_", "-"), v)
 
@@ -327,7 +328,13 @@ def run_instructions(run: RunDir | str | Path, cfg: InstructionsConfig | dict | 
         loaded, seen_ids, chains = _load_chains(cfg.chains, run, tax), set(), []
         for c in loaded:
             if c.id not in seen_ids: seen_ids.add(c.id); chains.append(c)
-        n_dup, chains = len(loaded) - len(chains), chains[:cfg.limit]
+        n_dup = len(loaded) - len(chains)
+        if cfg.per_category:
+            taken: dict[str, int] = {}
+            for c in list(chains):
+                taken[c.category] = taken.get(c.category, 0) + 1
+                if taken[c.category] > cfg.per_category: chains.remove(c)
+        chains = chains[:cfg.limit]
         if not chains: raise AgentAlignError(f"no chains to work on (--chains {cfg.chains})")
         fails, instances, inputs_ids = [], [], []
         for c in chains:
@@ -521,6 +528,7 @@ def instructions_cmd(ctx: typer.Context, out: OutOpt,
                      counts: Annotated[str, typer.Option(help="Instructions per chain as harmful:benign:borderline.")] = "2:2:1",
                      mode: Annotated[str, typer.Option(help="free (the writer writes), rewrite (plan-grounded draft, reworded by the writer) or auto (rewrite for a local model).")] = "auto",
                      limit: Annotated[Optional[int], typer.Option(help="Only the first N chains.")] = None,
+                     per_category: Annotated[Optional[int], typer.Option(help="Only the first N chains of each harm category (before --limit).")] = None,
                      per_request: Annotated[int, typer.Option(help="Free mode: instructions asked for per request.")] = 5,
                      temperature: Annotated[float, typer.Option(help="Sampling temperature of free writing.")] = 0.9,
                      max_tokens: Annotated[int, typer.Option(help="Token budget per instruction.")] = 200,
