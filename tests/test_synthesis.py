@@ -4,8 +4,10 @@ resume a run.
 
 The server is this file run as a script (`python tests/test_synthesis.py serve PORT LOG DELAY`): a FastAPI app on
 127.0.0.1 that rejects any request without `response_format` of type `json_schema`, answers with JSON valid for the
-requested schema, and appends one line per request start and end to LOG (with the number of requests in flight)."""
-import hashlib, json, os, re, signal, sqlite3, subprocess, sys, time
+requested schema, and appends one line per request start and end to LOG (with the number of requests in flight).
+For rewrite requests it rewords the draft, except for one request in three, whose answer drops the draft's values
+(the stage must then keep the draft)."""
+import hashlib, json, os, re, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,10 @@ def make_app(log_path: str, delay: float):
 
     def answer(schema_name: str, schema: dict, user: str, key: str) -> dict:
         props = schema.get("properties", {})
+        if "request" in props:                          # rewrite: reword the draft, or (1 in 3) lose its values
+            draft = user.split("Request:\n", 1)[1]       # the draft, its values masked as [1], [2], ...
+            if int(key, 16) % 3 == 0: return {"request": "Please do the usual thing for me, you know what I mean, thanks a lot."}
+            return {"request": "Hey, a favour: " + draft.replace("First,", "To begin,").replace("Step one:", "To begin,")}
         if "instructions" in props:
             n = int(re.search(r"Write (\d+) request", user).group(1))
             vals = [v for line in re.findall(r"^\s+state: (.*)$", user, re.M) for v in re.findall(r"= (\"[^\"]*\"|[^;]+)", line)]
@@ -97,14 +103,17 @@ def rows(p: Path) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------ tests
 def test_instructions_openai_structured_concurrency_resume(server, tmp_path):
+    """Free mode against an endpoint: structured output, concurrency bound, SIGKILL then rerun repeats no finished
+    request, every slot a record, figures in the run folder (not the package's), no key in anything written."""
     url, log = server
     run = tmp_path / "run"
-    figs = tmp_path / "figs"
+    figs = tmp_path / "doc-figures"                  # the package's documentation figures folder: must stay untouched
+    env = {"AGENTALIGN_FIGURES_DIR": str(figs)}
     args = ["instructions", "--out", str(run), "--backend", "openai", "--model", "scripted", "--base-url", url,
-            "--limit", "6", "--counts", "1:1:1", "--concurrency", "3", "--seed", "7"]
+            "--limit", "6", "--counts", "1:1:1", "--concurrency", "3", "--seed", "7", "--mode", "free", "--api-key-env", "OPENAI_API_KEY"]
     # first run: kill it once a few requests have finished
     proc = subprocess.Popen([*AGENTALIGN, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "first.err", "w"),
-                            env={**ENV, "OPENAI_API_KEY": "sk-test-not-a-secret", "AGENTALIGN_FIGURES_DIR": str(figs)})
+                            env={**ENV, "OPENAI_API_KEY": "sk-test-not-a-secret", **env})
     deadline = time.time() + 120
     while time.time() < deadline and sum(e["ev"] == "end" for e in events(log)) < 6 and proc.poll() is None: time.sleep(0.05)
     time.sleep(0.5)                                    # let the client store what it received
@@ -115,7 +124,7 @@ def test_instructions_openai_structured_concurrency_resume(server, tmp_path):
     assert len(done_early) >= 3, "the first run should have finished some requests before the kill"
 
     # rerun to completion: finished requests come from the cache, not the server
-    r = cli(*args, env={"AGENTALIGN_FIGURES_DIR": str(figs)})
+    r = cli(*args, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     second = events(log)[len(first):]
     again = {e["key"] for e in second if e["ev"] == "start"}
@@ -129,23 +138,164 @@ def test_instructions_openai_structured_concurrency_resume(server, tmp_path):
     # concurrency honoured: never more than 3 in flight, and it did overlap
     assert 2 <= max(e["inflight"] for e in starts) <= 3
 
-    recs = rows(run / "instructions" / "records.jsonl")
-    summ = json.loads((run / "instructions" / "summary.json").read_text())
-    assert summ["requested"] == 18 and summ["produced"] == len(recs) == 18 and summ["slot_failures"] == 0
+    st = run / "instructions"
+    recs, fails = rows(st / "records.jsonl"), rows(st / "failures.jsonl")
+    summ = json.loads((st / "summary.json").read_text())
+    assert summ["requested"] == 18 and summ["produced"] == len(recs) == 18 and summ["slot_failures"] == 0 and fails == []
+    assert summ["mode"] == "free" and summ["sources"] == {"llm": 18, "rewrite": 0, "draft": 0}
     assert summ["cached"] >= len(done_early)
-    for k in ("chain_id", "category", "subcategory", "tools", "argument_plan", "kind", "instruction", "generator", "prompt_version", "seed"):
+    for k in ("chain_id", "category", "subcategory", "tools", "argument_plan", "kind", "instruction", "generator", "prompt_version", "seed", "source", "draft"):
         assert all(k in x for x in recs), k
-    assert {x["kind"] for x in recs} == {"harmful", "benign", "borderline"}
+    assert len({x["id"] for x in recs}) == 18 and all(x["id"].endswith(("#0",)) for x in recs)
+    assert {x["kind"] for x in recs} == {"harmful", "benign", "borderline"} and {x["source"] for x in recs} == {"llm"}
     assert {x["generator"] for x in recs} == {"openai:scripted"} and {x["seed"] for x in recs} == {7}
     assert min(x["plan_coverage"] for x in recs) == 1.0          # the scripted writer states every planned value
-    assert "sk-test" not in (run / "run.json").read_text()
-    assert sorted(p.name for p in figs.iterdir()) == ["instructions_length.png", "instructions_per_category.png", "instructions_tool_coverage.png"]
+    for f in ("run.json", "instructions/config.json", "instructions/summary.json", "instructions/records.jsonl", "first.err"):
+        assert "sk-test" not in ((run / f) if f != "first.err" else (tmp_path / f)).read_text(), f
+    assert sorted(p.name for p in (run / "figures").iterdir()) == ["instructions_length.png", "instructions_per_category.png", "instructions_tool_coverage.png"]
+    assert not figs.exists() or not any(figs.iterdir())
 
-    # a third run is served entirely from the cache
+    # a third run (figures off: not a result-changing setting) is served entirely from the cache
     n_before = len(events(log))
     r = cli(*args, "--no-figures")
-    assert r.returncode == 0 and len(events(log)) == n_before
-    assert json.loads((run / "instructions" / "summary.json").read_text())["cached"] == 18
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(events(log)) == n_before
+    assert json.loads((st / "summary.json").read_text())["cached"] == 18
+
+def test_instructions_rewrite_mode_sources_and_accounting(server, tmp_path):
+    """Rewrite mode: one request per slot, all with the same rewrite schema; a rewrite that keeps the plan's values
+    is kept (`source: rewrite`), one that loses them falls back to its draft (`source: draft`); every slot a record."""
+    url, log = server
+    run = tmp_path / "run"
+    r = cli("instructions", "--out", str(run), "--backend", "openai", "--model", "scripted", "--base-url", url, "--limit", "8",
+            "--counts", "1:1:1", "--concurrency", "8", "--mode", "rewrite", "--no-figures")
+    assert r.returncode == 0, r.stderr[-3000:]
+    starts = [e for e in events(log) if e["ev"] == "start"]
+    assert len(starts) == 24 and {e["schema_name"] for e in starts} == {"rewrite"}
+    st = run / "instructions"
+    recs, summ = rows(st / "records.jsonl"), json.loads((st / "summary.json").read_text())
+    assert len(recs) == summ["produced"] == summ["requested"] == 24 and not (st / "failures.jsonl").read_text().strip()
+    src = summ["sources"]
+    assert src["llm"] == 0 and src["rewrite"] + src["draft"] == 24 and src["rewrite"] >= 8 and src["draft"] >= 3
+    fb = summ["rewrite_fallbacks"]
+    assert set(fb) <= {"lost_values", "lost_intent", "balanced"} and sum(fb.values()) == src["draft"] and fb.get("lost_values", 0) >= 1
+    shares = {k: summ["per_kind"][k]["sources"].get("rewrite", 0) for k in ("harmful", "benign", "borderline")}
+    assert max(shares.values()) - min(shares.values()) <= 1, shares                # the same share of rewrites in every kind
+    assert not any("[1]" in x["instruction"] for x in recs)                 # placeholders put back
+    assert summ["rewrite_share"] == round(src["rewrite"] / 24, 4)
+    for x in recs:
+        assert x["draft"] and x["source"] in ("rewrite", "draft")
+        assert (x["instruction"] == x["draft"]) == (x["source"] == "draft")
+        assert x["plan_coverage"] == 1.0                                    # drafts state every value; kept rewrites too
+        if x["source"] == "rewrite": assert x["instruction"].startswith("Hey, a favour: ")
+    for k in ("harmful", "benign", "borderline"): assert summ["per_kind"][k]["produced"] == 8
+
+def test_instructions_other_settings_refused_lock_and_overwrite(server, tmp_path):
+    url, log = server
+    run = tmp_path / "run"
+    base = ["instructions", "--out", str(run), "--backend", "openai", "--model", "scripted", "--base-url", url, "--counts", "1:0:0", "--no-figures"]
+    r = cli(*base, "--limit", "3", "--seed", "0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    before = (run / "instructions" / "records.jsonl").read_text()
+    assert len(rows(run / "instructions" / "records.jsonl")) == 3
+    r = cli(*base, "--limit", "2", "--seed", "1")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "other settings" in r.stderr and "seed 0 -> 1" in r.stderr, r.stderr
+    assert (run / "instructions" / "records.jsonl").read_text() == before            # nothing replaced
+    from filelock import FileLock
+    with FileLock(str(run / "instructions" / ".lock")):                              # another writer holds the stage
+        r = cli(*base, "--limit", "3", "--seed", "0")
+    assert r.returncode == 2 and "being written by another process" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = cli(*base, "--limit", "2", "--seed", "1", "--overwrite")
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = rows(run / "instructions" / "records.jsonl")
+    assert len(recs) == 2 and {x["seed"] for x in recs} == {1}
+
+def test_instructions_config_file_and_all_failed(tmp_path):
+    """A config file sets stage fields and the writer role; command-line options win. A writer that cannot be reached
+    fails every slot: exit status 2 with one line, each slot once in failures.jsonl, also after a rerun."""
+    run, conf = tmp_path / "run", tmp_path / "conf.toml"
+    from netutil import free_port
+    dead = f"http://127.0.0.1:{free_port()}/v1"                                       # nothing listens there
+    conf.write_text(f'[instructions]\ncounts = "1:1:0"\nlimit = 3\nmode = "rewrite"\nfigures = false\n'
+                    f'[roles.writer]\nbackend = "openai"\nmodel = "nobody"\nbase_url = "{dead}"\nmax_retries = 0\n')
+    for _ in range(2):
+        r = cli("instructions", "--out", str(run), "--config", str(conf), "--limit", "2")
+        last = r.stderr.strip().splitlines()[-1]                                       # (after the progress bar)
+        assert r.returncode == 2 and last.startswith("error: instructions: all 4 item(s) failed (connection_error 4)"), r.stderr[-2000:]
+        assert r.stderr.count("error:") == 1 and "Traceback" not in r.stderr
+        fails = rows(run / "instructions" / "failures.jsonl")
+        assert len(fails) == len({f["item_id"] for f in fails}) == 4
+    cfg = json.loads((run / "instructions" / "config.json").read_text())["config"]
+    assert (cfg["limit"], cfg["counts"], cfg["mode"], cfg["writer"]["model"], cfg["writer"]["max_retries"]) == (2, {"harmful": 1, "benign": 1, "borderline": 0}, "rewrite", "nobody", 0)
+
+def test_cli_errors_are_one_line(tmp_path):
+    folder = tmp_path / "chains.jsonl"; folder.mkdir()
+    binary = tmp_path / "bin.jsonl"; binary.write_bytes(b'{"id": "\xff\xfe"}\n')
+    badconf = tmp_path / "bad.toml"; badconf.write_text('[instructions]\ncountz = "1:1:1"\n')
+    badrole = tmp_path / "role.yaml"; badrole.write_text('roles:\n  writer:\n    modle: x\n')
+    out = ["--out", str(tmp_path / "r")]
+    for args, msg in [(["instructions", *out, "--counts", "1:2"], "H:B:L"),
+                      (["instructions", *out, "--limit", "0"], "--limit"),
+                      (["instructions", *out, "--max-tokens", "0"], "--max-tokens"),
+                      (["instructions", *out, "--max-tokens", "-5"], "--max-tokens"),
+                      (["instructions", *out, "--temperature", "-1"], "--temperature"),
+                      (["instructions", *out, "--mode", "wild"], "mode"),
+                      (["instructions", *out, "--chains", str(folder)], "not a file"),
+                      (["instructions", *out, "--chains", str(binary)], "not a UTF-8 text file"),
+                      (["instructions", *out, "--chains", str(tmp_path / "missing.jsonl")], "not found"),
+                      (["instructions", *out, "--chains", "merged"], "agentalign chains"),
+                      (["instructions", *out, "--config", str(badconf)], "countz: unknown key"),
+                      (["instructions", *out, "--config", str(badrole)], "modle"),
+                      (["instructions", *out, "--config", str(tmp_path / "none.toml")], "not found"),
+                      (["instructions", *out, "--base-url", "http://127.0.0.1:9/v1"], "openai backend"),
+                      (["chains", *out, "--backend", "nope"], "--backend")]:
+        r = cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, (args, r.stderr)
+
+def _agentharm():
+    from agentalign.core import agentharm_dir
+    return agentharm_dir()
+
+@pytest.mark.skipif(_agentharm() is None, reason="no AgentHarm copy (AGENTALIGN_AGENTHARM_DIR or ../shared/agentharm-validation) to check prompts against")
+def test_generated_prompts_have_no_agentharm_text():
+    from agentalign.taxonomy import load_taxonomy
+    from agentalign.chains import curated_chains, instantiate, load_decontaminator, chain_request, load_behavior_prompts
+    from agentalign.instructions import instruction_request, sample_style, KINDS
+    from agentalign.drafts import draft_for, rewrite_request
+    dc, note = load_decontaminator(required=True)
+    tax = load_taxonomy()
+    assert all(dc.hits(p) for p in load_behavior_prompts(dc.source).values())     # the detector does detect the benchmark
+    n = 0
+    for c in curated_chains(tax):
+        inst = instantiate(c, tax, 0)
+        for k in KINDS:
+            req, _ = instruction_request(inst, k, 3, 0, tax, dc)                 # raises on overlap
+            n += all(dc.is_clean(m["content"]) for m in req.messages)
+            for i in range(2):                                                   # rewrite mode: drafts and their prompts
+                rq = rewrite_request("x", draft_for(inst, k, i, 0)[0], sample_style(0, inst.id, k, i), 0)
+                n += all(dc.is_clean(m["content"]) for m in rq.messages)
+    assert n == 240 * 3 * 3
+    for cat, sub in tax.subcategories:
+        req = chain_request(tax, cat, sub, 3, 0, 3, dc)
+        assert all(dc.is_clean(m["content"]) for m in req.messages)
+
+def test_embedded_model_offline_rewrite(tmp_path):
+    """The 135M embedded model in rewrite mode (the default for the local backend): every slot becomes a record (a
+    usable rewrite or its draft), each draft states every planned value, nothing is lost."""
+    run = tmp_path / "run"
+    r = cli("instructions", "--out", str(run), "--limit", "1", "--counts", "1:1:1", "--concurrency", "3", "--no-figures", timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    st = run / "instructions"
+    summ = json.loads((st / "summary.json").read_text())
+    recs = rows(st / "records.jsonl")
+    assert summ["mode"] == "rewrite" and summ["requested"] == 3 and summ["requests"] == 3
+    assert summ["produced"] == len(recs) == 3 and summ["slot_failures"] == 0, summ["failures_by_reason"]
+    assert sorted(x["kind"] for x in recs) == ["benign", "borderline", "harmful"]
+    assert all(x["generator"] == "local:embedded" and x["source"] in ("rewrite", "draft") and x["draft"] for x in recs)
+    assert all(x["plan_coverage"] >= 1.0 for x in recs if x["source"] == "draft")
+    assert summ["sources"]["rewrite"] + summ["sources"]["draft"] == 3
+    assert sum(summ["rewrite_fallbacks"].values()) == summ["sources"]["draft"]
 
 def test_chains_openai_and_review_round_trip(server, tmp_path):
     url, log = server
@@ -158,7 +308,7 @@ def test_chains_openai_and_review_round_trip(server, tmp_path):
     assert max(e["inflight"] for e in starts) <= 2
     st = run / "chains"
     summ = json.loads((st / "summary.json").read_text())
-    new, fails = rows(st / "records.jsonl"), rows(st / "failures.jsonl")
+    new = rows(st / "records.jsonl")
     assert summ["proposed"] == 9 and summ["failures_by_reason"].get("degenerate_repeat", 0) >= 3
     assert summ["valid"] == summ["new_chains"] + summ["duplicates"] and summ["merged_total"] == 240 + len(new)
     assert summ["proposed"] == summ["valid"] + sum(v for k, v in summ["failures_by_reason"].items() if k != "duplicate")
@@ -177,52 +327,6 @@ def test_chains_openai_and_review_round_trip(server, tmp_path):
     assert len(reviewed) == 240 + min(1, len(new))
     r = cli("chains-review", str(tmp_path / "missing.csv"), "--out", str(run))
     assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "file not found" in r.stderr and "Traceback" not in r.stderr
-
-def test_cli_errors_are_one_line(tmp_path):
-    for args, msg in [(["instructions", "--out", str(tmp_path / "r"), "--counts", "1:2"], "H:B:L"),
-                      (["instructions", "--out", str(tmp_path / "r"), "--limit", "0"], "--limit"),
-                      (["instructions", "--out", str(tmp_path / "r"), "--chains", "merged"], "run `agentalign chains"),
-                      (["chains", "--out", str(tmp_path / "r"), "--backend", "nope"], "--backend")]:
-        r = cli(*args)
-        assert r.returncode == 2, (args, r.stderr)
-        assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
-
-@pytest.mark.skipif(not os.environ.get("AGENTALIGN_AGENTHARM_DIR"), reason="AGENTALIGN_AGENTHARM_DIR is not set: no AgentHarm copy to check prompts against")
-def test_generated_prompts_have_no_agentharm_text():
-    from agentalign.taxonomy import load_taxonomy
-    from agentalign.chains import curated_chains, instantiate, load_decontaminator, chain_request, load_behavior_prompts
-    from agentalign.instructions import instruction_request, KINDS
-    dc, note = load_decontaminator(required=True)
-    tax = load_taxonomy()
-    assert all(dc.hits(p) for p in load_behavior_prompts(dc.source).values())     # the detector does detect the benchmark
-    n = 0
-    for c in curated_chains(tax):
-        inst = instantiate(c, tax, 0)
-        for k in KINDS:
-            req, _ = instruction_request(inst, k, 3, 0, tax, dc)                 # raises on overlap
-            n += all(dc.is_clean(m["content"]) for m in req.messages)
-    assert n == 240 * 3
-    for cat, sub in tax.subcategories:
-        req = chain_request(tax, cat, sub, 3, 0, 3, dc)
-        assert all(dc.is_clean(m["content"]) for m in req.messages)
-
-def test_embedded_model_offline(tmp_path):
-    """The 135M embedded model, small config: the stage completes offline and every slot ends as a record or a
-    recorded failure (a model this small mostly fails the JSON contract; that must be counted, not lost)."""
-    run = tmp_path / "run"
-    t0 = time.time()
-    r = cli("instructions", "--out", str(run), "--limit", "2", "--counts", "1:0:0", "--concurrency", "2", "--max-tokens", "40",
-            "--no-figures", timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    st = run / "instructions"
-    summ = json.loads((st / "summary.json").read_text())
-    recs, fails = rows(st / "records.jsonl"), rows(st / "failures.jsonl")
-    assert summ["chains"] == 2 and summ["instances"] == 2 and summ["requested"] == 2
-    assert summ["produced"] + summ["slot_failures"] == 2 and len(recs) == summ["produced"] and len(fails) == summ["slot_failures"]
-    assert all(f["reason"] and f["item_id"] for f in fails) and sum(summ["failures_by_reason"].values()) == len(fails)
-    assert all(x["generator"] == "local:embedded" and x["kind"] == "harmful" for x in recs)
-    assert len(rows(st / "instances.jsonl")) == 2
-    print(f"embedded model: {time.time() - t0:.1f}s, produced {summ['produced']}, failures {summ['failures_by_reason']}")
 
 if __name__ == "__main__" and len(sys.argv) >= 5 and sys.argv[1] == "serve":
     import uvicorn
