@@ -3,6 +3,6 @@
 Modules:
 
 - `agentalign.agentharm`: Score any model on AgentHarm (Andriushchenko et al., 2024) the way the AgentAlign paper does (Table 1), on the official implementation: `inspect_ai` runs the agent loop and `inspect_evals`' AgentHarm tasks provide the behaviors, the simulated tools and the grading functions. This module adds what the paper's evaluation needs on top: local Hugging Face model folders with working tool calls, an offline judge for machines without an LLM judge, the prompting baselines, a Table-1 report with figures, and a CLI.
-- `agentalign.llm`: One small async interface for every LLM role of the pipeline (chain writer, instruction writer, judge, agent, refusal writer), with two real backends — the embedded local model on `transformers` and any OpenAI-compatible endpoint — a SQLite response cache that makes every stage resumable, a concurrent batch helper, and `agentalign serve`, an OpenAI-compatible server in front of the local model."""
+- `agentalign.llm`: One small async interface for every LLM role of the pipeline (chain writer, instruction writer, judge, agent, refusal writer): requests and responses in the OpenAI chat format, the parsers every backend shares, a concurrent batch helper that never loses an item, a SQLite response cache that makes every stage resumable, and the LLM options every command shares."""
 
 __version__ = "0.1.0"
