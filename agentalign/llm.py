@@ -7,7 +7,7 @@ options every command shares."""
 
 # %% ../nbs/02_llm.ipynb #03027efa
 from __future__ import annotations
-import asyncio, functools, importlib, json, os, re, sqlite3, threading, time
+import asyncio, functools, importlib, json, re, sqlite3, threading, time
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 from urllib.parse import urlsplit
@@ -384,7 +384,7 @@ def is_official(base_url: str | None) -> bool:
 def check_base_url(url: str | None) -> str | None:
     "`url` if it is an http(s) URL with a host (credentials in it are registered as secrets); one-line error otherwise."
     if url is None: return None
-    try: parts = urlsplit(url); host, port = parts.hostname, parts.port
+    try: parts = urlsplit(url); host = parts.hostname; parts.port          # .port raises ValueError on a bad port
     except ValueError as e: raise AgentAlignError(f"--base-url {redact(url)!r}: not a URL ({e})")
     if parts.scheme not in ("http", "https") or not host:
         raise AgentAlignError(f"--base-url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {redact(url)!r}")
@@ -466,7 +466,7 @@ def llm_config(backend: str = "local", model: str = "embedded", base_url: str | 
 
 # %% ../nbs/02_llm.ipynb #8aa53759
 _ELSEWHERE = {"LocalBackend": "llm_local", "OpenAIBackend": "llm_openai", "ServerThread": "llm_serve",
-              "make_server_app": "llm_serve", "request_from_openai": "llm_serve", "serve": "llm_serve"}
+              "make_server_app": "llm_serve", "request_from_openai": "llm_serve", "completion_json": "llm_serve", "serve": "llm_serve"}
 
 def __getattr__(name: str):
     "Names that moved to the backend modules stay importable from `agentalign.llm`."

@@ -7,7 +7,7 @@ parameter schema, for the local backend — on llguidance, a maintained grammar 
 from __future__ import annotations
 import functools, json
 from typing import Any
-from .llm import LLMError, tool_names
+from .llm import LLMError
 
 # %% auto #0
 __all__ = ['JSON_OPTIONS', 'TOOL_CALL_OPEN', 'TOOL_CALL_CLOSE', 'closed_schema', 'json_grammar', 'tool_call_schema',

@@ -7,7 +7,6 @@ tool calls, and a fair queue."""
 # %% ../nbs/02b_local.ipynb #c7cd8aa1
 from __future__ import annotations
 import asyncio, json, threading, time
-from typing import Any
 from .core import stable_id
 from .llm import (Backend, ChatRequest, ChatResponse, LLMError, check_messages, check_schema, check_tools,
                             forced_tool_names, format_retry, parse_structured, parse_tool_calls)

@@ -65,6 +65,19 @@ def scripted_app(log: list, key: str | None = None) -> FastAPI:
     return api
 
 
+def test_names_other_modules_import_from_agentalign_llm():
+    "Everything the stages, the agent, AgentHarm, the tests and the benchmark import from `agentalign.llm` is still there."
+    import importlib
+    llm = importlib.import_module("agentalign.llm")
+    names = ["ApiKeyEnvOpt", "Backend", "BackendOpt", "BaseUrlOpt", "BatchResult", "CachedBackend", "ChatRequest", "ChatResponse",
+             "ConcurrencyOpt", "LLMConfig", "LLMError", "LocalBackend", "ModelOpt", "OpenAIBackend", "ResponseCache", "RpmOpt", "SeedOpt",
+             "ServerThread", "TOOL_CALL_RE", "ToolCall", "llm_config", "make_backend", "make_server_app", "parse_tool_call_block",
+             "parse_tool_calls", "run_batch", "run_batch_sync", "run_sync", "tool_call_blocks"]
+    missing = [n for n in names if not hasattr(llm, n)]
+    assert not missing, missing
+    assert llm.LocalBackend.__module__ == "agentalign.llm_local" and llm.ServerThread.__module__ == "agentalign.llm_serve"
+
+
 def test_openai_tool_round_trip():
     log = []
     with ServerThread(scripted_app(log)) as srv:
