@@ -50,6 +50,8 @@ def _deliver(job: _Job, value) -> None:
     except RuntimeError: pass                          # the caller's loop is gone
 
 # %% ../nbs/02b_local.ipynb #8971fbf7
+_GRAMMARS: dict = {}   # (tokenizer id, eos ids) -> Grammars; tokenizers live as long as the process (models.load_model memoises them)
+
 class LocalBackend(Backend):
     "A local Hugging Face model (`embedded` or a folder) with batched, constrained, fairly scheduled generation."
     kind = "local"
@@ -89,10 +91,12 @@ class LocalBackend(Backend):
         return int(n) if n and n < 10**7 else 2048
 
     def grammars(self) -> Grammars:
-        "The llguidance matchers for this model's tokenizer (built on first use)."
+        "The llguidance matchers for this model's tokenizer (built on first use, shared by backends on the same tokenizer)."
         if self._grammars is None:
-            model, tok = self._load()
-            self._grammars = Grammars(tok, self.eos_ids())
+            _, tok = self._load()
+            key = (id(tok), tuple(self.eos_ids()))
+            if key not in _GRAMMARS: _GRAMMARS[key] = Grammars(tok, self.eos_ids())
+            self._grammars = _GRAMMARS[key]
         return self._grammars
 
     def render(self, req: ChatRequest) -> tuple[list[int], str, str | None]:
