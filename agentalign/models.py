@@ -149,11 +149,11 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 def cpu_threads() -> int:
-    "Torch CPU threads for generation: `AGENTALIGN_TORCH_THREADS`, else half the cores (at least 1)."
-    env = os.environ.get("AGENTALIGN_TORCH_THREADS")
+    "Torch CPU threads for local generation: `AGENTALIGN_TORCH_THREADS` (a positive integer), else half the cores (at least 1)."
+    env = os.environ.get("AGENTALIGN_TORCH_THREADS", "").strip()
     if env:
-        try: return max(1, int(env))
-        except ValueError: raise AgentAlignError(f"AGENTALIGN_TORCH_THREADS must be an integer, got {env!r}")
+        if not env.isdigit() or int(env) < 1: raise AgentAlignError(f"AGENTALIGN_TORCH_THREADS={env!r}: expected a positive integer")
+        return int(env)
     return max(1, (os.cpu_count() or 2) // 2)
 
 def load_model(model: str = "embedded", device: str | None = None):

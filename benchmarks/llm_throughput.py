@@ -53,7 +53,7 @@ async def bare_loop(url: str, n: int, conc: int, tag: str) -> float:
 
 async def helper(url: str, n: int, conc: int, tag: str, cache: Path | None) -> float:
     from agentalign.llm import ChatRequest, OpenAIBackend, CachedBackend, run_batch
-    b = OpenAIBackend("bench", base_url=url, api_key_env="AGENTALIGN_BENCH_NOKEY")
+    b = OpenAIBackend("bench", base_url=url)
     if cache is not None: b = CachedBackend(b, cache)
     reqs = [ChatRequest(messages=[{"role": "user", "content": f"{tag}-{i}"}], max_tokens=16, timeout=60, id=str(i)) for i in range(n)]
     t0 = time.perf_counter()

@@ -1,5 +1,10 @@
-"""End-to-end tests of agentalign.llm over real loopback HTTP servers (no internet, HF_HUB_OFFLINE=1)."""
-import json, os, signal, subprocess, sys, textwrap, time
+"""End-to-end tests of the LLM layer over real loopback HTTP servers (no internet, HF_HUB_OFFLINE=1).
+
+No test here asserts how long something took: delays the `openai` client chooses are read from its log, the RPM
+limiter's spacing from the event loop's clock at each release (a lower bound the limiter guarantees), and timing
+numbers live in benchmarks/llm_throughput.py.
+"""
+import asyncio, json, logging, os, re, signal, subprocess, sys, textwrap, time
 from collections import Counter
 from pathlib import Path
 
@@ -9,15 +14,16 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from agentalign.llm import (ChatRequest, OpenAIBackend, CachedBackend, ServerThread, run_batch_sync, LLMError, run_sync)
+from agentalign.llm import (ChatRequest, CachedBackend, LLMError, OpenAIBackend, ServerThread, llm_config, make_backend,
+                            run_batch_sync, run_sync)
 from netutil import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
          {"type": "function", "function": {"name": "get_time", "description": "Current time", "parameters": {"type": "object", "properties": {}}}}]
-
-
+SECRET = "sk-test-" + "x7" * 16
+CLI = [sys.executable, "-c", "from agentalign.cli import main; main()"]
 
 
 def completion(content=None, tool_calls=None):
@@ -29,7 +35,7 @@ def completion(content=None, tool_calls=None):
 
 
 def scripted_app(log: list, key: str | None = None) -> FastAPI:
-    """A tiny OpenAI-compatible server: asks for tools, checks the tool results come back, honours a 429 plan."""
+    """A tiny OpenAI-compatible server: asks for tools, checks the tool results come back, honours 429 plans."""
     api = FastAPI()
     state = Counter()
 
@@ -38,10 +44,13 @@ def scripted_app(log: list, key: str | None = None) -> FastAPI:
         if key is not None and request.headers.get("authorization") != f"Bearer {key}":
             return JSONResponse({"error": {"message": "invalid api key"}}, status_code=401)
         msgs = body["messages"]; last = msgs[-1]
-        if last["role"] == "user" and last["content"] == "rate-limit-me":
-            state["rl"] += 1
-            if state["rl"] == 1: return JSONResponse({"error": {"message": "slow down"}}, status_code=429, headers={"Retry-After": "1"})
+        if last["role"] == "user" and last["content"] in ("rate-limit-me", "rate-limit-me-ms"):
+            state[last["content"]] += 1
+            if state[last["content"]] == 1:
+                hdr = {"Retry-After": "1"} if last["content"] == "rate-limit-me" else {"retry-after-ms": "250"}
+                return JSONResponse({"error": {"message": "slow down"}}, status_code=429, headers=hdr)
             return completion("finally")
+        if last["role"] == "user" and last["content"].startswith("hi"): return completion("hello")
         if last["role"] == "user":                     # first turn: call two tools, one without arguments
             assert body.get("tools") and body["tools"][0]["function"]["name"] == "get_weather"
             return completion(None, [{"id": "call_w", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
@@ -56,10 +65,23 @@ def scripted_app(log: list, key: str | None = None) -> FastAPI:
     return api
 
 
+def test_names_other_modules_import_from_agentalign_llm():
+    "Everything the stages, the agent, AgentHarm, the tests and the benchmark import from `agentalign.llm` is still there."
+    import importlib
+    llm = importlib.import_module("agentalign.llm")
+    names = ["ApiKeyEnvOpt", "Backend", "BackendOpt", "BaseUrlOpt", "BatchResult", "CachedBackend", "ChatRequest", "ChatResponse",
+             "ConcurrencyOpt", "LLMConfig", "LLMError", "LocalBackend", "ModelOpt", "OpenAIBackend", "ResponseCache", "RpmOpt", "SeedOpt",
+             "ServerThread", "TOOL_CALL_RE", "ToolCall", "llm_config", "make_backend", "make_server_app", "parse_tool_call_block",
+             "parse_tool_calls", "run_batch", "run_batch_sync", "run_sync", "tool_call_blocks"]
+    missing = [n for n in names if not hasattr(llm, n)]
+    assert not missing, missing
+    assert llm.LocalBackend.__module__ == "agentalign.llm_local" and llm.ServerThread.__module__ == "agentalign.llm_serve"
+
+
 def test_openai_tool_round_trip():
     log = []
     with ServerThread(scripted_app(log)) as srv:
-        b = OpenAIBackend("scripted", base_url=srv.url, api_key_env="AGENTALIGN_TEST_NOKEY")
+        b = OpenAIBackend("scripted", base_url=srv.url)
         conv = [{"role": "user", "content": "Weather in Paris and the time?"}]
         r1 = run_sync(b.chat(ChatRequest(messages=conv, tools=TOOLS)))
         assert [(c.name, c.args()) for c in r1.tool_calls] == [("get_weather", {"city": "Paris"}), ("get_time", {})]
@@ -70,57 +92,116 @@ def test_openai_tool_round_trip():
         assert log[1][1]["messages"][1]["tool_calls"][1]["function"] == {"name": "get_time", "arguments": "{}"}
 
 
-def test_retry_after_is_honoured():
+@pytest.mark.parametrize("content,delay", [("rate-limit-me", 1.0), ("rate-limit-me-ms", 0.25)])
+def test_retry_after_and_retry_after_ms_are_honoured(caplog, content, delay):
+    "The client waits exactly what the server asks (Retry-After: 1 / retry-after-ms: 250), not its own backoff."
     log = []
-    with ServerThread(scripted_app(log)) as srv:
-        b = OpenAIBackend("scripted", base_url=srv.url, api_key_env="AGENTALIGN_TEST_NOKEY", backoff_base=0.001)
-        t0 = time.monotonic()
-        r = run_sync(b.chat(ChatRequest(messages=[{"role": "user", "content": "rate-limit-me"}])))
-        assert r.content == "finally" and r.attempts == 2
-        assert log[1][0] - log[0][0] >= 0.95                       # waited the server's Retry-After: 1, not the 1 ms backoff
+    with ServerThread(scripted_app(log)) as srv, caplog.at_level(logging.INFO, logger="openai"):
+        r = run_sync(OpenAIBackend("scripted", base_url=srv.url).chat(ChatRequest(messages=[{"role": "user", "content": content}])))
+    assert r.content == "finally" and r.attempts == 2 and len(log) == 2
+    waits = [float(m.group(1)) for rec in caplog.records if (m := re.search(r"Retrying request.* in ([0-9.]+) seconds", rec.getMessage()))]
+    assert waits == [delay], [rec.getMessage() for rec in caplog.records]
 
 
-def test_rpm_limit_spaces_requests():
+def test_rpm_limit_spaces_every_attempt(monkeypatch):
+    "rpm=300: every HTTP attempt (retries included) passes the limiter, released at least 0.2 s after the previous one."
+    import aiolimiter
+    released, original = [], aiolimiter.AsyncLimiter.acquire
+    async def acquire(self, amount=1):
+        await original(self, amount)
+        released.append(asyncio.get_running_loop().time())     # same step as the release: no scheduling delay in between
+    monkeypatch.setattr(aiolimiter.AsyncLimiter, "acquire", acquire)
     log = []
     with ServerThread(scripted_app(log)) as srv:
-        b = OpenAIBackend("scripted", base_url=srv.url, api_key_env="AGENTALIGN_TEST_NOKEY", rpm=300)   # one start per 0.2 s
-        reqs = [ChatRequest(messages=[{"role": "user", "content": f"hi {i}"}], tools=TOOLS, id=str(i)) for i in range(6)]
+        b = OpenAIBackend("scripted", base_url=srv.url, rpm=300)
+        reqs = [ChatRequest(messages=[{"role": "user", "content": f"hi {i}"}], id=str(i)) for i in range(5)]
+        reqs.append(ChatRequest(messages=[{"role": "user", "content": "rate-limit-me-ms"}], id="rl"))   # one 429, then a retry
         res = run_batch_sync(b, reqs, concurrency=6, progress=False)
-        assert all(r.ok for r in res)
-        starts = sorted(t for t, _, _ in log)
-        gaps = [b - a for a, b in zip(starts, starts[1:])]
-        # 6 starts need >= 5 intervals of 0.2 s (server-side arrival times jitter with connection set-up)
-        assert starts[-1] - starts[0] >= 0.9 and sum(g >= 0.15 for g in gaps) >= 4, gaps
+    assert all(r.ok for r in res), [r.failure for r in res if not r.ok]
+    assert len(released) == len(log) == b.requests_sent == 7                  # 6 requests + 1 retry, each limited
+    gaps = [b2 - b1 for b1, b2 in zip(released, released[1:])]
+    assert min(gaps) >= 0.2 - 1e-6, gaps
 
 
-def test_api_key_only_from_env_and_never_leaked(monkeypatch):
-    secret = "sk-test-" + "x" * 24
+def _header_log_app(log: list, status: int = 200, body=None) -> FastAPI:
+    api = FastAPI()
+    async def completions(request):
+        log.append(request.headers.get("authorization"))
+        if status != 200: return JSONResponse(body, status_code=status)
+        return completion(json.dumps({"instructions": ["Please check the weather forecast for Paris tomorrow and tell me whether I need an umbrella."]}))
+    completions.__annotations__["request"] = Request
+    api.post("/v1/chat/completions")(completions)
+    return api
+
+
+def test_default_openai_key_is_not_sent_to_other_hosts(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("AGENTALIGN_TEST_KEY", SECRET + "-other")
     log = []
-    with ServerThread(scripted_app(log, key=secret)) as srv:
-        monkeypatch.setenv("AGENTALIGN_TEST_KEY", secret)
-        ok = run_sync(OpenAIBackend("scripted", base_url=srv.url, api_key_env="AGENTALIGN_TEST_KEY").chat(
-            ChatRequest(messages=[{"role": "user", "content": "rate-limit-me"}], timeout=5)))
-        assert ok.content == "finally"                          # the right key works (after one 429)
-        monkeypatch.setenv("AGENTALIGN_TEST_KEY", secret + "wrong")
-        res = run_batch_sync(OpenAIBackend("scripted", base_url=srv.url, api_key_env="AGENTALIGN_TEST_KEY"),
-                             [ChatRequest(messages=[{"role": "user", "content": "q"}], tools=TOOLS, id="a")], progress=False)
-        f = res[0].failure
-        assert f.reason == "http_error" and "401" in f.detail and secret not in f.model_dump_json()
-        assert log[0][2]["authorization"] == f"Bearer {secret}"
+    with ServerThread(_header_log_app(log)) as srv:
+        q = [ChatRequest(messages=[{"role": "user", "content": "hi"}])]
+        for cfg, expected in [(llm_config("openai", "m", srv.url), None),                                   # default: no key
+                              (llm_config("openai", "m", srv.url, "AGENTALIGN_TEST_KEY"), f"Bearer {SECRET}-other"),
+                              (llm_config("openai", "m", srv.url, "OPENAI_API_KEY"), f"Bearer {SECRET}"),   # the opt-in
+                              (llm_config("openai", "m", srv.url, "AGENTALIGN_TEST_UNSET"), None)]:
+            before = len(log)
+            assert all(r.ok for r in run_batch_sync(make_backend(cfg), q, progress=False))
+            assert log[before:] == [expected], (cfg, log[before:])
+
+
+def _instructions(run: Path, url: str, *extra, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, "instructions", "--out", str(run), "--limit", "1", "--counts", "1:0:0", "--no-figures",
+                           "--backend", "openai", "--model", "scripted", "--base-url", url, *extra],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+def _everything_written(run: Path) -> str:
+    return "\n".join(p.read_bytes().decode("utf-8", "replace") for p in run.rglob("*") if p.is_file() and p.suffix != ".sqlite")
+
+
+def test_stage_cli_never_sends_default_key_to_a_custom_base_url(tmp_path):
+    "A stage command whose --api-key-env default is OPENAI_API_KEY still sends no key to another host unless asked."
+    log = []
+    with ServerThread(_header_log_app(log)) as srv:
+        r = _instructions(tmp_path / "run", srv.url, env={"OPENAI_API_KEY": SECRET})
+        assert log and all(h is None for h in log), log
+        assert SECRET not in r.stdout + r.stderr + _everything_written(tmp_path / "run")
+
+
+def test_401_quoting_the_key_never_reaches_any_file(tmp_path):
+    log = []
+    body = {"error": {"message": f"Incorrect API key provided: {SECRET}. You can find your key at https://example.org.", "type": "invalid_request_error"}}
+    with ServerThread(_header_log_app(log, 401, body)) as srv:
+        r = _instructions(tmp_path / "run", srv.url, "--api-key-env", "AGENTALIGN_TEST_KEY", env={"AGENTALIGN_TEST_KEY": SECRET})
+    assert log == [f"Bearer {SECRET}"]                                  # the named key was sent, once (a 401 is not retried)
+    failures = [json.loads(l) for l in (tmp_path / "run" / "instructions" / "failures.jsonl").read_text().splitlines()]
+    assert [f["reason"] for f in failures] == ["http_error"] and "Incorrect API key provided: ***" in failures[0]["detail"]
+    assert SECRET not in _everything_written(tmp_path / "run") + r.stdout + r.stderr
+
+
+def test_key_inside_the_base_url_never_reaches_any_file(tmp_path):
+    log = []
+    url_key = "sk-in-url-" + "q3" * 12
+    with ServerThread(_header_log_app(log)) as srv:
+        url = srv.url.replace("http://", f"http://agent:{url_key}@")
+        r = _instructions(tmp_path / "run", url)
+    assert log, r.stderr[-2000:]
+    run_json = (tmp_path / "run" / "run.json").read_text()
+    assert "http://***@127.0.0.1" in run_json and url_key not in run_json
+    assert url_key not in _everything_written(tmp_path / "run") + r.stdout + r.stderr
 
 
 KILL_SCRIPT = textwrap.dedent('''
     import sys
-    from agentalign.llm import *
+    from agentalign.llm import CachedBackend, ChatRequest, OpenAIBackend, run_batch_sync
     url, cache = sys.argv[1], sys.argv[2]
-    b = CachedBackend(OpenAIBackend("slow", base_url=url, api_key_env="AGENTALIGN_TEST_NOKEY"), cache)
+    b = CachedBackend(OpenAIBackend("slow", base_url=url), cache)
     reqs = [ChatRequest(messages=[{"role": "user", "content": f"item-{i}"}], id=str(i)) for i in range(30)]
     run_batch_sync(b, reqs, concurrency=2, progress=False)
 ''')
 
 
 def test_killed_run_resumes_without_repeating_successes(tmp_path):
-    import asyncio
     hits = Counter()
     api = FastAPI()
 
@@ -133,12 +214,12 @@ def test_killed_run_resumes_without_repeating_successes(tmp_path):
     cache = tmp_path / "cache.sqlite"
     with ServerThread(api) as srv:
         p = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, srv.url, str(cache)], cwd=REPO)
-        t0 = time.time()
-        while sum(hits.values()) < 10 and time.time() - t0 < 60: time.sleep(0.02)
+        deadline = time.monotonic() + 120                              # a guard against a hang, not a timing assertion
+        while sum(hits.values()) < 10 and time.monotonic() < deadline: time.sleep(0.02)
         p.send_signal(signal.SIGKILL); p.wait()
         first = Counter(hits)
         assert 10 <= sum(first.values()) < 30
-        b = CachedBackend(OpenAIBackend("slow", base_url=srv.url, api_key_env="AGENTALIGN_TEST_NOKEY"), cache)
+        b = CachedBackend(OpenAIBackend("slow", base_url=srv.url), cache)
         done = len(b.cache)
         assert done >= 8                                           # written as they arrived, before the kill
         reqs = [ChatRequest(messages=[{"role": "user", "content": f"item-{i}"}], id=str(i)) for i in range(30)]
@@ -150,44 +231,59 @@ def test_killed_run_resumes_without_repeating_successes(tmp_path):
 
 
 def test_agentalign_serve_end_to_end(tmp_path):
-    """`agentalign serve` as a real subprocess on the embedded model, driven by the OpenAI backend."""
+    """`agentalign serve` as a real subprocess on the embedded model, driven by the OpenAI backend and raw HTTP."""
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "AGENTALIGN_TORCH_THREADS": "1"}
-    p = subprocess.Popen([sys.executable, "-c", "from agentalign.cli import main; main()", "serve", "--port", str(port), "--batch-size", "4"],
+    p = subprocess.Popen([*CLI, "serve", "--port", str(port), "--batch-size", "4", "--max-tokens-cap", "64"],
                          cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        t0 = time.time()
+        deadline = time.monotonic() + 300                          # a guard against a hang, not a timing assertion
         while True:
             try:
                 if httpx.get(url + "/models", timeout=1).status_code == 200: break
             except httpx.HTTPError: pass
             assert p.poll() is None, p.stdout.read()
-            assert time.time() - t0 < 180, "server did not come up"
+            assert time.monotonic() < deadline, "server did not come up"
             time.sleep(0.3)
         assert httpx.get(url + "/models").json()["data"][0]["id"] == "embedded"
-        b = CachedBackend(OpenAIBackend("embedded", base_url=url, api_key_env="AGENTALIGN_TEST_NOKEY", format_retries=0), tmp_path / "c.sqlite")
+        b = CachedBackend(OpenAIBackend("embedded", base_url=url, format_retries=0), tmp_path / "c.sqlite")
         conv = [{"role": "user", "content": "Weather in Paris?"},
                 {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
                 {"role": "tool", "tool_call_id": "c1", "content": "sunny, 21 C"}]
+        schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}}, "required": ["city"]}
         reqs = [ChatRequest(messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, id="text"),
                 ChatRequest(messages=conv, tools=TOOLS, max_tokens=12, id="tools"),
-                ChatRequest(messages=[{"role": "user", "content": "Capital of France?"}], max_tokens=16, id="json",
-                            response_schema={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})]
-        reqs.append(ChatRequest(messages=conv[:1], tools=TOOLS, tool_choice="required", max_tokens=40, id="call"))
-        res = run_batch_sync(b, reqs, concurrency=4, progress=False)
-        assert res[0].ok and res[0].response.content and res[0].response.usage["completion_tokens"] > 0
-        assert res[1].ok and (res[1].response.content or res[1].response.tool_calls)
-        assert res[2].ok or (res[2].failure.reason in ("invalid_json", "schema_mismatch") and res[2].failure.raw)
-        if res[2].ok: assert isinstance(res[2].response.parsed["city"], str)
+                ChatRequest(messages=[{"role": "user", "content": "Capital of France?"}], max_tokens=24, id="json", response_schema=schema),
+                ChatRequest(messages=conv[:1], tools=TOOLS, tool_choice="required", max_tokens=40, id="call")]
+
+        async def with_bad_neighbours():
+            "The four valid requests, concurrently with invalid ones that must fail alone."
+            async with httpx.AsyncClient(timeout=300) as c:
+                bad = [c.post(url + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}], **kw})
+                       for kw in ({"seed": 2**70}, {"max_tokens": 100000}, {"response_format": "json"}, {"temperature": -1},
+                                  {"tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]})]
+                from agentalign.llm import run_batch
+                out = await asyncio.gather(run_batch(b, reqs, concurrency=4, progress=False), *bad)
+                await b.aclose()
+                return out[0], out[1:]
+        res, bad = run_sync(with_bad_neighbours())
+        assert [r.status_code for r in bad] == [400] * 5 and [r.json()["error"]["param"] for r in bad] == \
+            ["seed", "max_tokens", "response_format", "temperature", "tools[0].function.parameters"]
+        assert all(r.ok for r in res), [r.failure for r in res if not r.ok]
+        assert res[0].response.content and res[0].response.usage["completion_tokens"] > 0
+        assert res[1].response.content or res[1].response.tool_calls
+        assert set(res[2].response.parsed) == {"city"} and isinstance(res[2].response.parsed["city"], str)   # the grammar holds the schema
         # a real tool call generated by the embedded model, parsed by the server, returned through the OpenAI API
-        assert res[3].ok and res[3].response.finish_reason == "tool_calls", res[3]
+        assert res[3].response.finish_reason == "tool_calls", res[3]
         call = res[3].response.tool_calls[0]
-        assert call.name in ("get_weather", "get_time") and isinstance(call.args(), dict)
+        assert (call.name == "get_weather" and set(call.args()) == {"city"}) or (call.name, call.args()) == ("get_time", {}), call
         again = run_batch_sync(b, reqs[:2], progress=False)
         assert all(r.response.cached for r in again)
+        capped = httpx.post(url + "/chat/completions", json={"messages": [{"role": "user", "content": "Tell me a long story."}], "max_tokens": 5000}, timeout=300).json()
+        assert capped["usage"]["completion_tokens"] <= 64                           # --max-tokens-cap
         bad = httpx.post(url + "/chat/completions", json={"model": "embedded", "messages": [], "stream": True})
-        assert bad.status_code == 400 and "stream" in bad.json()["error"]["message"]
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "stream"
     finally:
         p.terminate()
         try: p.wait(timeout=20)
@@ -195,6 +291,35 @@ def test_agentalign_serve_end_to_end(tmp_path):
 
 
 def test_serve_cli_bad_model_is_one_line():
-    r = subprocess.run([sys.executable, "-c", "from agentalign.cli import main; main()", "serve", "--model", "/nonexistent/model"],
+    r = subprocess.run([*CLI, "serve", "--model", "/nonexistent/model"],
                        cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no such local folder" in r.stderr
+
+
+@pytest.mark.parametrize("args,msg", [(["--port", "99999"], "--port must be between 1 and 65535, got 99999"),
+                                      (["--max-tokens-cap", "0"], "--max-tokens-cap must be at least 1, got 0")])
+def test_serve_cli_bad_option_is_one_line_before_the_model(args, msg):
+    "With a model that does not exist, the error is about the option: it was checked before any model was touched."
+    r = subprocess.run([*CLI, "serve", "--model", "/nonexistent/model", *args],
+                       cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == f"error: {msg}", r.stderr
+
+
+def test_serve_cli_port_in_use_is_one_line_before_the_model():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); s.listen(); port = s.getsockname()[1]
+        r = subprocess.run([*CLI, "serve", "--model", "/nonexistent/model", "--port", str(port)],
+                           cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}") and r.stderr.strip().count("\n") == 0, r.stderr
+
+
+def test_common_llm_options_are_one_line(tmp_path):
+    "Bad values of the common LLM options, in a real stage command: one `error:` line each, not a traceback."
+    for args, line in [(["--base-url", "ftp://h/v1"], "error: --base-url must be an http(s) URL such as http://127.0.0.1:8000/v1, got 'ftp://h/v1'"),
+                       (["--base-url", "http://h/v1", "--rpm", "-1"], "error: --rpm must be a positive number, got -1.0"),
+                       (["--base-url", "http://h/v1", "--api-key-env", "MY KEY"], "error: --api-key-env must name an environment variable (letters, digits, _), got 'MY KEY'"),
+                       (["--backend", "anthropic"], "error: --backend must be local or openai, got 'anthropic'")]:
+        r = subprocess.run([*CLI, "instructions", "--out", str(tmp_path / "r"), "--limit", "1", "--no-figures", *(["--backend", "openai"] if args[0] != "--backend" else []), *args],
+                           cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+        assert r.returncode == 2 and r.stderr.strip() == line, (args, r.stderr[-1500:])
