@@ -91,8 +91,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                                            'agentalign/agentharm_provider.py'),
                                                'agentalign.agentharm_provider.TokenBudgetBatcher.submit': ( 'agentharm_provider.html#tokenbudgetbatcher.submit',
                                                                                                             'agentalign/agentharm_provider.py'),
-                                               'agentalign.agentharm_provider._is_openai_host': ( 'agentharm_provider.html#_is_openai_host',
-                                                                                                  'agentalign/agentharm_provider.py'),
                                                'agentalign.agentharm_provider._openai_tool_calls': ( 'agentharm_provider.html#_openai_tool_calls',
                                                                                                      'agentalign/agentharm_provider.py'),
                                                'agentalign.agentharm_provider._template_text': ( 'agentharm_provider.html#_template_text',

@@ -215,17 +215,13 @@ def model_spec(model: str, base_url: str | None = None, token_budget: int | None
                 "identity": {"model": model, "base_url": base_url}}
     raise AgentAlignError(f"model {model!r}: expected 'embedded', a local model folder, or an inspect model name 'provider/name' (e.g. openai/gpt-4o, vllm/my-model)")
 
-def _is_openai_host(url: str | None) -> bool:
-    from urllib.parse import urlparse
-    return url is None or (urlparse(url).hostname or "").endswith("openai.com")
-
 def llm_model_spec(llm: LLMConfig, service: str, token_budget: int | None = None, max_batch: int | None = None) -> dict:
     "`model_spec` of an `LLMConfig` role: local models as above, OpenAI-compatible endpoints as `openai-api/<service>/<model>`."
     if llm.backend == "local": return model_spec(llm.model, token_budget=token_budget, max_batch=max_batch)
     url = llm.base_url or "https://api.openai.com/v1"
     var = service.upper().replace("-", "_")
-    key = os.environ.get(llm.api_key_env) if (llm.api_key_env != "OPENAI_API_KEY" or _is_openai_host(llm.base_url)) else None
-    register_secret(key)
+    from agentalign.llm_openai import resolve_api_key   # the LLM layer's rule: a key only where the user pointed it
+    key = resolve_api_key(llm.base_url, llm.api_key_env)
     return {"model": f"openai-api/{service}/{llm.model}", "model_args": {}, "local": False, "path": None, "source": llm.model,
             "base_url": url, "env": {f"{var}_BASE_URL": url, f"{var}_API_KEY": key or "EMPTY"},
             "identity": {"model": llm.model, "base_url": url}}

@@ -232,7 +232,7 @@ def validate_config(model: Type[M], data: Any, where: str = "config") -> M:
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         raise AgentAlignError(f"{where}: {loc}: {msg}")
 
 def load_config_file(path: str | Path) -> dict:
