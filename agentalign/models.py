@@ -50,7 +50,7 @@ TOOL_MACROS = (
   "{%- set p = t.parameters if t.parameters is defined and t.parameters else {} -%}"
   "{%- set req = p.required if p.required is defined and p.required else [] -%}"
   "{{- t.name -}}("
-  "{%- if p.properties is defined and p.properties -%}{%- for k, v in p.properties.items() -%}{{- k -}}{%- if k not in req -%}?{%- endif -%}: {{ render_type(v, 1) -}}{%- if not loop.last -%}, {% endif -%}{%- endfor -%}{%- endif -%}"
+  "{%- if p.properties is defined and p.properties -%}{%- for k, v in p.properties.items() -%}{{- k -}}{%- if k not in req -%}?{%- else -%}: {{ render_type(v, 1) -}}{%- endif -%}{%- if not loop.last -%}, {% endif -%}{%- endfor -%}{%- endif -%}"
   ")"
   "{%- if t.description is defined and t.description -%}{{- ' - ' + (t.description.strip().split('\\n')[0] | truncate(160, true, '...', 0)) -}}{%- endif -%}"
 "{%- endmacro -%}"
