@@ -549,7 +549,7 @@ def run_dataset(run: RunDir | str | Path, cfg: DatasetConfig | None = None, *, o
         if rows:
             from datasets import Dataset, DatasetDict
             by = {s: sorted((r for r in rows if split[r["id"]] == s), key=lambda r: r["id"]) for s in ("train", "validation")}
-            dd = DatasetDict({s: Dataset.from_list([{k: r[k] for k in COLUMNS} for r in v], features=features()) for s, v in by.items()})
+            dd = DatasetDict({s: Dataset.from_dict({k: [r[k] for r in v] for k in COLUMNS}, features=features()) for s, v in by.items()})
             dd.save_to_disk(str(out / "hf"))
             (out / "data").mkdir(exist_ok=True); (out / "llamafactory").mkdir(exist_ok=True)
             info, dropped_text = {}, 0
