@@ -33,7 +33,7 @@ class SFTConfig(StageConfig):
     merge_lora: bool = True                 # save the merged model in sft/model (directly scorable); the adapter goes to sft/adapter
     epochs: float = 1.0
     max_steps: Optional[int] = None         # overrides epochs
-    batch_size: int = 4                     # per device
+    per_device_batch_size: int = 4          # examples per device and step (named so: core treats `batch_size` as result-neutral)
     grad_accum: int = 1
     learning_rate: Optional[float] = None   # None: 5e-5 full fine-tuning, 2e-4 LoRA
     lr_scheduler: str = "cosine"
@@ -64,7 +64,7 @@ class SFTConfig(StageConfig):
     def _check(self):
         if self.max_steps is not None and self.max_steps < 1: raise ValueError("max_steps must be at least 1")
         if self.max_length < 32: raise ValueError("max_length must be at least 32 tokens")
-        if self.batch_size < 1 or self.grad_accum < 1: raise ValueError("batch_size and grad_accum must be at least 1")
+        if self.per_device_batch_size < 1 or self.grad_accum < 1: raise ValueError("per_device_batch_size and grad_accum must be at least 1")
         return self
 
     @property
@@ -213,8 +213,8 @@ def train_settings(cfg: SFTConfig, out_dir: Path) -> tuple[dict, dict]:
         raise AgentAlignError("padding_free / packing need FlashAttention on a GPU (pip install flash-attn): without it, packed conversations attend across their boundaries")
     rank, size = world()
     threads = cfg.threads or cpu_threads()
-    kw = dict(output_dir=str(out_dir), seed=cfg.seed, data_seed=cfg.seed, per_device_train_batch_size=cfg.batch_size,
-              per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr,
+    kw = dict(output_dir=str(out_dir), seed=cfg.seed, data_seed=cfg.seed, per_device_train_batch_size=cfg.per_device_batch_size,
+              per_device_eval_batch_size=cfg.per_device_batch_size, gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr,
               lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup, weight_decay=cfg.weight_decay,
               num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1, logging_steps=cfg.logging_steps, logging_first_step=True,
               save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500, save_total_limit=2,
@@ -385,7 +385,7 @@ def _train(run: RunDir, cfg: SFTConfig, base: Path, st) -> dict:
     real = counter.real
     summary = {"base_model": cfg.base_model, "mode": "lora" if cfg.lora else "full", **resolved,
                "train_examples": len(ex_tr), "validation_examples": len(ex_va), "steps": steps,
-               "epochs": round(trainer.state.epoch or 0, 3), "batch_size": cfg.batch_size * cfg.grad_accum * resolved["world_size"],
+               "epochs": round(trainer.state.epoch or 0, 3), "batch_size": cfg.per_device_batch_size * cfg.grad_accum * resolved["world_size"],
                "max_length": cfg.max_length, "dropped_over_budget": sum(f.reason == "over_token_budget" for f in fail_tr + fail_va),
                "truncated": sum(r["truncated"] for r in rec_tr + rec_va),
                "tokens_per_example_median": int(statistics.median(toks)), "tokens_per_example_max": toks[-1],
