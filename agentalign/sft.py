@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 import typer
 from pydantic import Field, model_validator
-from .core import (AgentAlignError, Failure, RunDir, StageConfig, app, cli_errors, read_json, stable_id,
+from .core import (AgentAlignError, Failure, RunDir, StageConfig, app, cli_errors, read_json, rng, stable_id,
                              validate_config, write_json, write_jsonl)
 from .dataset import load_dataset_dir, stage_settings
 
 # %% auto #0
-__all__ = ['MODEL_MARKER', 'SFTConfig', 'render_row', 'has_generation_tags', 'tokenize_conversation', 'masked_spans',
-           'build_examples', 'resolve_base_model', 'training_template', 'tiny_model_folder', 'world', 'train_settings',
-           'peak_rss_mb', 'TokenCounter', 'plot_loss', 'run_sft', 'sft_cmd']
+__all__ = ['AGENT_SYSTEM', 'MODEL_MARKER', 'SFTConfig', 'render_row', 'has_generation_tags', 'tokenize_conversation',
+           'masked_spans', 'build_examples', 'resolve_base_model', 'training_template', 'tiny_model_folder', 'world',
+           'train_settings', 'peak_rss_mb', 'TokenCounter', 'plot_loss', 'run_sft', 'sft_cmd']
 
 # %% ../nbs/08a_sft.ipynb #cf52b72d
 class SFTConfig(StageConfig):
@@ -43,7 +43,7 @@ class SFTConfig(StageConfig):
     over_length: Literal["drop", "truncate"] = "drop"
     max_tool_result_chars: Optional[int] = 300
     max_tools: Optional[int] = 6
-    system_prompt: Optional[str] = None     # None: the chat template's default system prompt
+    system_prompts: list[Optional[str]] = Field(default_factory=lambda: [None])   # one per example, seeded; None: the template's default
     max_examples: Optional[int] = None      # use only the first N training examples (after the budget)
     group_by_length: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -71,6 +71,9 @@ class SFTConfig(StageConfig):
     def lr(self) -> float: return self.learning_rate or (2e-4 if self.lora else 5e-5)
 
 # %% ../nbs/08a_sft.ipynb #02b9664e
+AGENT_SYSTEM = ("You are an AI agent with access to tools. Use the tools you are given to carry out the user's request step "
+                "by step, and answer with the results. Do not carry out requests that would harm people.")
+
 def render_row(row: dict, cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
     "(messages, tools) of a dataset row as the SFT stage trains on them."
     msgs = []
@@ -79,7 +82,9 @@ def render_row(row: dict, cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
         if m["role"] == "tool" and cfg.max_tool_result_chars is not None and len(m.get("content") or "") > cfg.max_tool_result_chars:
             m["content"] = m["content"][:cfg.max_tool_result_chars] + "..."
         msgs.append(m)
-    if cfg.system_prompt and msgs[0]["role"] != "system": msgs.insert(0, {"role": "system", "content": cfg.system_prompt})
+    if msgs[0]["role"] != "system" and cfg.system_prompts:
+        sp = cfg.system_prompts[0] if len(cfg.system_prompts) == 1 else rng(cfg.seed, "system", row["id"]).choice(cfg.system_prompts)
+        if sp: msgs.insert(0, {"role": "system", "content": sp})
     tools = json.loads(row["tools"]) if isinstance(row["tools"], str) else list(row["tools"] or [])
     if cfg.max_tools is not None and len(tools) > cfg.max_tools:
         called = {tc["function"]["name"] for m in msgs for tc in (m.get("tool_calls") or [])}
