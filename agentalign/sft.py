@@ -40,7 +40,7 @@ class SFTConfig(StageConfig):
     warmup: float = 0.05                    # share of the steps (or a step count when >= 1)
     weight_decay: float = 0.0
     max_length: int = 1024                  # token budget per example
-    over_length: Literal["drop", "truncate"] = "drop"
+    over_length: Literal["drop", "truncate"] = "truncate"
     max_tool_result_chars: Optional[int] = 300
     max_tools: Optional[int] = 6
     system_prompts: list[Optional[str]] = Field(default_factory=lambda: [None])   # one per example, seeded; None: the template's default
@@ -150,7 +150,9 @@ def build_examples(rows: list[dict], tok, cfg: SFTConfig, split: str, method: st
         if n > cfg.max_length:
             if cfg.over_length == "drop":
                 fails.append(Failure(stage="sft", item_id=rid, reason="over_token_budget", detail=f"{n} tokens > max_length {cfg.max_length}")); continue
-            enc = {"input_ids": enc["input_ids"][:cfg.max_length], "labels": enc["labels"][:cfg.max_length]}
+            ends = [b for _, b in masked_spans(enc) if b <= cfg.max_length]
+            cut = ends[-1] if ends else cfg.max_length      # after the last whole assistant turn that fits
+            enc = {"input_ids": enc["input_ids"][:cut], "labels": enc["labels"][:cut]}
             enc["assistant_tokens"] = sum(l != -100 for l in enc["labels"]); truncated = True
         if not enc["assistant_tokens"]:
             fails.append(Failure(stage="sft", item_id=rid, reason="no_assistant_tokens", detail=f"{n} tokens, none of them the assistant's within max_length {cfg.max_length}")); continue
@@ -389,7 +391,7 @@ def _train(run: RunDir, cfg: SFTConfig, base: Path, st) -> dict:
     toks = sorted(r["tokens"] for r in rec_tr)
     real = counter.real
     summary = {"base_model": cfg.base_model, "mode": "lora" if cfg.lora else "full", **resolved,
-               "train_examples": len(ex_tr), "validation_examples": len(ex_va), "steps": steps,
+               "train_examples": len(ex_tr), "train_labels": dict(Counter(r["label"] for r in rec_tr)), "validation_examples": len(ex_va), "steps": steps,
                "epochs": round(trainer.state.epoch or 0, 3), "batch_size": cfg.per_device_batch_size * cfg.grad_accum * resolved["world_size"],
                "max_length": cfg.max_length, "dropped_over_budget": sum(f.reason == "over_token_budget" for f in fail_tr + fail_va),
                "truncated": sum(r["truncated"] for r in rec_tr + rec_va),
