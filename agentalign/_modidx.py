@@ -573,6 +573,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'agentalign.sft._progress_callback': ('sft.html#_progress_callback', 'agentalign/sft.py'),
                                 'agentalign.sft._train': ('sft.html#_train', 'agentalign/sft.py'),
                                 'agentalign.sft._trainer_class': ('sft.html#_trainer_class', 'agentalign/sft.py'),
+                                'agentalign.sft.assistant_logits_loss': ('sft.html#assistant_logits_loss', 'agentalign/sft.py'),
                                 'agentalign.sft.build_examples': ('sft.html#build_examples', 'agentalign/sft.py'),
                                 'agentalign.sft.has_generation_tags': ('sft.html#has_generation_tags', 'agentalign/sft.py'),
                                 'agentalign.sft.masked_spans': ('sft.html#masked_spans', 'agentalign/sft.py'),

@@ -397,7 +397,7 @@ def dataset_card(rows: list[dict], split: dict[str, str], *, name: str, funnel_c
              "", _md_table(["kind", "examples"], sorted(cnt("kind").items())),
              "", _md_table(["category", "harmful", "benign"], [[c, lab_cat[(c, "harmful")], lab_cat[(c, "benign")]] for c in cats]),
              "", _md_table(["response mode", "examples"], sorted(cnt("mode", own).items()))]
-    if tokens: parts += ["", f"Tokens per example ({tokens['tokenizer']}, rendered with the project's chat template): median "
+    if tokens: parts += ["", f"Tokens per example ({tokens['tokenizer']} tokenizer, rendered as the SFT stage does by default: chat template with compact tool signatures, at most 6 tools, tool results cut to 300 characters): median "
                              f"{tokens['median']}, 90th percentile {tokens['p90']}, max {tokens['max']} (harmful median {tokens.get('harmful_median')}, benign median {tokens.get('benign_median')})."]
     parts += ["## Quality control"]
     if funnel_csv:
@@ -443,7 +443,7 @@ def plot_composition(rows: list[dict], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(cats) + 1.5))
     h = [c[(k, "harmful")] for k in cats]; b = [c[(k, "benign")] for k in cats]
     ax.barh(cats, h, color="#c0392b", label="harmful (refusal)"); ax.barh(cats, b, left=h, color="#2980b9", label="benign (tool use)")
-    ax.invert_yaxis(); ax.set_xlabel("examples"); ax.legend(loc="lower right"); ax.set_title(f"Dataset composition ({len(rows)} examples)")
+    ax.invert_yaxis(); ax.set_xlabel("examples"); ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1)); ax.set_title(f"Dataset composition ({len(rows)} examples)")
     fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
     return path
 
@@ -487,11 +487,17 @@ def load_dataset_dir(run: RunDir | str | Path):
     return load_from_disk(str(p))
 
 def token_lengths(rows: list[dict], model: str) -> list[int]:
-    "Tokens per row with `model`'s tokenizer and chat template (tools included)."
+    "Tokens per row as the SFT stage renders it by default, with `model`'s tokenizer and the training chat template."
     from transformers import AutoTokenizer
     from agentalign.models import resolve_model_path
+    from agentalign.sft import SFTConfig, render_row, training_template   # imported here: sft builds on this module
     tok = AutoTokenizer.from_pretrained(str(resolve_model_path(model)))
-    return [len(tok.apply_chat_template(r["messages"], tools=json.loads(r["tools"]) or None, tokenize=True, return_dict=True)["input_ids"]) for r in rows]
+    tpl, cfg = training_template(tok), SFTConfig()
+    out = []
+    for r in rows:
+        msgs, tools = render_row(r, cfg)
+        out.append(len(tok.apply_chat_template(msgs, tools=tools or None, tokenize=True, return_dict=True, chat_template=tpl)["input_ids"]))
+    return out
 
 def _decontaminate(rows: list[dict]) -> tuple[list[dict], list[Failure], str]:
     from agentalign.chains import load_decontaminator

@@ -19,7 +19,7 @@ from .dataset import load_dataset_dir, stage_settings
 # %% auto #0
 __all__ = ['AGENT_SYSTEM', 'MODEL_MARKER', 'SFTConfig', 'render_row', 'has_generation_tags', 'tokenize_conversation',
            'masked_spans', 'build_examples', 'resolve_base_model', 'training_template', 'tiny_model_folder', 'world',
-           'train_settings', 'peak_rss_mb', 'TokenCounter', 'plot_loss', 'run_sft', 'sft_cmd']
+           'train_settings', 'peak_rss_mb', 'TokenCounter', 'plot_loss', 'assistant_logits_loss', 'run_sft', 'sft_cmd']
 
 # %% ../nbs/08a_sft.ipynb #cf52b72d
 class SFTConfig(StageConfig):
@@ -52,7 +52,7 @@ class SFTConfig(StageConfig):
     gradient_checkpointing: Optional[bool] = None
     padding_free: Optional[bool] = None
     packing: bool = False
-    loss_impl: Literal["auto", "plain", "fused"] = "auto"   # auto: plain cross-entropy on CPU, TRL's fused LM head on GPU
+    loss_impl: Literal["auto", "plain", "fused"] = "auto"   # auto: logits at assistant tokens only on CPU ("plain"), TRL's fused LM head on GPU
     eval: bool = True                       # validation loss at the end
     save_steps: Optional[int] = None        # checkpoints every N steps (resumed after a kill); None: none
     seed: int = 0
@@ -287,17 +287,38 @@ def plot_loss(log: list[dict], path: Path, title: str = "SFT loss") -> Path:
 # %% ../nbs/08a_sft.ipynb #736fc00d
 MODEL_MARKER = "agentalign_sft.json"
 
+def assistant_logits_loss(model, inputs: dict, num_items_in_batch=None):
+    "Cross-entropy computing logits only where there is loss: the LM head (vocabulary 49k for SmolLM2) runs on the assistant's tokens, not on every token."
+    import torch, torch.nn.functional as F
+    labels = inputs["labels"]
+    tgt = labels[:, 1:]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = tgt != -100                        # position t predicts token t+1
+    fwd = {k: v for k, v in inputs.items() if k != "labels"}
+    logits = model(**fwd, logits_to_keep=keep, use_cache=False).logits
+    logits = logits.reshape(-1, logits.size(-1))      # (kept positions, vocabulary), in row-major order like tgt[tgt != -100]
+    y = tgt[tgt != -100]
+    n = num_items_in_batch if num_items_in_batch is not None else max(1, y.numel())
+    return F.cross_entropy(logits.float(), y, reduction="sum") / torch.as_tensor(n, device=logits.device)
+
 def _trainer_class(plain: bool):
-    "TRL's SFTTrainer, or one computing the loss the plain way (`Trainer.compute_loss`: the model's cross-entropy)."
+    "TRL's SFTTrainer, or one whose loss computes logits only at the assistant's tokens (`assistant_logits_loss`)."
     from trl import SFTTrainer
     if not plain: return SFTTrainer
     from transformers import Trainer
 
-    class PlainLossSFTTrainer(SFTTrainer):
-        "SFTTrainer with the model's own cross-entropy: on a CPU, TRL's chunked fused LM-head loss (and its entropy and accuracy metrics) cost more than the whole forward pass of a small model."
+    class AssistantLossSFTTrainer(SFTTrainer):
+        "SFTTrainer with `assistant_logits_loss`: on a CPU, TRL's chunked fused LM-head loss (and its entropy and accuracy metrics) cost more than the forward pass of a small model, and full logits cost gigabytes."
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-    return PlainLossSFTTrainer
+            if return_outputs or "labels" not in inputs:
+                return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            try: loss = assistant_logits_loss(model, inputs, num_items_in_batch)
+            except TypeError:                          # a model without `logits_to_keep`: full logits
+                return Trainer.compute_loss(self, model, inputs, num_items_in_batch=num_items_in_batch)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes   # as Trainer.compute_loss: DDP averages the gradients
+            return loss
+    return AssistantLossSFTTrainer
 
 def _model_complete(folder: Path) -> bool: return (folder / MODEL_MARKER).is_file() and (folder / "config.json").is_file()
 
