@@ -554,6 +554,8 @@ def run_dataset(run: RunDir | str | Path, cfg: DatasetConfig | None = None, *, o
                    "mix": mixes, "decontamination": decon}
         if rows:
             from datasets import Dataset, DatasetDict
+            from datasets.utils import logging as dslog
+            bars = dslog.is_progress_bar_enabled(); dslog.disable_progress_bar()   # no bars for writing a few files
             by = {s: sorted((r for r in rows if split[r["id"]] == s), key=lambda r: r["id"]) for s in ("train", "validation")}
             dd = DatasetDict({s: Dataset.from_dict({k: [r[k] for r in v] for k in COLUMNS}, features=features()) for s, v in by.items()})
             dd.save_to_disk(str(out / "hf"))
@@ -570,6 +572,7 @@ def run_dataset(run: RunDir | str | Path, cfg: DatasetConfig | None = None, *, o
                 write_json(out / "llamafactory" / f"{cfg.name}_{s}.json", sg, indent=None)
                 info[f"{cfg.name}_{s}"] = dataset_info_entry(f"{cfg.name}_{s}.json")
             write_json(out / "llamafactory" / "dataset_info.json", info)
+            if bars: dslog.enable_progress_bar()
             summary["sharegpt_dropped_assistant_text"] = dropped_text
             tokens = None
             if cfg.tokenizer:
