@@ -576,6 +576,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'agentalign.sft.assistant_logits_loss': ('sft.html#assistant_logits_loss', 'agentalign/sft.py'),
                                 'agentalign.sft.build_examples': ('sft.html#build_examples', 'agentalign/sft.py'),
                                 'agentalign.sft.has_generation_tags': ('sft.html#has_generation_tags', 'agentalign/sft.py'),
+                                'agentalign.sft.length_grouped_order': ('sft.html#length_grouped_order', 'agentalign/sft.py'),
                                 'agentalign.sft.masked_spans': ('sft.html#masked_spans', 'agentalign/sft.py'),
                                 'agentalign.sft.peak_rss_mb': ('sft.html#peak_rss_mb', 'agentalign/sft.py'),
                                 'agentalign.sft.plot_loss': ('sft.html#plot_loss', 'agentalign/sft.py'),

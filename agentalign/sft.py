@@ -18,8 +18,9 @@ from .dataset import load_dataset_dir, stage_settings
 
 # %% auto #0
 __all__ = ['AGENT_SYSTEM', 'MODEL_MARKER', 'SFTConfig', 'render_row', 'has_generation_tags', 'tokenize_conversation',
-           'masked_spans', 'build_examples', 'resolve_base_model', 'training_template', 'tiny_model_folder', 'world',
-           'train_settings', 'peak_rss_mb', 'TokenCounter', 'plot_loss', 'assistant_logits_loss', 'run_sft', 'sft_cmd']
+           'masked_spans', 'build_examples', 'length_grouped_order', 'resolve_base_model', 'training_template',
+           'tiny_model_folder', 'world', 'train_settings', 'peak_rss_mb', 'TokenCounter', 'plot_loss',
+           'assistant_logits_loss', 'run_sft', 'sft_cmd']
 
 # %% ../nbs/08a_sft.ipynb #cf52b72d
 class SFTConfig(StageConfig):
@@ -33,8 +34,8 @@ class SFTConfig(StageConfig):
     merge_lora: bool = True                 # save the merged model in sft/model (directly scorable); the adapter goes to sft/adapter
     epochs: float = 1.0
     max_steps: Optional[int] = None         # overrides epochs
-    per_device_batch_size: int = 4          # examples per device and step (named so: core treats `batch_size` as result-neutral)
-    grad_accum: int = 1
+    per_device_batch_size: int = 2          # examples per device and micro-step (named so: core treats `batch_size` as result-neutral)
+    grad_accum: int = 2                     # micro-steps per optimizer step: 2 x 2 = 4 examples a step, half the activation memory of 4 x 1
     learning_rate: Optional[float] = None   # None: 5e-5 full fine-tuning, 2e-4 LoRA
     lr_scheduler: str = "cosine"
     warmup: float = 0.05                    # share of the steps (or a step count when >= 1)
@@ -46,6 +47,7 @@ class SFTConfig(StageConfig):
     system_prompts: list[Optional[str]] = Field(default_factory=lambda: [None])   # one per example, seeded; None: the template's default
     max_examples: Optional[int] = None      # use only the first N training examples (after the budget)
     group_by_length: bool = True
+    group_window: int = 8                   # batches sorted by length together (see length_grouped_order)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Optional[int] = None           # CPU torch threads; None: agentalign.models.cpu_threads()
     bf16: Optional[bool] = None
@@ -161,6 +163,17 @@ def build_examples(rows: list[dict], tok, cfg: SFTConfig, split: str, method: st
                      "assistant_tokens": enc["assistant_tokens"], "truncated": truncated})
     return ex, recs, fails
 
+# %% ../nbs/08a_sft.ipynb #a637a774
+def length_grouped_order(lengths: list[int], batch: int, seed: int, window: int = 8) -> list[int]:
+    "A permutation of `range(len(lengths))`: batches of similar lengths (sorted within windows of `window` batches), in shuffled order."
+    idx = list(range(len(lengths))); rng(seed, "order").shuffle(idx)
+    batches = []
+    for w in range(0, len(idx), batch * window):
+        chunk = sorted(idx[w:w + batch * window], key=lambda i: (-lengths[i], i))
+        batches += [chunk[j:j + batch] for j in range(0, len(chunk), batch)]
+    rng(seed, "batches").shuffle(batches)
+    return [i for b in batches for i in b]
+
 # %% ../nbs/08a_sft.ipynb #17eb16cf
 def resolve_base_model(name: str) -> Path:
     "The folder of base model `name`; one clear line when it is not a usable local model folder."
@@ -227,7 +240,7 @@ def train_settings(cfg: SFTConfig, out_dir: Path) -> tuple[dict, dict]:
               save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500, save_total_limit=2,
               eval_strategy="no", report_to="none", disable_tqdm=True, use_cpu=not gpu, bf16=bool(bf16), fp16=False,
               gradient_checkpointing=cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else gpu,
-              train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+              train_sampling_strategy="sequential",   # the order is made by length_grouped_order (or a seeded shuffle)
               max_length=None, padding_free=bool(padding_free), packing=cfg.packing, assistant_only_loss=False,
               dataloader_num_workers=0, remove_unused_columns=True,
               model_init_kwargs={"dtype": "bfloat16" if bf16 and gpu else "float32", **({"attn_implementation": "flash_attention_2"} if flash else {})})
@@ -356,6 +369,9 @@ def _train(run: RunDir, cfg: SFTConfig, base: Path, st) -> dict:
     ex_tr, rec_tr, fail_tr = build_examples(train_rows, tok, cfg, "train")
     ex_va, rec_va, fail_va = build_examples(val_rows, tok, cfg, "validation") if cfg.eval else ([], [], [])
     if cfg.max_examples is not None: ex_tr, rec_tr = ex_tr[:cfg.max_examples], rec_tr[:cfg.max_examples]
+    if cfg.group_by_length: order = length_grouped_order([len(e["input_ids"]) for e in ex_tr], cfg.per_device_batch_size, cfg.seed, cfg.group_window)
+    else: order = list(range(len(ex_tr))); rng(cfg.seed, "order").shuffle(order)
+    ex_tr = [ex_tr[i] for i in order]
     if not ex_tr:
         reasons = Counter(f.reason for f in fail_tr)
         raise AgentAlignError(f"sft: no training example fits (max_length {cfg.max_length}; {dict(reasons)}); raise max_length or use over_length = 'truncate'")
@@ -382,6 +398,7 @@ def _train(run: RunDir, cfg: SFTConfig, base: Path, st) -> dict:
     t_train = time.time()
     result = trainer.train(resume_from_checkpoint=last)
     train_s = time.time() - t_train
+    real, padded = counter.real, counter.padded            # the evaluation below goes through the same collator
     eval_loss = None
     if ex_va:
         ev = trainer.evaluate()
@@ -410,14 +427,13 @@ def _train(run: RunDir, cfg: SFTConfig, base: Path, st) -> dict:
     tmp.rename(model_dir)
     write_jsonl(out / "log.jsonl", log)
     toks = sorted(r["tokens"] for r in rec_tr)
-    real = counter.real
     summary = {"base_model": cfg.base_model, "mode": "lora" if cfg.lora else "full", **resolved,
                "train_examples": len(ex_tr), "train_labels": dict(Counter(r["label"] for r in rec_tr)), "validation_examples": len(ex_va), "steps": steps,
                "epochs": round(trainer.state.epoch or 0, 3), "batch_size": cfg.per_device_batch_size * cfg.grad_accum * resolved["world_size"],
                "max_length": cfg.max_length, "dropped_over_budget": sum(f.reason == "over_token_budget" for f in fail_tr + fail_va),
                "truncated": sum(r["truncated"] for r in rec_tr + rec_va),
                "tokens_per_example_median": int(statistics.median(toks)), "tokens_per_example_max": toks[-1],
-               "train_tokens": real, "padded_tokens": counter.padded, "padding_share": round(1 - real / counter.padded, 3) if counter.padded else None,
+               "train_tokens": real, "padded_tokens": padded, "padding_share": round(1 - real / padded, 3) if padded else None,
                "train_seconds": round(train_s, 1), "seconds_per_step": round(train_s / steps, 2) if steps else None,
                "tokens_per_s": round(real / train_s, 1) if train_s else None, "peak_rss_mb": peak_rss_mb(),
                "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,

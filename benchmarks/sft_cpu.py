@@ -14,7 +14,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--examples", type=int, default=100)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=2, help="per device and micro-step")
+    ap.add_argument("--grad-accum", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
@@ -29,7 +30,7 @@ def main():
     run = write_fixture_run(out, n=a.examples, seed=a.seed)
     ds = run_dataset(run, DatasetConfig(token_budget=a.max_length))
     t_data = time.time() - t0
-    cfg = SFTConfig(max_steps=a.steps, per_device_batch_size=a.batch_size, max_length=a.max_length, threads=a.threads,
+    cfg = SFTConfig(max_steps=a.steps, per_device_batch_size=a.batch_size, grad_accum=a.grad_accum, max_length=a.max_length, threads=a.threads,
                     learning_rate=a.lr, loss_impl=a.loss_impl, seed=a.seed)
     s = run_sft(run, cfg, overwrite=True)
     keys = ("device", "threads", "loss_impl", "train_examples", "validation_examples", "dropped_over_budget", "steps", "batch_size",

@@ -123,7 +123,7 @@ def test_two_process_data_parallel_training_on_cpu(run_with_dataset, tiny, tmp_p
     run = tmp_path / "ddp-run"
     shutil.copytree(run_with_dataset.path / "dataset", run / "dataset")
     shutil.copytree(run_with_dataset.path / "responses", run / "responses")
-    (tmp_path / "sft.toml").write_text("[sft]\nper_device_batch_size = 2\neval = false\nfigures = false\nprogress = false\n")
+    (tmp_path / "sft.toml").write_text("[sft]\nper_device_batch_size = 2\ngrad_accum = 1\neval = false\nfigures = false\nprogress = false\n")
     env = {**ENV, "GLOO_SOCKET_IFNAME": "lo"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
                         "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(EXE), "sft", "--out", str(run),
