@@ -394,17 +394,17 @@ def dataset_card(rows: list[dict], split: dict[str, str], *, name: str, funnel_c
              + (f" ({len(rows) - len(own)} of them third-party tool-use data)" if len(rows) > len(own) else "") + ".",
              "## Composition", _md_table(["split", "harmful", "benign", "total"],
                                          [[s, sp[(s, "harmful")], sp[(s, "benign")], sp[(s, "harmful")] + sp[(s, "benign")]] for s in ("train", "validation")]),
-             "", _md_table(["kind", "examples"], sorted(cnt("kind").items())),
-             "", _md_table(["category", "harmful", "benign"], [[c, lab_cat[(c, "harmful")], lab_cat[(c, "benign")]] for c in cats]),
-             "", _md_table(["response mode", "examples"], sorted(cnt("mode", own).items()))]
-    if tokens: parts += ["", f"Tokens per example ({tokens['tokenizer']} tokenizer, rendered as the SFT stage does by default: chat template with compact tool signatures, at most 6 tools, tool results cut to 300 characters): median "
+             _md_table(["kind", "examples"], sorted(cnt("kind").items())),
+             _md_table(["category", "harmful", "benign"], [[c, lab_cat[(c, "harmful")], lab_cat[(c, "benign")]] for c in cats]),
+             _md_table(["response mode", "examples"], sorted(cnt("mode", own).items()))]
+    if tokens: parts += [f"Tokens per example ({tokens['tokenizer']} tokenizer, rendered as the SFT stage does by default: chat template with compact tool signatures, at most 6 tools, tool results cut to 300 characters): median "
                              f"{tokens['median']}, 90th percentile {tokens['p90']}, max {tokens['max']} (harmful median {tokens.get('harmful_median')}, benign median {tokens.get('benign_median')})."]
     parts += ["## Quality control"]
     if funnel_csv:
         rd = list(csv.reader(io.StringIO(funnel_csv)))
-        parts += ["The quality-control funnel of the run (`quality/funnel.csv`):", "", _md_table(rd[0], rd[1:])]
+        parts += ["The quality-control funnel of the run (`quality/funnel.csv`):", _md_table(rd[0], rd[1:])]
     else: parts += ["No quality-control funnel was found in the run folder (`quality/funnel.csv`)."]
-    if dropped: parts += ["", "Not exported: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(dropped.items())) + " (see `failures.jsonl`)."]
+    if dropped: parts += ["Not exported: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(dropped.items())) + " (see `failures.jsonl`)."]
     parts += ["## Provenance",
               "Every example carries its lineage: `chain_id` (abstract behavior chain) → `instance_id` (chain with concrete tools and "
               "an argument plan) → `instruction_id` → `id` (response), with `label`, `kind`, the models below, `prompt_versions` and `seed`.", "",
@@ -413,7 +413,7 @@ def dataset_card(rows: list[dict], split: dict[str, str], *, name: str, funnel_c
               _md_table(["text", "written by"], [["instructions", _shares(cnt("instruction_source", own))], ["responses", _shares(cnt("source", own))]]), "",
               "`llm`: written freely by the model; `rewrite`: a draft composed from the behavior chain's argument plan, rewritten by the "
               "model; `draft`: the draft itself (used where the rewrite lost the plan's values or intent)."]
-    if mixes: parts += ["", "Third-party tool-use data mixed in: " + "; ".join(f"`{m['name']}` {m['rows']} examples (share {m['share']}, asked {m['asked']})" for m in mixes)
+    if mixes: parts += ["Third-party tool-use data mixed in: " + "; ".join(f"`{m['name']}` {m['rows']} examples (share {m['share']}, asked {m['asked']})" for m in mixes)
                         + ". Their licenses are those of the sources (see their cards)."]
     parts += ["## AgentHarm decontamination",
               "AgentHarm (Andriushchenko et al., 2024) is used to evaluate models trained on this data, never to make it: no AgentHarm "
@@ -429,8 +429,8 @@ def dataset_card(rows: list[dict], split: dict[str, str], *, name: str, funnel_c
               "TRL's `SFTTrainer` takes both columns as they are. `llamafactory/` holds the same data in LLaMA-Factory's sharegpt format "
               f"with its `dataset_info.json` (datasets `{name}_train`, `{name}_validation`).",
               "## Citation",
-              "```bibtex\n@article{zhang2025agentalign,\n  title={AgentAlign: Navigating Safety Alignment in the Shift from Informative to Agentic Large Language Models},\n"
-              "  author={Zhang, Jinchuan and others},\n  journal={arXiv preprint arXiv:2505.23020},\n  year={2025}\n}\n```"]
+              "```bibtex\n@misc{zhang2025agentalign,\n  title={AgentAlign: Navigating Safety Alignment in the Shift from Informative to Agentic Large Language Models},\n"
+              "  author={Jinchuan Zhang and Lu Yin and Yan Zhou and Songlin Hu},\n  year={2025},\n  eprint={2505.23020},\n  archivePrefix={arXiv},\n  primaryClass={cs.CR}\n}\n```"]
     return "\n\n".join(parts) + "\n"
 
 # %% ../nbs/08_dataset.ipynb #82ae618b
