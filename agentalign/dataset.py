@@ -613,7 +613,7 @@ def export_cmd(out: OutOpt,
                mix: Annotated[Optional[list[str]], typer.Option(help="Third-party tool-use data as NAME:SHARE (e.g. glaive:0.2); repeatable.")] = None,
                validation_share: Annotated[Optional[float], typer.Option(help="Share of each label x category stratum held out for validation.")] = None,
                seed: Annotated[Optional[int], typer.Option(help="Seed of the split and the mix-in draw.")] = None,
-               config: Annotated[Optional[Path], typer.Option(help="TOML/YAML file; its [dataset] table sets any DatasetConfig field.")] = None,
+               config: Annotated[Optional[Path], typer.Option(help="TOML/YAML file; its \\[dataset] table sets any DatasetConfig field.")] = None,
                overwrite: Annotated[bool, typer.Option(help="Replace a dataset made with other settings or inputs.")] = False):
     "Export RUN/responses as a dataset: DatasetDict, parquet, JSONL, LLaMA-Factory sharegpt, dataset card, figures."
     data = stage_settings(config, "dataset", DatasetConfig)
