@@ -137,16 +137,21 @@ def test_two_process_data_parallel_training_on_cpu(run_with_dataset, tiny, tmp_p
 
 @pytest.mark.skipif(os.environ.get("AGENTALIGN_SLOW", "") not in ("1", "true", "yes", "on"), reason="slow: a real SFT of the embedded model (AGENTALIGN_SLOW=1)")
 def test_embedded_model_learns_to_call_tools(tmp_path):
-    "Full SFT of SmolLM2-135M on fixture data; the saved model answers a benign in-distribution request with a <tool_call>."
+    """One epoch of full SFT of SmolLM2-135M on 100 fixture examples (~10 min on 2 cores); the saved model answers benign
+    in-distribution requests with a <tool_call> block (measured: 2 of the first 3 benign validation requests)."""
     run = write_fixture_run(tmp_path / "run", n=100, seed=0)
     run_dataset(run, DatasetConfig(figures=False))
-    s = json.loads(cli("sft", "--out", run.path, "--max-steps", "30", timeout=3600).stdout.splitlines()[0])
-    assert s["steps"] == 30
+    r = cli("sft", "--out", run.path, timeout=3600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout.splitlines()[0])["steps"] == 21
+    import torch
     from agentalign.models import load_model
     m, t = load_model(str(run.path / "sft" / "model"), device="cpu")
     rows = [json.loads(l) for l in (run.path / "dataset" / "data" / "validation.jsonl").read_text().splitlines()]
-    row = next(r for r in rows if r["label"] == "benign" and r["kind"] == "benign")
-    prompt = t.apply_chat_template(row["messages"][:1], tools=json.loads(row["tools"]), add_generation_prompt=True, tokenize=False)
-    ids = t(prompt, return_tensors="pt", add_special_tokens=False)
-    out = m.generate(**ids, max_new_tokens=60, do_sample=False)
-    assert "<tool_call>" in t.decode(out[0][ids["input_ids"].shape[1]:])
+    calls = 0
+    for row in [r for r in rows if r["label"] == "benign"][:3]:
+        prompt = t.apply_chat_template(row["messages"][:1], tools=json.loads(row["tools"]), add_generation_prompt=True, tokenize=False)
+        ids = t(prompt, return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad(): out = m.generate(**ids, max_new_tokens=32, do_sample=False)
+        calls += "<tool_call>" in t.decode(out[0][ids["input_ids"].shape[1]:])
+    assert calls >= 2
