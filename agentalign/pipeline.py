@@ -16,9 +16,10 @@ from .core import (AgentAlignError, PKG_DIR, REPO_DIR, RunDir, StageConfig, app,
                              write_json)
 
 # %% auto #0
-__all__ = ['PIPELINE', 'STAGE_NAMES', 'ROLES', 'PRESETS', 'StageSpec', 'PipelineSection', 'preset_path', 'deep_merge',
-           'merged_settings', 'pipeline_section', 'stage_configs', 'stage_status', 'notebooks_dir', 'stage_notebook',
-           'kernel_spec', 'execute_notebook', 'run_pipeline', 'render_report', 'run_summary', 'run_cmd']
+__all__ = ['PIPELINE', 'STAGE_NAMES', 'SYNTHESIS_ROLES', 'ROLES', 'PRESETS', 'StageSpec', 'PipelineSection', 'preset_path',
+           'deep_merge', 'merged_settings', 'pipeline_section', 'stage_configs', 'stage_status', 'notebooks_dir',
+           'stage_notebook', 'kernel_spec', 'execute_notebook', 'run_pipeline', 'render_report', 'run_summary',
+           'run_cmd']
 
 # %% ../nbs/11_pipeline.ipynb #c7131206
 @dataclass
@@ -31,7 +32,7 @@ class StageSpec:
     section: str | None = None                  # settings section (default: name)
     folder: str | None = None                   # run sub-folder (default: name)
     roles: dict[str, str] = field(default_factory=dict)   # config field -> role name
-    build: Callable[[dict, RunDir], dict] | None = None     # adapt the section (after roles) for this stage
+    build: Callable[[dict, RunDir, Any], dict] | None = None   # adapt the section (after roles) for this stage: (section, run, [pipeline])
     notebook: str | None = None                 # notebook path; default: the one that exports `module`
     doc: str = ""
 
@@ -57,14 +58,18 @@ class StageSpec:
         except AttributeError as e: raise AgentAlignError(f"stage {self.name}: {self.module} lacks {e.name}")
 
 # %% ../nbs/11_pipeline.ipynb #dd8fe02e
-def _agentharm_build(label: str) -> Callable[[dict, RunDir], dict]:
-    def build(sect: dict, run: RunDir) -> dict:
+def _agentharm_build(label: str) -> Callable[[dict, RunDir, Any], dict]:
+    "The `[agentharm]` section for one of the two scored models: the base model, or the run's fine-tuned `sft/model`."
+    def build(sect: dict, run: RunDir, p) -> dict:
         d = copy.deepcopy(sect)
         d["label"] = label
-        if label == "sft": d["model"] = str(run.path / "sft" / "model")
-        else: d.setdefault("model", "embedded")
+        d["model"] = "sft/model" if label == "sft" else p.base_model     # relative model folders are looked up in the run
         return d
     return build
+
+def _sft_build(sect: dict, run: RunDir, p) -> dict:
+    "The `[sft]` section with the pipeline's base model unless it names its own."
+    d = copy.deepcopy(sect); d.setdefault("base_model", p.base_model); return d
 
 PIPELINE: list[StageSpec] = [
     StageSpec("taxonomy", "taxonomy", "TaxonomyConfig", "run_taxonomy", doc="harm taxonomy, tools and curated chains; lint report"),
@@ -77,14 +82,15 @@ PIPELINE: list[StageSpec] = [
     StageSpec("responses", "responses", "ResponsesConfig", "run_responses", roles={"refuser": "refuser", "agent": "agent"},
               doc="refusals for harmful requests, executed multi-step trajectories for benign ones"),
     StageSpec("dataset", "dataset", "DatasetConfig", "run_dataset", doc="Hugging Face DatasetDict, LLaMA-Factory files, dataset card"),
-    StageSpec("sft", "sft", "SFTConfig", "run_sft", doc="supervised fine-tuning (TRL) of the base model"),
+    StageSpec("sft", "sft", "SFTConfig", "run_sft", build=_sft_build, doc="supervised fine-tuning (TRL) of the base model"),
     StageSpec("agentharm_base", "agentharm", "AgentHarmConfig", "run_agentharm", section="agentharm", folder="agentharm/base",
-              build=_agentharm_build("base"), doc="AgentHarm score of the base model (cached by model fingerprint)"),
+              roles={"judge": "agentharm_judge"}, build=_agentharm_build("base"), doc="AgentHarm score of the base model (cached by model fingerprint)"),
     StageSpec("agentharm_sft", "agentharm", "AgentHarmConfig", "run_agentharm", section="agentharm", folder="agentharm/sft",
-              build=_agentharm_build("sft"), doc="AgentHarm score of the fine-tuned model"),
+              roles={"judge": "agentharm_judge"}, build=_agentharm_build("sft"), doc="AgentHarm score of the fine-tuned model"),
 ]
 STAGE_NAMES = [s.name for s in PIPELINE]
-ROLES = ("chain_writer", "writer", "judge", "refuser", "agent")
+SYNTHESIS_ROLES = ("chain_writer", "writer", "judge", "refuser", "agent")   # what [roles.default] fills
+ROLES = (*SYNTHESIS_ROLES, "agentharm_judge")
 
 # %% ../nbs/11_pipeline.ipynb #59c6d853
 PRESETS = ("tiny", "small", "paper")
@@ -93,7 +99,8 @@ class PipelineSection(StageConfig):
     "The `[pipeline]` table."
     stages: list[str] = Field(default_factory=lambda: [s for s in STAGE_NAMES if s != "chains"])
     seed: int = 0
-    report: bool = True      # render the run summary (nbs/index.ipynb) into RUN/report.ipynb and RUN/report.html
+    base_model: str = "embedded"   # fine-tuned by [sft] and scored by agentharm_base (unless [sft] names its own)
+    report: bool = True            # render the run summary (nbs/index.ipynb) into RUN/report.ipynb and RUN/report.html
 
 def preset_path(name: str) -> Path:
     "The TOML file of preset `name`."
@@ -129,7 +136,7 @@ def _apply_roles(layer: dict, specs: list[StageSpec]) -> dict:
     out = {k: copy.deepcopy(v) for k, v in layer.items() if k != "roles"}
     for s in specs:
         for fld, role in s.roles.items():
-            r = deep_merge(roles.get("default", {}), roles.get(role, {}))
+            r = deep_merge(roles.get("default", {}) if role in SYNTHESIS_ROLES else {}, roles.get(role, {}))
             if not r: continue
             sect = out.setdefault(s.sect, {})
             sect[fld] = deep_merge(r, sect.get(fld, {}) if isinstance(sect.get(fld), dict) else {})
@@ -166,7 +173,7 @@ def stage_configs(settings: dict, run: RunDir, specs: list[StageSpec] | None = N
         if s.name not in p.stages: continue
         cls, _ = s.load()
         d = copy.deepcopy(settings.get(s.sect, {}))
-        if s.build: d = s.build(d, run)
+        if s.build: d = s.build(d, run, p)
         if "seed" in cls.model_fields and "seed" not in d: d["seed"] = p.seed
         out[s.name] = validate_config(cls, d, f"{where} [{s.sect}]")
     return out
@@ -215,7 +222,7 @@ def kernel_spec(run: RunDir) -> tuple[str, str]:
     kdir = root / "kernels" / "agentalign-run"
     kdir.mkdir(parents=True, exist_ok=True)
     write_json(kdir / "kernel.json", {"argv": [sys.executable, "-Xfrozen_modules=off", "-m", "ipykernel_launcher",
-                                                                        "--IPKernelApp.log_level=ERROR", "-f", "{connection_file}"],
+                                                                        "--IPKernelApp.log_level=CRITICAL", "-f", "{connection_file}"],
                                       "display_name": "agentalign run", "language": "python"})
     return "agentalign-run", str(root)
 
