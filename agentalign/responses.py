@@ -287,7 +287,8 @@ async def write_refusal(backend, item: ResponseInput, cfg: ResponsesConfig, env=
     pv = {"instructions": item.prompt_version, "responses": PROMPT_VERSION}
     rec = _record(item, cfg, messages=[{"role": "user", "content": item.instruction}, {"role": "assistant", "content": text}], tools=schemas,
                   mode="refusal", source=source, responder=responder_name(cfg.refuser), prompt_versions=pv, attempts=k + 1,
-                  validation={"ok": True, "refusal": True, "rejected": rejected, "distractors": distractors})
+                  validation={"ok": True, "refusal": True, "tools_called": [], "n_tool_calls": 0, "final_is_refusal": True,
+                              "rejected": rejected, "distractors": distractors})
     return ItemOutcome(record=rec, stats={"rejected": rejected})
 
 # %% ../nbs/07_responses.ipynb #53622ebe
