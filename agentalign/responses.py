@@ -117,7 +117,7 @@ class ResponsesConfig(StageConfig):
     agent_max_tool_calls: int = Field(12, ge=1)
     agent_min_tool_calls: int | Literal["chain"] = 0           # "chain": require a tool call until the chain's length is reached
     agent_temperature: float = Field(0.0, ge=0)
-    timeout: float = Field(300.0, gt=0)                        # seconds per LLM request
+    timeout: float = Field(900.0, gt=0)                        # seconds per LLM request (a local model's batch on a busy CPU can take minutes)
     figures: bool = True
 
 # %% ../nbs/07_responses.ipynb #038e61e8
@@ -601,7 +601,8 @@ from .llm import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt,
 _ROLE_OPTS = {"backend": "backend", "model": "model", "base_url": "base_url", "api_key_env": "api_key_env", "concurrency": "concurrency", "rpm": "rpm"}
 _STAGE_OPTS = {"mode": "mode", "refusal_mode": "refusal_mode", "answer_mode": "answer_mode", "connecting_text": "connecting_text", "limit": "limit",
                "distractors": "distractors", "max_tool_result_chars": "max_tool_result_chars", "retries": "retries", "temperature": "temperature",
-               "max_tokens": "max_tokens", "min_tool_calls": "agent_min_tool_calls", "max_turns": "agent_max_turns", "seed": "seed", "figures": "figures"}
+               "max_tokens": "max_tokens", "min_tool_calls": "agent_min_tool_calls", "max_turns": "agent_max_turns", "seed": "seed", "figures": "figures",
+               "timeout": "timeout"}
 
 def _given(ctx: typer.Context, name: str) -> bool:
     "Whether option `name` was set on the command line or through the environment (not left at its default)."
@@ -624,6 +625,7 @@ def respond_cmd(ctx: typer.Context,
                 max_tokens: Annotated[int, typer.Option(min=16, help="Tokens per reply.")] = 256,
                 min_tool_calls: Annotated[str, typer.Option(help="Agent mode: require tool calls until this many were made (a number, or 'chain').")] = "0",
                 max_turns: Annotated[int, typer.Option(min=1, help="Agent mode: model turns per episode.")] = 8,
+                timeout: Annotated[float, typer.Option(min=1, help="Seconds per LLM request (does not change results: a rerun with another value resumes).")] = 900.0,
                 figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Draw RUN/figures/responses.png.")] = True,
                 config: Annotated[Optional[Path], typer.Option("--config", help="TOML/YAML file: [responses] settings, [roles.refuser] / [roles.agent].")] = None,
                 overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace earlier results made with other settings.")] = False,
