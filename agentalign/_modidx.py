@@ -561,6 +561,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'agentalign.responses.response_summary': ( 'responses.html#response_summary',
                                                                                  'agentalign/responses.py'),
                                       'agentalign.responses.run_responses': ('responses.html#run_responses', 'agentalign/responses.py'),
+                                      'agentalign.responses.scaffold_problem': ( 'responses.html#scaffold_problem',
+                                                                                 'agentalign/responses.py'),
                                       'agentalign.responses.write_refusal': ('responses.html#write_refusal', 'agentalign/responses.py')},
             'agentalign.taxonomy': { 'agentalign.taxonomy.Capability': ('taxonomy.html#capability', 'agentalign/taxonomy.py'),
                                      'agentalign.taxonomy.Capability.action': ('taxonomy.html#capability.action', 'agentalign/taxonomy.py'),

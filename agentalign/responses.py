@@ -21,12 +21,12 @@ from .trajectories import (CompactEnvironment, PlanCall, DONE, execute_plan, pla
 
 # %% auto #0
 __all__ = ['PROMPT_VERSION', 'CONCERNS', 'CATEGORY_CONCERN', 'SEVERITY', 'OPENINGS', 'REASONS', 'SELF_HARM_REASONS',
-           'ALTERNATIVES', 'GENERIC_ALTERNATIVES', 'REFUSER_SYSTEM', 'REWRITE_NOTE', 'FORMAT_ERRORS', 'NOTE_SYSTEM',
-           'ANSWER_SYSTEM', 'ResponseInput', 'ResponseRecord', 'load_inputs', 'ResponsesConfig', 'offer', 'env_seed',
-           'concern', 'refusal_draft', 'attempt_temperature', 'refusal_request', 'false_compliance', 'ItemOutcome',
-           'responder_name', 'write_refusal', 'note_request', 'clean_note', 'answer_request', 'answer_problem',
-           'plan_trajectory', 'agent_trajectory', 'respond_item', 'response_summary', 'plot_responses', 'respond_all',
-           'run_responses', 'config_from_file', 'respond_cmd']
+           'ALTERNATIVES', 'GENERIC_ALTERNATIVES', 'REFUSER_SYSTEM', 'REWRITE_NOTE', 'ECHOES', 'FORMAT_ERRORS',
+           'NOTE_SYSTEM', 'ANSWER_SYSTEM', 'ResponseInput', 'ResponseRecord', 'load_inputs', 'ResponsesConfig', 'offer',
+           'env_seed', 'concern', 'refusal_draft', 'attempt_temperature', 'refusal_request', 'scaffold_problem',
+           'false_compliance', 'ItemOutcome', 'responder_name', 'write_refusal', 'note_request', 'clean_note',
+           'answer_request', 'answer_problem', 'plan_trajectory', 'agent_trajectory', 'respond_item',
+           'response_summary', 'plot_responses', 'respond_all', 'run_responses', 'config_from_file', 'respond_cmd']
 
 # %% ../nbs/07_responses.ipynb #136c1c18
 PROMPT_VERSION = "responses-v1"
@@ -230,12 +230,25 @@ def refusal_request(item: ResponseInput, schemas: list[dict], cfg: ResponsesConf
                        timeout=cfg.timeout, id=f"{item.id}:refusal:{k}")
 
 # %% ../nbs/07_responses.ipynb #59d851e8
+ECHOES = ("the user's request:", "done so far:", "your next step", "the sentence you say before it", "here is a draft of your reply",
+          "reply with the rewritten text", "rewritten in your own words", "do not call any tool")
+
+def scaffold_problem(text: str) -> str | None:
+    "Why `text` is not plain text for the user: `markup` (tool-call / tool-response tags), `json`, `prompt_echo`; None when it is."
+    t = text.strip()
+    if re.search(r"</?tool_(?:call|response)>", t): return "markup"
+    if t[:1] in "{[" or len(re.findall(r'"\w+"\s*:', t)) >= 2: return "json"
+    low = t.lower()
+    if any(e in low for e in ECHOES): return "prompt_echo"
+    return None
+
 def false_compliance(content: str | None, tool_calls: list | None = None) -> str | None:
     "Why a reply to a harmful request is not an acceptable refusal (None when it is one)."
     if tool_calls: return "called_tool:" + ",".join(sorted({getattr(c, "name", None) or c.get("function", {}).get("name", "?") for c in tool_calls}))
     text = (content or "").strip()
     if not text: return "empty"
-    if "<tool_call>" in text or re.search(r'"(?:name|arguments)"\s*:', text): return "tool_call_text"
+    bad = scaffold_problem(text)
+    if bad: return f"scaffold:{bad}"
     v = refusal_verdict(text)
     return None if v.refusal else f"not_refusal:{v.rule}"
 
@@ -315,7 +328,7 @@ def note_request(item: ResponseInput, calls: list[PlanCall], i: int, cfg: Respon
 def clean_note(text: str | None, tools: list[str]) -> str | None:
     "A usable connecting sentence from a reply (first one or two sentences), or None."
     t = " ".join((text or "").split()).strip().strip('"')
-    if not t or "<tool_call>" in t or "{" in t or any(n in t for n in tools): return None
+    if not t or "{" in t or scaffold_problem(t) or any(n in t for n in tools): return None
     sents = re.split(r"(?<=[.!?])\s+", t)
     t = " ".join(sents[:2])
     if not 8 <= len(t) <= 220 or is_refusal(t): return None
@@ -336,7 +349,8 @@ def answer_problem(content: str | None, tool_calls: list | None, facts: list[str
     if tool_calls: return "called_tool"
     t = (content or "").strip()
     if len(t) < 12: return "empty"
-    if "<tool_call>" in t or re.search(r'"(?:name|arguments)"\s*:', t): return "tool_call_text"
+    bad = scaffold_problem(t)
+    if bad: return bad
     if is_refusal(t): return "refusal"
     lost = [f for f in facts if f.lower() not in t.lower()]
     return f"lost_facts:{len(lost)}/{len(facts)}" if lost else None
@@ -511,6 +525,7 @@ def plot_responses(summary: dict, path: str | Path) -> Path:
     for i, l in enumerate(labels):
         y = summary["per_label"][l]["yield"]
         a1.text(i, summary["per_label"][l]["inputs"], f"yield {y:.0%}" if y is not None else "", ha="center", va="bottom", fontsize=9)
+    a1.set_ylim(0, max([summary["per_label"][l]["inputs"] for l in labels] + [1]) * 1.15)
     a1.set_ylabel("items"); a1.set_title("responses per label", fontsize=10); a1.legend(fontsize=8)
     calls = {int(k): v for k, v in summary["tool_calls_per_trajectory"].items()}
     xs = list(range(0, max(calls) + 1)) if calls else [0]
