@@ -104,6 +104,7 @@ class ResponsesConfig(StageConfig):
     refusal_mode: Literal["free", "rewrite"] = "free"          # free: the LLM writes the refusal; rewrite: it rewrites our draft
     answer_mode: Literal["free", "rewrite"] = "free"           # the same for the final answer of plan-mode trajectories
     connecting_text: bool = True                                # plan mode: the LLM writes a sentence before each tool call
+    tools_in_prompt: bool = True                                # the writing requests offer the tools (stored examples always do); off: a weak local model's prompt shrinks ~4x
     seed: int = 0
     limit: Optional[int] = Field(None, ge=1)                   # only the first N kept items
     distractors: int = Field(2, ge=0)                          # irrelevant tools offered besides the chain's
@@ -225,7 +226,8 @@ def refusal_request(item: ResponseInput, schemas: list[dict], cfg: ResponsesConf
     from agentalign.llm import ChatRequest
     system = REFUSER_SYSTEM.format(concern=concern(item.category, item.subcategory), severity=SEVERITY.get(item.category, "harmful"))
     if draft: system += REWRITE_NOTE.format(draft=draft, keep=": a clear refusal, its reason and the offer")
-    return ChatRequest(messages=[{"role": "system", "content": system}, {"role": "user", "content": item.instruction}], tools=schemas,
+    return ChatRequest(messages=[{"role": "system", "content": system}, {"role": "user", "content": item.instruction}],
+                       tools=schemas if cfg.tools_in_prompt else None,
                        temperature=attempt_temperature(cfg, k), max_tokens=cfg.max_tokens, seed=cfg.seed + 7919 * k,
                        timeout=cfg.timeout, id=f"{item.id}:refusal:{k}")
 
@@ -340,7 +342,8 @@ def answer_request(item: ResponseInput, msgs: list[dict], schemas: list[dict], c
     from agentalign.llm import ChatRequest
     system = ANSWER_SYSTEM
     if draft: system += REWRITE_NOTE.format(draft=draft, keep=" and keeping every id, link, name and number exactly as written")
-    return ChatRequest(messages=[{"role": "system", "content": system}, *msgs], tools=schemas, tool_choice="none",
+    return ChatRequest(messages=[{"role": "system", "content": system}, *msgs], tools=schemas if cfg.tools_in_prompt else None,
+                       tool_choice="none" if cfg.tools_in_prompt else None,
                        temperature=attempt_temperature(cfg, k), max_tokens=cfg.max_tokens, seed=cfg.seed + 7919 * k, timeout=cfg.timeout,
                        id=f"{item.id}:answer:{k}")
 
@@ -617,7 +620,7 @@ _ROLE_OPTS = {"backend": "backend", "model": "model", "base_url": "base_url", "a
 _STAGE_OPTS = {"mode": "mode", "refusal_mode": "refusal_mode", "answer_mode": "answer_mode", "connecting_text": "connecting_text", "limit": "limit",
                "distractors": "distractors", "max_tool_result_chars": "max_tool_result_chars", "retries": "retries", "temperature": "temperature",
                "max_tokens": "max_tokens", "min_tool_calls": "agent_min_tool_calls", "max_turns": "agent_max_turns", "seed": "seed", "figures": "figures",
-               "timeout": "timeout"}
+               "timeout": "timeout", "tools_in_prompt": "tools_in_prompt"}
 
 def _given(ctx: typer.Context, name: str) -> bool:
     "Whether option `name` was set on the command line or through the environment (not left at its default)."
@@ -632,6 +635,7 @@ def respond_cmd(ctx: typer.Context,
                 refusal_mode: Annotated[str, typer.Option(help="free: the LLM writes refusals; rewrite: it rewrites a drafted refusal (weak models).")] = "free",
                 answer_mode: Annotated[str, typer.Option(help="Plan-mode final answers: free, or rewrite of a draft built from the tool results.")] = "free",
                 connecting_text: Annotated[bool, typer.Option("--connecting-text/--no-connecting-text", help="Plan mode: the LLM writes a sentence before each call.")] = True,
+                tools_in_prompt: Annotated[bool, typer.Option("--tools-in-prompt/--no-tools-in-prompt", help="Offer the tools in the requests that write refusals and answers (stored examples always offer them).")] = True,
                 limit: Annotated[Optional[int], typer.Option(help="Only the first N kept items.")] = None,
                 distractors: Annotated[int, typer.Option(min=0, help="Irrelevant tools offered besides the chain's.")] = 2,
                 max_tool_result_chars: Annotated[int, typer.Option(min=80, help="Tool results are cut (as JSON) to this many characters.")] = 600,
