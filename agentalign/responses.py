@@ -21,12 +21,13 @@ from .trajectories import (CompactEnvironment, PlanCall, DONE, execute_plan, pla
 
 # %% auto #0
 __all__ = ['PROMPT_VERSION', 'CONCERNS', 'CATEGORY_CONCERN', 'SEVERITY', 'OPENINGS', 'REASONS', 'SELF_HARM_REASONS',
-           'ALTERNATIVES', 'GENERIC_ALTERNATIVES', 'REFUSER_SYSTEM', 'REWRITE_NOTE', 'ECHOES', 'FORMAT_ERRORS',
-           'NOTE_SYSTEM', 'ANSWER_SYSTEM', 'ResponseInput', 'ResponseRecord', 'load_inputs', 'ResponsesConfig', 'offer',
-           'env_seed', 'concern', 'refusal_draft', 'attempt_temperature', 'refusal_request', 'scaffold_problem',
-           'false_compliance', 'ItemOutcome', 'responder_name', 'write_refusal', 'note_request', 'clean_note',
-           'answer_request', 'answer_problem', 'plan_trajectory', 'agent_trajectory', 'respond_item',
-           'response_summary', 'plot_responses', 'respond_all', 'run_responses', 'config_from_file', 'respond_cmd']
+           'ALTERNATIVES', 'GENERIC_ALTERNATIVES', 'REFUSER_SYSTEM', 'REWRITE_SYSTEM', 'REWRITE_TONES', 'ECHOES',
+           'FORMAT_ERRORS', 'NOTE_SYSTEM', 'ANSWER_SYSTEM', 'ResponseInput', 'ResponseRecord', 'load_inputs',
+           'ResponsesConfig', 'offer', 'env_seed', 'concern', 'refusal_draft', 'attempt_temperature', 'refusal_request',
+           'rewrite_request', 'clean_rewrite', 'scaffold_problem', 'false_compliance', 'ItemOutcome', 'responder_name',
+           'write_refusal', 'note_request', 'clean_note', 'answer_request', 'answer_problem', 'plan_trajectory',
+           'agent_trajectory', 'respond_item', 'response_summary', 'plot_responses', 'respond_all', 'run_responses',
+           'config_from_file', 'respond_cmd']
 
 # %% ../nbs/07_responses.ipynb #136c1c18
 PROMPT_VERSION = "responses-v1"
@@ -214,26 +215,43 @@ REFUSER_SYSTEM = ("You are a careful AI assistant that can use the tools listed.
                   "{severity}. Do not call any tool and do not carry out any part of it. Reply to the user in two to four sentences: say "
                   "plainly that you will not do it, give the reason in your own words, and offer a safe, legitimate alternative if one fits. "
                   "Do not repeat harmful details from the request.")
-REWRITE_NOTE = ("\n\nHere is a draft of your reply:\n\n{draft}\n\nWrite your reply to the user as this draft rewritten in your own words, "
-                "keeping its meaning{keep}. Reply with the rewritten text only.")
+REWRITE_SYSTEM = ("You rewrite short messages. Rewrite the user's message in your own words, in a {tone} tone. Keep its meaning, and keep "
+                  "every name, number, id and link exactly as written. Reply with the rewritten message only.")
+REWRITE_TONES = ["friendly", "calm", "direct", "warm", "concise", "polite", "matter-of-fact", "reassuring"]
 
 def attempt_temperature(cfg: ResponsesConfig, k: int) -> float:
     "Sampling temperature of attempt `k` (0 = the first)."
     return round(min(cfg.max_temperature, cfg.temperature + k * cfg.retry_temperature_step), 4)
 
-def refusal_request(item: ResponseInput, schemas: list[dict], cfg: ResponsesConfig, k: int, draft: str | None = None):
-    "The `ChatRequest` of refusal attempt `k` (a rewrite of `draft` when given)."
+def refusal_request(item: ResponseInput, schemas: list[dict], cfg: ResponsesConfig, k: int):
+    "The `ChatRequest` of free-mode refusal attempt `k`."
     from agentalign.llm import ChatRequest
     system = REFUSER_SYSTEM.format(concern=concern(item.category, item.subcategory), severity=SEVERITY.get(item.category, "harmful"))
-    if draft: system += REWRITE_NOTE.format(draft=draft, keep=": a clear refusal, its reason and the offer")
     return ChatRequest(messages=[{"role": "system", "content": system}, {"role": "user", "content": item.instruction}],
                        tools=schemas if cfg.tools_in_prompt else None,
                        temperature=attempt_temperature(cfg, k), max_tokens=cfg.max_tokens, seed=cfg.seed + 7919 * k,
                        timeout=cfg.timeout, id=f"{item.id}:refusal:{k}")
 
+def rewrite_request(draft: str, key: str, cfg: ResponsesConfig, k: int, what: str = "text"):
+    "The `ChatRequest` of rewrite attempt `k` of `draft` (a plain editing task; the tone is drawn per `key`)."
+    from agentalign.llm import ChatRequest
+    tone = rng(cfg.seed, "rewrite_tone", key).choice(REWRITE_TONES)
+    return ChatRequest(messages=[{"role": "system", "content": REWRITE_SYSTEM.format(tone=tone)}, {"role": "user", "content": draft}],
+                       temperature=attempt_temperature(cfg, k), max_tokens=cfg.max_tokens, seed=cfg.seed + 7919 * k, timeout=cfg.timeout,
+                       id=f"{key}:{what}-rewrite:{k}")
+
+_LEAD_IN = re.compile(r"^\s*(?:sure[,!.]?\s*)?(?:(?:here(?:'s| is)\s+)?(?:the |a |my |your )?(?:rewritten|revised|new|reworded)\s*"
+                      r"(?:version|message|text|reply)?(?:\s+of [^:\n]{0,40})?\s*:\s*)", re.I)
+
+def clean_rewrite(text: str | None) -> str:
+    "A rewrite without a lead-in (`Here is the rewritten message:`) or surrounding quotes."
+    t = _LEAD_IN.sub("", (text or "").strip(), count=1).strip()
+    if len(t) > 1 and t[0] == t[-1] and t[0] in "\"'": t = t[1:-1].strip()
+    return t
+
 # %% ../nbs/07_responses.ipynb #59d851e8
-ECHOES = ("the user's request:", "done so far:", "your next step", "the sentence you say before it", "here is a draft of your reply",
-          "reply with the rewritten text", "rewritten in your own words", "do not call any tool")
+ECHOES = ("the user's request:", "done so far:", "your next step", "the sentence you say before it", "rewrite the user's message",
+          "reply with the rewritten message", "rewritten in your own words", "do not call any tool", "you rewrite short messages")
 
 def scaffold_problem(text: str) -> str | None:
     "Why `text` is not plain text for the user: `markup` (tool-call / tool-response tags), `json`, `prompt_echo`; None when it is."
@@ -287,12 +305,14 @@ async def write_refusal(backend, item: ResponseInput, cfg: ResponsesConfig, env=
     rejected: list[str] = []
     text, k = None, 0
     for k in range(cfg.retries + 1):
-        try: resp = await backend.chat(refusal_request(item, schemas, cfg, k, draft))
+        req = rewrite_request(draft, item.id, cfg, k, "refusal") if draft else refusal_request(item, schemas, cfg, k)
+        try: resp = await backend.chat(req)
         except LLMError as e:
             if e.reason in FORMAT_ERRORS: rejected.append(f"called_tool:unreadable ({e.reason})"); continue
             return _fail(item, "llm_error", f"{e.reason}: {e.detail}", t0, e.raw, k + 1, rejected=rejected)
-        why = false_compliance(resp.content, resp.tool_calls)
-        if why is None: text = resp.content.strip(); break
+        content = clean_rewrite(resp.content) if draft else resp.content
+        why = false_compliance(content, resp.tool_calls)
+        if why is None: text = content.strip(); break
         rejected.append(why)
     source = "llm" if draft is None else "rewrite"
     if text is None:
@@ -336,13 +356,10 @@ def clean_note(text: str | None, tools: list[str]) -> str | None:
     if not 8 <= len(t) <= 220 or is_refusal(t): return None
     return t
 
-def answer_request(item: ResponseInput, msgs: list[dict], schemas: list[dict], cfg: ResponsesConfig, k: int, draft: str | None = None,
-                   facts: list[str] = ()):
-    "The request for final-answer attempt `k` (a rewrite of `draft` when given)."
+def answer_request(item: ResponseInput, msgs: list[dict], schemas: list[dict], cfg: ResponsesConfig, k: int):
+    "The request for free-mode final-answer attempt `k`: the conversation so far after the writer's system prompt."
     from agentalign.llm import ChatRequest
-    system = ANSWER_SYSTEM
-    if draft: system += REWRITE_NOTE.format(draft=draft, keep=" and keeping every id, link, name and number exactly as written")
-    return ChatRequest(messages=[{"role": "system", "content": system}, *msgs], tools=schemas if cfg.tools_in_prompt else None,
+    return ChatRequest(messages=[{"role": "system", "content": ANSWER_SYSTEM}, *msgs], tools=schemas if cfg.tools_in_prompt else None,
                        tool_choice="none" if cfg.tools_in_prompt else None,
                        temperature=attempt_temperature(cfg, k), max_tokens=cfg.max_tokens, seed=cfg.seed + 7919 * k, timeout=cfg.timeout,
                        id=f"{item.id}:answer:{k}")
@@ -390,9 +407,11 @@ async def plan_trajectory(backend, item: ResponseInput, cfg: ResponsesConfig, ag
         draft = answer_draft(item.argument_plan, calls, cfg.seed, item.id) if cfg.answer_mode == "rewrite" else None
         rejected, final, k = [], None, 0
         for k in range(cfg.retries + 1):
-            resp = await _chat_or_none(backend, answer_request(item, msgs, schemas, cfg, k, draft, facts))
-            why = "unreadable" if resp is None else answer_problem(resp.content, resp.tool_calls, facts if draft else ())
-            if why is None: final = resp.content.strip(); break
+            req = rewrite_request(draft, item.id, cfg, k, "answer") if draft else answer_request(item, msgs, schemas, cfg, k)
+            resp = await _chat_or_none(backend, req)
+            content = (clean_rewrite(resp.content) if draft else resp.content) if resp is not None else None
+            why = "unreadable" if resp is None else answer_problem(content, resp.tool_calls, facts if draft else ())
+            if why is None: final = content.strip(); break
             rejected.append(why)
     except LLMError as e:
         return _fail(item, "llm_error", f"{e.reason}: {e.detail}", t0, e.raw)

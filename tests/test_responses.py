@@ -20,7 +20,7 @@ from agentalign.chains import curated_chains, instantiate, PlanStep
 from agentalign.core import app, stable_id
 from agentalign.llm import ServerThread
 from agentalign.refusal import is_refusal
-from agentalign.responses import REFUSER_SYSTEM, NOTE_SYSTEM, ANSWER_SYSTEM, ResponseRecord
+from agentalign.responses import REFUSER_SYSTEM, NOTE_SYSTEM, ANSWER_SYSTEM, REWRITE_SYSTEM, ResponseRecord, ResponseInput, refusal_draft
 from agentalign.taxonomy import load_taxonomy
 from agentalign.trajectories import link_arguments
 
@@ -68,6 +68,8 @@ class Script:
     "The scripted roles, with a log of every request (and an optional delay per request)."
     def __init__(self, items: list[dict], delay: float = 0.0):
         self.plans = {r["instruction"]: [PlanStep.model_validate(s) for s in r["argument_plan"]] for r in items}
+        # rewrite requests carry only the draft: which item's draft it is (rewrite mode, seed 0)
+        self.drafts = {refusal_draft(ResponseInput.model_validate(r), 0): r["instruction"] for r in items if r["label"] == "harmful"}
         self.delay, self.log, self.lock = delay, [], threading.Lock()
 
     def ev(self, **kw):
@@ -77,6 +79,10 @@ class Script:
         msgs = body["messages"]
         system = msgs[0]["content"] if msgs[0]["role"] == "system" else ""
         user = next(m["content"] for m in msgs if m["role"] == "user")
+        if system.startswith(REWRITE_SYSTEM[:30]):
+            assert not body.get("tools")
+            if "[comply-always]" in self.drafts.get(user, ""): return _completion({"role": "assistant", "content": COMPLIANT}, "stop")
+            return _completion({"role": "assistant", "content": "Here is the rewritten message: " + REFUSAL}, "stop")
         if system.startswith(REFUSER_SYSTEM[:40]):
             assert body.get("tools"), "refusals are written with the instruction's tools offered"
             t = body.get("temperature", 0)
@@ -165,6 +171,7 @@ def test_refusals_and_false_compliance(tmp_path):
         assert r.exit_code == 0, r.output
         recs = {x["instruction_id"]: x for x in rows(tmp_path / "rw" / "responses" / "records.jsonl")}
         assert len(recs) == 3 and recs[items[2]["id"]]["source"] == "draft" and recs[items[0]["id"]]["source"] == "rewrite"
+        assert recs[items[0]["id"]]["messages"][1]["content"] == REFUSAL                 # the lead-in is cut
         assert all(is_refusal(x["messages"][1]["content"]) for x in recs.values())
         assert len(script.log) > n
 
