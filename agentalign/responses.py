@@ -105,7 +105,7 @@ class ResponsesConfig(StageConfig):
     refusal_mode: Literal["free", "rewrite"] = "free"          # free: the LLM writes the refusal; rewrite: it rewrites our draft
     answer_mode: Literal["free", "rewrite"] = "free"           # the same for the final answer of plan-mode trajectories
     connecting_text: bool = True                                # plan mode: the LLM writes a sentence before each tool call
-    tools_in_prompt: bool = True                                # the writing requests offer the tools (stored examples always do); off: a weak local model's prompt shrinks ~4x
+    tools_in_prompt: bool = True                                # free-mode writing requests offer the tools (stored examples always do; rewrites never need them)
     seed: int = 0
     limit: Optional[int] = Field(None, ge=1)                   # only the first N kept items
     distractors: int = Field(2, ge=0)                          # irrelevant tools offered besides the chain's
@@ -654,7 +654,7 @@ def respond_cmd(ctx: typer.Context,
                 refusal_mode: Annotated[str, typer.Option(help="free: the LLM writes refusals; rewrite: it rewrites a drafted refusal (weak models).")] = "free",
                 answer_mode: Annotated[str, typer.Option(help="Plan-mode final answers: free, or rewrite of a draft built from the tool results.")] = "free",
                 connecting_text: Annotated[bool, typer.Option("--connecting-text/--no-connecting-text", help="Plan mode: the LLM writes a sentence before each call.")] = True,
-                tools_in_prompt: Annotated[bool, typer.Option("--tools-in-prompt/--no-tools-in-prompt", help="Offer the tools in the requests that write refusals and answers (stored examples always offer them).")] = True,
+                tools_in_prompt: Annotated[bool, typer.Option("--tools-in-prompt/--no-tools-in-prompt", help="Offer the tools in free-mode requests that write refusals and answers (stored examples always offer them).")] = True,
                 limit: Annotated[Optional[int], typer.Option(help="Only the first N kept items.")] = None,
                 distractors: Annotated[int, typer.Option(min=0, help="Irrelevant tools offered besides the chain's.")] = 2,
                 max_tool_result_chars: Annotated[int, typer.Option(min=80, help="Tool results are cut (as JSON) to this many characters.")] = 600,
