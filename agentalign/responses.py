@@ -24,10 +24,10 @@ __all__ = ['PROMPT_VERSION', 'CONCERNS', 'CATEGORY_CONCERN', 'SEVERITY', 'OPENIN
            'ALTERNATIVES', 'GENERIC_ALTERNATIVES', 'REFUSER_SYSTEM', 'REWRITE_SYSTEM', 'REWRITE_TONES', 'ECHOES',
            'FORMAT_ERRORS', 'NOTE_SYSTEM', 'ANSWER_SYSTEM', 'ResponseInput', 'ResponseRecord', 'load_inputs',
            'ResponsesConfig', 'offer', 'env_seed', 'concern', 'refusal_draft', 'attempt_temperature', 'refusal_request',
-           'rewrite_request', 'clean_rewrite', 'scaffold_problem', 'false_compliance', 'ItemOutcome', 'responder_name',
-           'write_refusal', 'note_request', 'clean_note', 'answer_request', 'answer_problem', 'plan_trajectory',
-           'agent_trajectory', 'respond_item', 'response_summary', 'plot_responses', 'respond_all', 'run_responses',
-           'config_from_file', 'respond_cmd']
+           'rewrite_request', 'clean_rewrite', 'rewrite_problem', 'scaffold_problem', 'false_compliance', 'ItemOutcome',
+           'responder_name', 'write_refusal', 'note_request', 'clean_note', 'answer_request', 'answer_problem',
+           'plan_trajectory', 'agent_trajectory', 'respond_item', 'response_summary', 'plot_responses', 'respond_all',
+           'run_responses', 'config_from_file', 'respond_cmd']
 
 # %% ../nbs/07_responses.ipynb #136c1c18
 PROMPT_VERSION = "responses-v1"
@@ -249,6 +249,19 @@ def clean_rewrite(text: str | None) -> str:
     if len(t) > 1 and t[0] == t[-1] and t[0] in "\"'": t = t[1:-1].strip()
     return t
 
+_STOP = set("that this with from have your about there their would could should which while where when what into them they will been "
+            "also just only more some such than then very here like make made want need does done were".split())
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z]{4,}", text.lower()) if w not in _STOP}
+
+def rewrite_problem(draft: str, text: str, min_overlap: float = 0.3) -> str | None:
+    "Why `text` is not a faithful rewrite of `draft`: `length` (under 0.4x or over 2x), `drift` (shares under `min_overlap` of the draft's content words)."
+    if not 0.4 * len(draft) <= len(text) <= 2.0 * len(draft): return "length"
+    words = _content_words(draft)
+    if words and len(words & _content_words(text)) / len(words) < min_overlap: return "drift"
+    return None
+
 # %% ../nbs/07_responses.ipynb #59d851e8
 ECHOES = ("the user's request:", "done so far:", "your next step", "the sentence you say before it", "rewrite the user's message",
           "reply with the rewritten message", "rewritten in your own words", "do not call any tool", "you rewrite short messages")
@@ -311,7 +324,7 @@ async def write_refusal(backend, item: ResponseInput, cfg: ResponsesConfig, env=
             if e.reason in FORMAT_ERRORS: rejected.append(f"called_tool:unreadable ({e.reason})"); continue
             return _fail(item, "llm_error", f"{e.reason}: {e.detail}", t0, e.raw, k + 1, rejected=rejected)
         content = clean_rewrite(resp.content) if draft else resp.content
-        why = false_compliance(content, resp.tool_calls)
+        why = false_compliance(content, resp.tool_calls) or (rewrite_problem(draft, content) if draft else None)
         if why is None: text = content.strip(); break
         rejected.append(why)
     source = "llm" if draft is None else "rewrite"
@@ -410,7 +423,8 @@ async def plan_trajectory(backend, item: ResponseInput, cfg: ResponsesConfig, ag
             req = rewrite_request(draft, item.id, cfg, k, "answer") if draft else answer_request(item, msgs, schemas, cfg, k)
             resp = await _chat_or_none(backend, req)
             content = (clean_rewrite(resp.content) if draft else resp.content) if resp is not None else None
-            why = "unreadable" if resp is None else answer_problem(content, resp.tool_calls, facts if draft else ())
+            why = "unreadable" if resp is None else (answer_problem(content, resp.tool_calls, facts if draft else ())
+                                                     or (rewrite_problem(draft, content) if draft else None))
             if why is None: final = content.strip(); break
             rejected.append(why)
     except LLMError as e:

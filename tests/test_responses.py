@@ -82,7 +82,7 @@ class Script:
         if system.startswith(REWRITE_SYSTEM[:30]):
             assert not body.get("tools")
             if "[comply-always]" in self.drafts.get(user, ""): return _completion({"role": "assistant", "content": COMPLIANT}, "stop")
-            return _completion({"role": "assistant", "content": "Here is the rewritten message: " + REFUSAL}, "stop")
+            return _completion({"role": "assistant", "content": "Here is the rewritten message: Sorry. " + user}, "stop")
         if system.startswith(REFUSER_SYSTEM[:40]):
             assert body.get("tools"), "refusals are written with the instruction's tools offered"
             t = body.get("temperature", 0)
@@ -171,7 +171,7 @@ def test_refusals_and_false_compliance(tmp_path):
         assert r.exit_code == 0, r.output
         recs = {x["instruction_id"]: x for x in rows(tmp_path / "rw" / "responses" / "records.jsonl")}
         assert len(recs) == 3 and recs[items[2]["id"]]["source"] == "draft" and recs[items[0]["id"]]["source"] == "rewrite"
-        assert recs[items[0]["id"]]["messages"][1]["content"] == REFUSAL                 # the lead-in is cut
+        assert recs[items[0]["id"]]["messages"][1]["content"].startswith("Sorry. I")      # the lead-in is cut
         assert all(is_refusal(x["messages"][1]["content"]) for x in recs.values())
         assert len(script.log) > n
 
