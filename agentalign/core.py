@@ -402,6 +402,7 @@ class Stage:
 import functools, typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,   # plain help text: option help names TOML tables like [sft], which rich markup would swallow
                   help="agentalign: synthetic safety-alignment data for LLM agents (AgentAlign).")
 
 @app.callback()

@@ -558,7 +558,8 @@ def run_dataset(run: RunDir | str | Path, cfg: DatasetConfig | None = None, *, o
             bars = dslog.is_progress_bar_enabled(); dslog.disable_progress_bar()   # no bars for writing a few files
             by = {s: sorted((r for r in rows if split[r["id"]] == s), key=lambda r: r["id"]) for s in ("train", "validation")}
             dd = DatasetDict({s: Dataset.from_dict({k: [r[k] for r in v] for k in COLUMNS}, features=features()) for s, v in by.items()})
-            dd.save_to_disk(str(out / "hf"))
+            # `datasets` cannot load back an empty split saved to disk (it writes no Arrow file): keep only non-empty splits there
+            DatasetDict({s: d for s, d in dd.items() if len(d)}).save_to_disk(str(out / "hf"))
             (out / "data").mkdir(exist_ok=True); (out / "llamafactory").mkdir(exist_ok=True)
             info, dropped_text = {}, 0
             for s, d in dd.items():
@@ -613,7 +614,7 @@ def export_cmd(out: OutOpt,
                mix: Annotated[Optional[list[str]], typer.Option(help="Third-party tool-use data as NAME:SHARE (e.g. glaive:0.2); repeatable.")] = None,
                validation_share: Annotated[Optional[float], typer.Option(help="Share of each label x category stratum held out for validation.")] = None,
                seed: Annotated[Optional[int], typer.Option(help="Seed of the split and the mix-in draw.")] = None,
-               config: Annotated[Optional[Path], typer.Option(help="TOML/YAML file; its \\[dataset] table sets any DatasetConfig field.")] = None,
+               config: Annotated[Optional[Path], typer.Option(help="TOML/YAML file; its [dataset] table sets any DatasetConfig field.")] = None,
                overwrite: Annotated[bool, typer.Option(help="Replace a dataset made with other settings or inputs.")] = False):
     "Export RUN/responses as a dataset: DatasetDict, parquet, JSONL, LLaMA-Factory sharegpt, dataset card, figures."
     data = stage_settings(config, "dataset", DatasetConfig)

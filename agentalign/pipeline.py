@@ -231,8 +231,10 @@ def execute_notebook(nb: Path, out: Path, params: dict, run: RunDir, log: Path, 
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     name, jpath = kernel_spec(run)
-    old = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = jpath + (os.pathsep + old if old else "")
+    saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "AGENTALIGN_TORCH_THREADS")}
+    os.environ["JUPYTER_PATH"] = jpath + (os.pathsep + saved["JUPYTER_PATH"] if saved["JUPYTER_PATH"] else "")
+    # the stage kernel is the only process at work: local models may use every core (unless the user says otherwise)
+    os.environ.setdefault("AGENTALIGN_TORCH_THREADS", str(os.cpu_count() or 1))
     out.parent.mkdir(parents=True, exist_ok=True); log.parent.mkdir(parents=True, exist_ok=True)
     try:
         with log.open("w", encoding="utf-8") as lf:
@@ -244,8 +246,9 @@ def execute_notebook(nb: Path, out: Path, params: dict, run: RunDir, log: Path, 
     except Exception as e:   # kernel died, could not start, ...
         raise AgentAlignError(f"stage {stage} failed ({type(e).__name__}: {' '.join(str(e).split())[:300]}); see {out} and {log}")
     finally:
-        if old is None: os.environ.pop("JUPYTER_PATH", None)
-        else: os.environ["JUPYTER_PATH"] = old
+        for k, v in saved.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
 
 # %% ../nbs/11_pipeline.ipynb #b31eda8e
 def _stage_summary(run: RunDir, folder: str) -> dict:
@@ -355,7 +358,7 @@ from typing import Annotated
 @cli_errors
 def run_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder (created; a rerun resumes from the finished stages).")],
             preset: Annotated[str, typer.Option(help="tiny (CI smoke run) | small (embedded model, laptop CPU) | paper (endpoint + GPU)")] = "small",
-            config: Annotated[Optional[Path], typer.Option("--config", help="TOML/YAML file overriding any setting: [pipeline], [roles.<role>], [<stage>].")] = None,
+            config: Annotated[Optional[Path], typer.Option("--config", help="TOML/YAML file overriding any setting: [pipeline], [roles.<role>], [<stage>] tables.")] = None,
             from_stage: Annotated[Optional[str], typer.Option("--from", help="Replay this stage and every later one, even if finished.")] = None,
             only: Annotated[Optional[str], typer.Option("--only", help="Replay only this stage (earlier ones must be finished).")] = None,
             timeout: Annotated[Optional[int], typer.Option(help="Seconds a single notebook cell may run (default: no limit).")] = None):

@@ -410,9 +410,9 @@ async def plan_trajectory(backend, item: ResponseInput, cfg: ResponsesConfig, ag
     notes: list[str | None] = [None] * len(calls)
     n_notes = 0
     try:
-        if cfg.connecting_text:
-            for i in range(len(calls)):
-                resp = await _chat_or_none(backend, note_request(item, calls, i, cfg))
+        if cfg.connecting_text:      # the notes are independent of each other: ask for them together (one local batch)
+            resps = await asyncio.gather(*(_chat_or_none(backend, note_request(item, calls, i, cfg)) for i in range(len(calls))))
+            for i, resp in enumerate(resps):
                 notes[i] = clean_note(resp.content if resp and not resp.tool_calls else None, offered)
                 n_notes += notes[i] is not None
         msgs = plan_messages(item.instruction, calls, notes)

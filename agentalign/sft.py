@@ -453,7 +453,7 @@ def sft_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder with dat
             lora: Annotated[Optional[bool], typer.Option("--lora/--full", help="LoRA adapters (merged into sft/model) or full fine-tuning.")] = None,
             max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (default: one epoch).")] = None,
             max_length: Annotated[Optional[int], typer.Option(help="Token budget per example (longer ones are truncated after their last whole assistant turn).")] = None,
-            config: Annotated[Optional[Path], typer.Option(help="TOML/YAML file; its \\[sft] table sets any SFTConfig field.")] = None,
+            config: Annotated[Optional[Path], typer.Option(help="TOML/YAML file; its [sft] table sets any SFTConfig field.")] = None,
             overwrite: Annotated[bool, typer.Option(help="Retrain, replacing a model made with other settings or data.")] = False):
     "Fine-tune a model on RUN/dataset (TRL SFTTrainer, assistant-only loss) and save it to RUN/sft/model."
     data = stage_settings(config, "sft", SFTConfig)

