@@ -733,6 +733,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'agentalign.pipeline._agentharm_build': ('pipeline.html#_agentharm_build', 'agentalign/pipeline.py'),
                                      'agentalign.pipeline._apply_roles': ('pipeline.html#_apply_roles', 'agentalign/pipeline.py'),
                                      'agentalign.pipeline._check_layer': ('pipeline.html#_check_layer', 'agentalign/pipeline.py'),
+                                     'agentalign.pipeline._llm_counts': ('pipeline.html#_llm_counts', 'agentalign/pipeline.py'),
                                      'agentalign.pipeline._sft_build': ('pipeline.html#_sft_build', 'agentalign/pipeline.py'),
                                      'agentalign.pipeline._stage_summary': ('pipeline.html#_stage_summary', 'agentalign/pipeline.py'),
                                      'agentalign.pipeline.deep_merge': ('pipeline.html#deep_merge', 'agentalign/pipeline.py'),

@@ -159,6 +159,7 @@ class AgentHarmConfig(StageConfig):
     label: Optional[str] = None           # the run's name in tables and its folder RUN/agentharm/<label>
     max_tokens: Optional[int] = Field(None, ge=1)       # new tokens per generation (default 512 local, the task's otherwise)
     time_limit: Optional[int] = Field(None, ge=1)       # seconds per sample
+    message_limit: Optional[int] = Field(24, ge=3)      # messages per sample: a model that keeps calling tools is stopped there
     max_connections: Optional[int] = Field(None, ge=1)  # concurrent samples / requests
     token_budget: int = Field(DEFAULT_TOKEN_BUDGET, ge=64)   # local models: padded tokens per batch (bounds memory)
     retries: int = Field(2, ge=0)
@@ -236,6 +237,7 @@ def scoring_identity(spec: dict, jspec: dict, cfg: AgentHarmConfig, bench: Path 
     data = {task: file_fingerprint(Path(bench) / BEHAVIOR_FILES[(task, cfg.split)]) for task in TASKS} if bench else None
     return {"model": model, "judge": jspec["identity"], "split": cfg.split, "data": data, "selection": selection,
             "prompt_technique": cfg.prompt_technique, "max_tokens": max_tokens, "time_limit": cfg.time_limit,
+            "message_limit": cfg.message_limit,
             "inspect_evals": _version("inspect_evals")}
 
 def cache_entry(key: str) -> Path:
@@ -323,7 +325,7 @@ def _run_inspect(info: dict, st: Path) -> bool:
     gen = {k: v for k, v in {"max_tokens": info["max_tokens"], "max_connections": info["max_connections"]}.items() if v}
     ok, _ = eval_set(tasks, log_dir=str(st / "logs"), model=info["model"], model_args=info["model_args"],
                      model_base_url=info["base_url"], retry_attempts=info["retries"], retry_wait=1, retry_on_error=1,
-                     fail_on_error=False, display="none", time_limit=info["time_limit"], log_level="warning", log_buffer=1, **gen)
+                     fail_on_error=False, display="none", time_limit=info["time_limit"], message_limit=info.get("message_limit"), log_level="warning", log_buffer=1, **gen)
     return ok
 
 def worker_main() -> None:
@@ -394,7 +396,7 @@ def run_agentharm(run: RunDir | str | Path, cfg: AgentHarmConfig | dict, *, over
                 "judge_info": {k: v for k, v in jspec.items() if k in ("model", "kind", "refusal", "semantic")},
                 "prompt_technique": cfg.prompt_technique, "selection": selection, "limit": cfg.limit, "behavior_ids": cfg.behavior_ids,
                 "detailed": cfg.detailed, "hint": cfg.hint, "max_tokens": max_tokens, "max_connections": cfg.max_connections,
-                "time_limit": cfg.time_limit, "retries": cfg.retries, "data_source": str(src) if src else "hub",
+                "time_limit": cfg.time_limit, "message_limit": cfg.message_limit, "retries": cfg.retries, "data_source": str(src) if src else "hub",
                 "inspect_cache": str(root), "threads": cpu_threads(), "token_budget": cfg.token_budget,
                 "progress_every": cfg.progress_every, "cache_key": key}
         write_json(st / "worker.json", info)
@@ -414,6 +416,10 @@ def run_agentharm(run: RunDir | str | Path, cfg: AgentHarmConfig | dict, *, over
             _say(f"agentharm [{label}]: scoring {total if total is not None else 'the selected'} samples of AgentHarm {cfg.split} with "
                  f"{spec['model']} (judge {jspec['model']}); progress every {cfg.progress_every:g} s")
             env = dict(os.environ, INSPECT_EVALS_CACHE_DIR=str(root), TOKENIZERS_PARALLELISM="false", **spec["env"], **jspec["env"])
+            # its output goes to a log file: no colours, and no forced terminal (a Jupyter kernel sets FORCE_COLOR, under
+            # which inspect swallowed the progress lines of `agentalign run`)
+            for k in ("FORCE_COLOR", "CLICOLOR_FORCE"): env.pop(k, None)
+            env["NO_COLOR"] = "1"
             if spec["local"]: env.update(OMP_NUM_THREADS=str(info["threads"]), MKL_NUM_THREADS=str(info["threads"]))
             rc, err = _launch(st, env)
             if rc == 2 or (rc != 0 and not list((st / "logs").glob("*.eval"))):
@@ -471,6 +477,7 @@ def agentharm_cmd(out: Path = typer.Option(..., help="run folder (results go to 
                   max_connections: Optional[int] = typer.Option(None, help="concurrent samples / model requests"),
                   token_budget: Optional[int] = typer.Option(None, help=f"local models: padded tokens per generated batch, bounds memory [default: {DEFAULT_TOKEN_BUDGET}]"),
                   time_limit: Optional[int] = typer.Option(None, help="seconds per sample"),
+                  message_limit: Optional[int] = typer.Option(None, help="messages per sample; a model still calling tools is stopped there [default: 24]"),
                   label: Optional[str] = typer.Option(None, help="name of this run in tables and figures, and its folder RUN/agentharm/<label>"),
                   progress_every: Optional[float] = typer.Option(None, help="seconds between progress lines on stderr (0: every sample) [default: 30]"),
                   cache: Optional[bool] = typer.Option(None, "--cache/--no-cache", help="reuse / store results by model fingerprint and configuration [default: cache]"),
@@ -482,7 +489,7 @@ def agentharm_cmd(out: Path = typer.Option(..., help="run folder (results go to 
     cfg = cli_config({"model": model, "split": split, "limit": limit, "data_dir": str(data_dir) if data_dir else None, "judge": judge,
                       "prompt_technique": prompt_technique, "behavior_ids": ids, "detailed": detailed, "hint": hint,
                       "max_tokens": max_tokens, "base_url": model_base_url, "max_connections": max_connections,
-                      "token_budget": token_budget, "time_limit": time_limit, "label": label, "progress_every": progress_every,
+                      "token_budget": token_budget, "time_limit": time_limit, "message_limit": message_limit, "label": label, "progress_every": progress_every,
                       "cache": cache, "figures": figures}, config)
     s = run_agentharm(out, cfg, overwrite=overwrite)
     m = read_json(Path(s["folder"]) / "metrics.json")

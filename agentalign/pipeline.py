@@ -236,16 +236,20 @@ def execute_notebook(nb: Path, out: Path, params: dict, run: RunDir, log: Path, 
     # the stage kernel is the only process at work: local models may use every core (unless the user says otherwise)
     os.environ.setdefault("AGENTALIGN_TORCH_THREADS", str(os.cpu_count() or 1))
     out.parent.mkdir(parents=True, exist_ok=True); log.parent.mkdir(parents=True, exist_ok=True)
+    import logging
+    pmlog = logging.getLogger("papermill"); level = pmlog.level
+    pmlog.setLevel(logging.ERROR)     # the kernel's output goes to `log` only; papermill's notes on `x = f()` parameters are noise
     try:
         with log.open("w", encoding="utf-8") as lf:
             pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name=name, language="python", cwd=str(nb.parent), progress_bar=False,
-                                log_output=True, stdout_file=lf, stderr_file=lf, execution_timeout=timeout)
+                                log_output=False, stdout_file=lf, stderr_file=lf, execution_timeout=timeout)
     except PapermillExecutionError as e:
         msg = " ".join(str(e.evalue).split())[:400]
         raise AgentAlignError(f"stage {stage} failed ({e.ename}: {msg}); see {out} and {log}")
     except Exception as e:   # kernel died, could not start, ...
         raise AgentAlignError(f"stage {stage} failed ({type(e).__name__}: {' '.join(str(e).split())[:300]}); see {out} and {log}")
     finally:
+        pmlog.setLevel(level)
         for k, v in saved.items():
             if v is None: os.environ.pop(k, None)
             else: os.environ[k] = v
@@ -326,6 +330,14 @@ def render_report(run: RunDir) -> Path | None:
     except ImportError: return None
 
 # %% ../nbs/11_pipeline.ipynb #8cf3214a
+def _llm_counts(sm: dict) -> tuple[int, int]:
+    "(LLM requests, of which answered from the run's cache) in one stage summary; (0, 0) for a stage without LLM work."
+    c = sm.get("llm_cache")                                       # responses: the cache's own hit / miss counters
+    if isinstance(c, dict) and all(isinstance(c.get(k), int) for k in ("hits", "misses")): return c["hits"] + c["misses"], c["hits"]
+    r, k = sm.get("requests", sm.get("llm_requests")), sm.get("cached")   # chains, instructions, quality
+    if isinstance(r, int) and isinstance(k, int) and not isinstance(k, bool): return r, k
+    return 0, 0
+
 def run_summary(run: RunDir, report: dict | None = None) -> dict:
     "Counts per stage, timings, cache hit rate and AgentHarm before/after, from the run folder; written to RUN/summary.json."
     report = report or (read_json(run.path / "pipeline.json") if (run.path / "pipeline.json").is_file() else {"stages": {}})
@@ -334,10 +346,11 @@ def run_summary(run: RunDir, report: dict | None = None) -> dict:
         sm = _stage_summary(run, s.dir)
         if not sm and s.name not in report.get("stages", {}): continue
         info = report.get("stages", {}).get(s.name, {})
+        r, c = _llm_counts(sm)
         stages[s.name] = {"records": sm.get("records"), "failures": sm.get("failures"), "seconds": info.get("seconds"),
-                          "status": info.get("status", "done" if sm else None)}
-        r, c = sm.get("requests"), sm.get("cached")
-        if isinstance(r, int) and isinstance(c, int): requests += r; cached += c
+                          "status": info.get("status", "done" if sm else None), "llm_requests": r, "llm_cached": c}
+        if s.name.startswith("agentharm") and isinstance(sm.get("cached"), bool): stages[s.name]["result_cached"] = sm["cached"]
+        requests += r; cached += c
     out = {"run": str(run.path), "stages": stages, "llm_requests": requests, "llm_cached": cached,
            "cache_hit_rate": round(cached / requests, 4) if requests else None,
            "seconds": round(sum(v["seconds"] or 0 for v in stages.values()), 1)}

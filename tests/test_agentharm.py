@@ -67,7 +67,7 @@ def _in_process_cli():
 
 def test_sft_model_folder_end_to_end_progress_resume_cache(tmp_path, tiny_model, monkeypatch):
     "`--model RUN/sft/model` is scored directly; non-TTY progress lines; figures in the run; resume; cache hit; report."
-    env = _env(tmp_path)
+    env = {**_env(tmp_path), "FORCE_COLOR": "1"}     # as in a Jupyter kernel (`agentalign run`), where the progress lines were lost
     run = tmp_path / "run"
     args = ["agentharm", "--model", str(tiny_model), "--out", str(run), "--limit", "1", "--max-tokens", "8", "--progress-every", "0"]
     r = _cli(args, env)
