@@ -18,6 +18,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'agentalign.agent.run_episodes_sync': ('agent.html#run_episodes_sync', 'agentalign/agent.py'),
                                   'agentalign.agent.sample_tasks': ('agent.html#sample_tasks', 'agentalign/agent.py')},
             'agentalign.agentharm': { 'agentalign.agentharm.AgentHarmConfig': ('agentharm.html#agentharmconfig', 'agentalign/agentharm.py'),
+                                      'agentalign.agentharm._die_with_parent': ( 'agentharm.html#_die_with_parent',
+                                                                                 'agentalign/agentharm.py'),
                                       'agentalign.agentharm._done_before': ('agentharm.html#_done_before', 'agentalign/agentharm.py'),
                                       'agentalign.agentharm._install_progress': ( 'agentharm.html#_install_progress',
                                                                                   'agentalign/agentharm.py'),

@@ -328,8 +328,17 @@ def _run_inspect(info: dict, st: Path) -> bool:
                      fail_on_error=False, display="none", time_limit=info["time_limit"], message_limit=info.get("message_limit"), log_level="warning", log_buffer=1, **gen)
     return ok
 
+def _die_with_parent() -> None:
+    "Linux: the kernel kills this process when its parent dies, so a SIGKILLed `agentalign run` leaves no orphan writing logs."
+    if not sys.platform.startswith("linux"): return
+    try:
+        import ctypes, signal
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG
+    except (OSError, AttributeError): pass
+
 def worker_main() -> None:
     "Entry point of the evaluation process: run the eval set described by `worker.json` (argv[1]); exit 0 when complete."
+    _die_with_parent()
     path = Path(sys.argv[1]); info = read_json(path)
     code = 0
     try: code = 0 if _run_inspect(info, path.parent) else 1

@@ -357,3 +357,22 @@ def test_real_validation_files_load_through_inspect_evals(tmp_path):
     n_h, n_b = map(int, r.stdout.split()[-2:])
     sel = selection_ids(benchmark_folder(src), "val")
     assert (n_h, n_b) == (len(sel["harmful"]), len(sel["benign"]))
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_worker_dies_with_its_parent(tmp_path):
+    "A SIGKILLed driver (or kernel) leaves no evaluation process behind writing into the stage folder."
+    import signal, time
+    pidfile = tmp_path / "child.pid"
+    child = f"import os, time; from agentalign.agentharm import _die_with_parent; _die_with_parent(); open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(120)"])
+    for _ in range(600):
+        if pidfile.is_file() and pidfile.read_text(): break
+        time.sleep(0.1)
+    pid = int(pidfile.read_text())
+    parent.send_signal(signal.SIGKILL); parent.wait()
+    for _ in range(100):
+        try: os.kill(pid, 0)
+        except ProcessLookupError: break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL); pytest.fail("the worker outlived its SIGKILLed parent")

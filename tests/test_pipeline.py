@@ -36,6 +36,17 @@ def test_bad_options_are_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
     one_line_error(run("run", "--out", tmp_path / "file", "--preset", "tiny"), "not a folder")
 
+def test_missing_stage_notebook_is_one_line(tmp_path):
+    "A notebook folder without one stage's notebook: one line naming it, before any stage runs."
+    import os, shutil
+    nbs = tmp_path / "nbs"; shutil.copytree(ROOT / "nbs", nbs)
+    (nbs / "06_quality.ipynb").unlink()
+    env = {**os.environ, "AGENTALIGN_NOTEBOOKS_DIR": str(nbs)}
+    one_line_error(run("run", "--out", tmp_path / "r", "--preset", "tiny", env=env), "stage quality: notebook")
+    assert not (tmp_path / "r" / "taxonomy").exists()
+    env["AGENTALIGN_NOTEBOOKS_DIR"] = str(tmp_path / "nowhere")
+    one_line_error(run("run", "--out", tmp_path / "r", "--preset", "tiny", env=env), "AGENTALIGN_NOTEBOOKS_DIR")
+
 
 # ---- the tiny preset end to end, killed once mid-stage --------------------------------------------------------------
 import json, os, signal, sqlite3, time
