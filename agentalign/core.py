@@ -298,7 +298,7 @@ from filelock import FileLock, Timeout
 class RunDir:
     "A pipeline run folder: `run.json` manifest plus one sub-folder per stage."
     def __init__(self, path: str | Path):
-        self.path = Path(path).expanduser()
+        self.path = Path(path).expanduser().absolute()   # absolute: stage kernels may run elsewhere
         if self.path.exists() and not self.path.is_dir(): raise AgentAlignError(f"{self.path}: run folder path exists and is not a folder")
         try: self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e: raise AgentAlignError(f"{self.path}: cannot create the run folder ({e.strerror or e})")

@@ -241,7 +241,7 @@ def execute_notebook(nb: Path, out: Path, params: dict, run: RunDir, log: Path, 
     pmlog.setLevel(logging.ERROR)     # the kernel's output goes to `log` only; papermill's notes on `x = f()` parameters are noise
     try:
         with log.open("w", encoding="utf-8") as lf:
-            pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name=name, language="python", cwd=str(nb.parent), progress_bar=False,
+            pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name=name, language="python", cwd=os.getcwd(), progress_bar=False,
                                 log_output=False, stdout_file=lf, stderr_file=lf, execution_timeout=timeout)
     except PapermillExecutionError as e:
         msg = " ".join(str(e.evalue).split())[:400]
