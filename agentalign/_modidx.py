@@ -751,6 +751,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'agentalign.pipeline.run_summary': ('pipeline.html#run_summary', 'agentalign/pipeline.py'),
                                      'agentalign.pipeline.stage_configs': ('pipeline.html#stage_configs', 'agentalign/pipeline.py'),
                                      'agentalign.pipeline.stage_notebook': ('pipeline.html#stage_notebook', 'agentalign/pipeline.py'),
+                                     'agentalign.pipeline.stage_record': ('pipeline.html#stage_record', 'agentalign/pipeline.py'),
                                      'agentalign.pipeline.stage_status': ('pipeline.html#stage_status', 'agentalign/pipeline.py')},
             'agentalign.quality': { 'agentalign.quality.CheckResult': ('quality.html#checkresult', 'agentalign/quality.py'),
                                     'agentalign.quality.QualityConfig': ('quality.html#qualityconfig', 'agentalign/quality.py'),

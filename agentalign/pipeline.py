@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy, json, os, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 from pydantic import BaseModel, Field
 import typer
 from .core import (AgentAlignError, PKG_DIR, REPO_DIR, RunDir, StageConfig, app, cli_errors, config_identity,
@@ -17,9 +17,9 @@ from .core import (AgentAlignError, PKG_DIR, REPO_DIR, RunDir, StageConfig, app,
 
 # %% auto #0
 __all__ = ['PIPELINE', 'STAGE_NAMES', 'SYNTHESIS_ROLES', 'ROLES', 'PRESETS', 'StageSpec', 'PipelineSection', 'preset_path',
-           'deep_merge', 'merged_settings', 'pipeline_section', 'stage_configs', 'stage_status', 'notebooks_dir',
-           'stage_notebook', 'kernel_spec', 'execute_notebook', 'run_pipeline', 'render_report', 'run_summary',
-           'run_cmd']
+           'deep_merge', 'merged_settings', 'pipeline_section', 'stage_configs', 'stage_record', 'stage_status',
+           'notebooks_dir', 'stage_notebook', 'kernel_spec', 'execute_notebook', 'run_pipeline', 'render_report',
+           'run_summary', 'run_cmd']
 
 # %% ../nbs/11_pipeline.ipynb #c7131206
 @dataclass
@@ -35,6 +35,7 @@ class StageSpec:
     build: Callable[[dict, RunDir, Any], dict] | None = None   # adapt the section (after roles) for this stage: (section, run, [pipeline])
     notebook: str | None = None                 # notebook path; default: the one that exports `module`
     doc: str = ""
+    depends: tuple[str, ...] = ()               # run files the result depends on that the stage does not record itself
 
     @property
     def sect(self) -> str: return self.section or self.name
@@ -86,7 +87,7 @@ PIPELINE: list[StageSpec] = [
     StageSpec("agentharm_base", "agentharm", "AgentHarmConfig", "run_agentharm", section="agentharm", folder="agentharm/base",
               roles={"judge": "agentharm_judge"}, build=_agentharm_build("base"), doc="AgentHarm score of the base model (cached by model fingerprint)"),
     StageSpec("agentharm_sft", "agentharm", "AgentHarmConfig", "run_agentharm", section="agentharm", folder="agentharm/sft",
-              roles={"judge": "agentharm_judge"}, build=_agentharm_build("sft"), doc="AgentHarm score of the fine-tuned model"),
+              roles={"judge": "agentharm_judge"}, build=_agentharm_build("sft"), depends=("sft/model/agentalign_sft.json",), doc="AgentHarm score of the fine-tuned model"),
 ]
 STAGE_NAMES = [s.name for s in PIPELINE]
 SYNTHESIS_ROLES = ("chain_writer", "writer", "judge", "refuser", "agent")   # what [roles.default] fills
@@ -179,13 +180,20 @@ def stage_configs(settings: dict, run: RunDir, specs: list[StageSpec] | None = N
     return out
 
 # %% ../nbs/11_pipeline.ipynb #aca19108
-def stage_status(run: RunDir, folder: str, cfg: BaseModel | dict) -> str:
-    "done | partial | changed | new, for the stage in `run/folder` and settings `cfg`."
+def stage_record(run: RunDir, folder: str, cfg: BaseModel | dict, depends: Iterable[str] = ()) -> dict:
+    "What the runner notes of a finished stage (in `pipeline.json`): its settings, its folder's `config.json`, its `depends` files."
+    return {"identity": redact_obj(config_identity(cfg)), "stage_config": file_fingerprint(run.path / folder / "config.json"),
+            "depends": {p: file_fingerprint(run.path / p) for p in depends}}
+
+def stage_status(run: RunDir, folder: str, cfg: BaseModel | dict, record: dict | None = None, depends: Iterable[str] = ()) -> str:
+    """done | partial | changed | new, for the stage in `run/folder` and settings `cfg`. A stage that stores another
+    identity than its settings (AgentHarm stores what decides a score) is matched through the runner's `record`."""
     cpath = run.path / folder / "config.json"
     if not cpath.is_file(): return "new"
     try: ident = read_json(cpath).get("identity") or {}
     except AgentAlignError: return "changed"
-    if ident.get("config") != redact_obj(config_identity(cfg)): return "changed"
+    if ident.get("config") != redact_obj(config_identity(cfg)):
+        if not record or {k: record.get(k) for k in ("identity", "stage_config", "depends")} != stage_record(run, folder, cfg, depends): return "changed"
     for p, fp in (ident.get("inputs") or {}).items():
         q = Path(p) if Path(p).is_absolute() else run.path / p
         if file_fingerprint(q) != fp: return "changed"
@@ -288,7 +296,7 @@ def run_pipeline(out: str | Path, preset: str | None = "small", config: str | Pa
     bar = tqdm(active, desc="pipeline", unit="stage", disable=not progress, mininterval=0, file=sys.stderr)
     for s in bar:
         cfg = cfgs[s.name]
-        status = stage_status(run, s.dir, cfg)
+        status = stage_status(run, s.dir, cfg, prev.get(s.name), s.depends)
         if only and s.name != only:
             if status != "done" and names.index(s.name) < names.index(only):
                 raise AgentAlignError(f"--only {only}: earlier stage {s.name} is {status}; run the pipeline up to it first")
@@ -306,8 +314,10 @@ def run_pipeline(out: str | Path, preset: str | None = "small", config: str | Pa
                   "run_slow": False}
         try: execute_notebook(nb, outnb, params, run, run.path / "logs" / f"{s.name}.log", s.name, timeout)
         finally:
-            report["stages"][s.name] = {"status": "ran" if (run.path / s.dir / "summary.json").is_file() else "failed", "was": status, "ran": True,
-                                        "seconds": round(time.time() - t0, 1), "notebook": str(outnb.relative_to(run.path))}
+            ok = (run.path / s.dir / "summary.json").is_file()
+            report["stages"][s.name] = {"status": "ran" if ok else "failed", "was": status, "ran": True,
+                                        "seconds": round(time.time() - t0, 1), "notebook": str(outnb.relative_to(run.path)),
+                                        **(stage_record(run, s.dir, cfg, s.depends) if ok else {})}
             write_json(pj, report)
     bar.close()
     report["summary"] = run_summary(run, report)

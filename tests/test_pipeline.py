@@ -142,3 +142,14 @@ def test_tiny_every_stage_hands_over_its_records(tiny_run):
         m = json.loads((out / "agentharm" / label / "metrics.json").read_text())
         assert m["harmful"]["n"] == 1 and m["benign"]["n"] == 1, m
     assert (out / "report.html").is_file() and "AgentHarm" in (out / "report.html").read_text()
+
+def test_tiny_finished_run_replays_nothing(tiny_run):
+    "A third run of the finished run: every stage is done (the AgentHarm stages included) and nothing is replayed."
+    out = tiny_run["out"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    r = run("run", "--out", out, "--preset", "tiny", env=env, timeout=900)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    stages = json.loads((out / "pipeline.json").read_text())["stages"]
+    assert list(stages) == TINY_STAGES
+    assert {s: v["ran"] for s, v in stages.items() if v["ran"]} == {}, stages
+    assert all(v["status"] == "done" for v in stages.values()), stages
