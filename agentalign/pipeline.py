@@ -14,6 +14,7 @@ import typer
 from .core import (AgentAlignError, PKG_DIR, REPO_DIR, RunDir, StageConfig, app, cli_errors, config_identity,
                              data_dir, expect, file_fingerprint, load_config_file, read_json, redact_obj, validate_config,
                              write_json)
+from .sft import MODEL_MARKER   # written anew by every training: what the fine-tuned model's score depends on
 
 # %% auto #0
 __all__ = ['PIPELINE', 'STAGE_NAMES', 'SYNTHESIS_ROLES', 'ROLES', 'PRESETS', 'StageSpec', 'PipelineSection', 'preset_path',
@@ -87,7 +88,7 @@ PIPELINE: list[StageSpec] = [
     StageSpec("agentharm_base", "agentharm", "AgentHarmConfig", "run_agentharm", section="agentharm", folder="agentharm/base",
               roles={"judge": "agentharm_judge"}, build=_agentharm_build("base"), doc="AgentHarm score of the base model (cached by model fingerprint)"),
     StageSpec("agentharm_sft", "agentharm", "AgentHarmConfig", "run_agentharm", section="agentharm", folder="agentharm/sft",
-              roles={"judge": "agentharm_judge"}, build=_agentharm_build("sft"), depends=("sft/model/agentalign_sft.json",), doc="AgentHarm score of the fine-tuned model"),
+              roles={"judge": "agentharm_judge"}, build=_agentharm_build("sft"), depends=(f"sft/model/{MODEL_MARKER}",), doc="AgentHarm score of the fine-tuned model"),
 ]
 STAGE_NAMES = [s.name for s in PIPELINE]
 SYNTHESIS_ROLES = ("chain_writer", "writer", "judge", "refuser", "agent")   # what [roles.default] fills
