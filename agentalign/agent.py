@@ -10,7 +10,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from .core import (AgentAlignError, Failure, RunDir, append_jsonl, check_accounting, read_jsonl, rng, slow_enabled,
                              stable_id, write_jsonl)
-from .environment import SimulatedEnvironment, fail
+from .env.simulator import SimulatedEnvironment
+from .env.world import fail
 
 # %% auto #0
 __all__ = ['DEFAULT_SYSTEM_PROMPT', 'Termination', 'RECOVERABLE', 'FORMAT_CORRECTION', 'AgentTask', 'AgentConfig', 'Step',
@@ -103,7 +104,7 @@ def _tool_message(call_id: str, name: str, result: dict) -> dict:
 async def run_episode(backend: Any, task: AgentTask, config: AgentConfig | None = None,
                       env: SimulatedEnvironment | None = None) -> Trajectory:
     "Run one episode of `task` with `backend` in `env` (a fresh environment seeded with `config.seed` by default)."
-    from agentalign.llm import ChatRequest, LLMError
+    from agentalign.llm.base import ChatRequest, LLMError
     cfg = config or AgentConfig()
     env = env if env is not None else SimulatedEnvironment(seed=cfg.seed)
     offered, distractors = offered_tools(env, task, cfg.n_distractors, cfg.seed)
@@ -168,7 +169,7 @@ async def run_episode(backend: Any, task: AgentTask, config: AgentConfig | None 
 
 def run_episode_sync(backend: Any, task: AgentTask, config: AgentConfig | None = None, env: SimulatedEnvironment | None = None) -> Trajectory:
     "Blocking `run_episode` (works inside Jupyter too)."
-    from agentalign.llm import run_sync
+    from agentalign.llm.base import run_sync
     return run_sync(run_episode(backend, task, config, env))
 
 # %% ../nbs/03a_agent.ipynb #1e9f7027
@@ -230,7 +231,7 @@ async def run_episodes(backend: Any, tasks: list[AgentTask], config: AgentConfig
 
 def run_episodes_sync(backend: Any, tasks: list[AgentTask], **kw) -> tuple[list[Trajectory], list[Failure]]:
     "Blocking `run_episodes` (releases the backend's loop-bound resources afterwards)."
-    from agentalign.llm import run_sync
+    from agentalign.llm.base import run_sync
     async def go():
         try: return await run_episodes(backend, tasks, **kw)
         finally:
@@ -272,14 +273,14 @@ def plot_episodes(trajs: list[Trajectory], path: str | Path, title: str = "agent
 from typing import Annotated
 import typer
 from .core import app, cli_errors
-from .llm import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt, RpmOpt, SeedOpt
+from .llm.factory import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt, RpmOpt, SeedOpt
 
 @app.command("agent-run")
 @cli_errors
 def agent_run(tasks: Annotated[Path, typer.Argument(help="JSONL of tasks: {instruction, tools, id?}")],
               out: Annotated[Path, typer.Option("--out", help="Run folder: RUN/agent/ (records, failures, summary), RUN/figures/agent_episodes.png")],
-              backend: BackendOpt = "local", model: ModelOpt = "embedded", base_url: BaseUrlOpt = None,
-              api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY", concurrency: ConcurrencyOpt = 4, rpm: RpmOpt = None, seed: SeedOpt = 0,
+              backend: BackendOpt = None, model: ModelOpt = None, base_url: BaseUrlOpt = None,
+              api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None, rpm: RpmOpt = None, seed: SeedOpt = None,
               max_turns: Annotated[int, typer.Option(min=1, help="model turns per episode")] = 8,
               max_tool_calls: Annotated[int, typer.Option(min=1, help="executed tool calls per episode")] = 12,
               min_tool_calls: Annotated[int, typer.Option(min=0, help="require a tool call (tool_choice=required) until this many were made")] = 0,
@@ -288,14 +289,14 @@ def agent_run(tasks: Annotated[Path, typer.Argument(help="JSONL of tasks: {instr
               figures: Annotated[bool, typer.Option("--figures/--no-figures", help="draw RUN/figures/agent_episodes.png")] = True,
               overwrite: Annotated[bool, typer.Option("--overwrite", help="replace RUN/agent made with other settings or tasks")] = False):
     "Run the agent loop on each task in the simulated environment; a rerun resumes and retries the failed tasks."
-    from agentalign.llm import make_backend, llm_config
+    from agentalign.llm.factory import make_backend, llm_config
     items = read_jsonl(tasks, AgentTask)           # a folder, undecodable bytes or a bad line: one clear line
     if not items: raise AgentAlignError(f"{tasks}: no tasks")
-    cfg = AgentConfig(max_turns=max_turns, max_tool_calls=max_tool_calls, min_tool_calls=min_tool_calls, n_distractors=distractors, seed=seed, max_tokens=max_tokens)
-    lcfg = llm_config(backend, model, base_url, api_key_env, concurrency, rpm)
+    cfg = AgentConfig(max_turns=max_turns, max_tool_calls=max_tool_calls, min_tool_calls=min_tool_calls, n_distractors=distractors, seed=seed or 0, max_tokens=max_tokens)
+    lcfg = llm_config(backend or "local", model or "embedded", base_url, api_key_env, concurrency or 4, rpm)
     run = RunDir(out)
     with run.open_stage("agent", {"agent": cfg.model_dump(), "llm": lcfg.model_dump()}, inputs=[tasks], overwrite=overwrite) as st:
-        run_episodes_sync(make_backend(lcfg, run.cache), items, config=cfg, out=st.path, concurrency=concurrency)
+        run_episodes_sync(make_backend(lcfg, run.cache), items, config=cfg, out=st.path, concurrency=lcfg.concurrency)
         ids = {t.key() for t in items}
         recs = [t for t in read_jsonl(st.records_path, Trajectory, missing_ok=True) if t.id in ids]
         fails = [f for f in read_jsonl(st.failures_path, Failure, missing_ok=True) if f.item_id in ids]

@@ -8,26 +8,25 @@ and a schema-valid argument plan."""
 from __future__ import annotations
 import csv, io, json, random, re, time
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import ClassVar, Any, Iterable, Optional
 from pydantic import BaseModel, Field
 import typer
-from .core import (AgentAlignError, Failure, RunDir, StageConfig, app, check_accounting, cli_errors, count_reasons,
-                             data_dir, expect, load_config_file, read_json, read_jsonl, read_text, rng, slow_enabled, stable_id,
-                             validate_config, write_jsonl)
+from .core import (AgentAlignError, Failure, RunDir, app, check_accounting, cli_errors, count_reasons, data_dir, expect, read_json, read_jsonl, read_text, rng, slow_enabled, stable_id, validate_config, write_jsonl)
+from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .taxonomy import FILES, MAX_CHAIN_STEPS, MIN_CHAIN_STEPS, Chain, chain_id   # stable chain ids: identical chains, identical ids
-from .env_values import chain_kind, sample_arguments, tool_platform, tool_spec   # the one platform table
-from .env_world import check_arguments, json_copy
-from .llm import LLMConfig
+from .env.values import chain_kind, sample_arguments, tool_platform, tool_spec  # the one platform table
+from .env.world import check_arguments, json_copy
+from .llm.base import LLMConfig
 
 # %% auto #0
 __all__ = ['MIN_STEPS', 'MAX_STEPS', 'CHAIN_PROMPT_VERSION', 'CHAIN_SYSTEM', 'CHAIN_USER', 'REVIEW_FIELDS', 'SLOT_BY_ARG',
-           'SLOT_BY_CAP_ARG', 'PRODUCES', 'FLOW_ARGS', 'FREE_TEXT_ARGS', 'CRYPTO_SLOTS', 'OutOpt', 'ConfigOpt',
-           'OverwriteOpt', 'load_behavior_prompts', 'Decontaminator', 'load_decontaminator', 'ChainRecord',
-           'chain_record', 'curated_chains', 'normalize_step', 'chain_problems', 'chain_schema', 'capability_catalog',
-           'pick_examples', 'chain_request', 'parse_chains', 'merge_chains', 'export_review', 'import_review',
-           'arg_slot', 'choose_tools', 'PlanLink', 'PlanStep', 'InstantiatedChain', 'plan_arguments', 'plan_problems',
+           'SLOT_BY_CAP_ARG', 'PRODUCES', 'FLOW_ARGS', 'FREE_TEXT_ARGS', 'CRYPTO_SLOTS', 'OutOpt', 'OverwriteOpt',
+           'load_behavior_prompts', 'Decontaminator', 'load_decontaminator', 'ChainRecord', 'chain_record',
+           'curated_chains', 'normalize_step', 'chain_problems', 'chain_schema', 'capability_catalog', 'pick_examples',
+           'chain_request', 'parse_chains', 'merge_chains', 'export_review', 'import_review', 'arg_slot',
+           'choose_tools', 'PlanLink', 'PlanStep', 'InstantiatedChain', 'plan_arguments', 'plan_problems',
            'instantiate', 'plan_values', 'ChainsConfig', 'parsed_answer', 'role_backend', 'run_chains',
-           'synthesize_chains', 'load_chains', 'stage_backend', 'stage_settings', 'chains_cmd', 'chains_review_cmd']
+           'synthesize_chains', 'load_chains', 'chains_cmd', 'chains_review_cmd']
 
 # %% ../nbs/04_chains.ipynb #40738c72
 from .core import AGENTHARM_ENV, agentharm_dir   # one way to find the AgentHarm copy, shared with scoring
@@ -199,7 +198,7 @@ def pick_examples(tax, category: str, subcategory: str, k: int, seed: int, decon
 def chain_request(tax, category: str, subcategory: str, n: int, seed: int, k_examples: int = 3,
                   decon: Decontaminator | None = None, catalog: str | None = None, temperature: float = 0.8, max_tokens: int = 160):
     "The `ChatRequest` asking for `n` new chains of one subcategory."
-    from agentalign.llm import ChatRequest
+    from agentalign.llm.base import ChatRequest
     if k_examples < 1: raise AgentAlignError(f"examples must be at least 1, got {k_examples}")
     if max_tokens < 1: raise AgentAlignError(f"max_tokens must be at least 1, got {max_tokens}")
     ex = pick_examples(tax, category, subcategory, k_examples, seed, decon)
@@ -471,6 +470,8 @@ def plan_values(plan: list[PlanStep]) -> list[tuple[int, str, Any]]:
 # %% ../nbs/04_chains.ipynb #2ea6edf3
 class ChainsConfig(StageConfig):
     "Settings of the chain synthesis stage."
+    section: ClassVar[str] = "chains"
+    roles: ClassVar[dict[str, str]] = {"writer": "chain_writer"}
     writer: LLMConfig = Field(default_factory=LLMConfig)   # the LLM role that proposes chains
     per_subcategory: int = Field(3, ge=1)      # new chains asked for per subcategory
     examples: int = Field(3, ge=1)             # seed chains shown as few-shot examples
@@ -478,10 +479,6 @@ class ChainsConfig(StageConfig):
     temperature: float = Field(0.8, ge=0, le=2)
     limit: Optional[int] = Field(None, ge=1)   # only the first N subcategories
     seed: int = 0
-
-def _llm():
-    import agentalign.llm as llm
-    return llm
 
 def parsed_answer(resp) -> Any:
     "The structured answer of a response: `parsed`, else the content decoded as JSON (None when it is not JSON)."
@@ -493,13 +490,12 @@ _parsed, _counts = parsed_answer, count_reasons   # transitional aliases for age
 
 def role_backend(run: RunDir, cfg) -> tuple[Any, str]:
     "The backend of an LLM role (`LLMConfig`), cached in `run`'s LLM cache, and its generator name `backend:model`."
-    llm = _llm()
-    cfg = llm.llm_config(**cfg.model_dump())              # one-line errors for bad backend, concurrency, rpm, base URL
-    return llm.make_backend(cfg, cache_path=run.cache), f"{cfg.backend}:{cfg.model}"
+    from agentalign.llm.factory import make_backend
+    return make_backend(cfg, cache_path=run.cache), f"{cfg.backend}:{cfg.model}"
 
 def run_chains(run: RunDir | str | Path, cfg: ChainsConfig | dict | None = None, *, overwrite: bool = False, backend=None, tax=None) -> dict:
     "Run the chain synthesis stage into `RUN/chains` (resumable through the run's LLM cache); returns its summary."
-    from agentalign.llm import run_batch_sync
+    from agentalign.llm.base import run_batch_sync
     from agentalign.taxonomy import load_taxonomy
     run = run if isinstance(run, RunDir) else RunDir(run)
     cfg = validate_config(ChainsConfig, cfg or {}, "chains config")
@@ -581,40 +577,9 @@ def load_chains(spec: str, run: RunDir | None = None, tax=None) -> list[ChainRec
 # %% ../nbs/04_chains.ipynb #7c4b8b21
 from typing import Annotated
 
-from .llm import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt, RpmOpt, SeedOpt
-
-def stage_backend(run: RunDir, backend: str, model: str, base_url: str | None, api_key_env: str, concurrency: int,
-                  rpm: float | None):
-    "The LLM backend of a stage, cached in the run folder; also its config (no secrets) and generator name."
-    from agentalign.llm import llm_config, make_backend
-    cfg = llm_config(backend=backend, model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency, rpm=rpm)
-    return make_backend(cfg, cache_path=run.cache), cfg.model_dump(), f"{backend}:{model}"
-
-def stage_settings(model: type, stage: str, config_file: Path | None = None, options: dict | None = None,
-                 roles: dict[str, dict] | None = None):
-    """A stage config (`model`) from a TOML/YAML file's `[stage]` table and `[roles.ROLE]` tables, overridden by the CLI
-    `options` and role options that were given (not None); unknown keys are one clear line."""
-    data: dict = {}
-    where = str(config_file) if config_file is not None else "options"
-    if config_file is not None:
-        raw = load_config_file(config_file)
-        data = dict(expect(raw.get(stage, {}), dict, config_file, f"[{stage}]"))
-        tables = expect(raw.get("roles", {}), dict, config_file, "[roles]")
-        for role in (roles or {}):
-            if role in tables: data[role] = {**expect(tables[role], dict, config_file, f"[roles.{role}]"), **(data.get(role) or {})}
-    data.update({k: v for k, v in (options or {}).items() if v is not None})
-    for role, opts in (roles or {}).items():
-        given = {k: v for k, v in opts.items() if v is not None}
-        if given: data[role] = {**(data.get(role) or {}), **given}
-        known = set(_llm().LLMConfig.model_fields)
-        bad = sorted(set(data.get(role) or {}) - known) if isinstance(data.get(role), dict) else []
-        if bad: raise AgentAlignError(f"{where}: {role}.{bad[0]}: unknown key")
-        if isinstance(data.get(role), dict):     # the LLM layer's one-line checks (--backend, --concurrency, --rpm, --base-url)
-            _llm().llm_config(**{**_llm().LLMConfig().model_dump(), **data[role]})
-    return validate_config(model, data, where)
+from .llm.factory import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt, RpmOpt, SeedOpt
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Run folder (created; reruns resume through its LLM cache).")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML/YAML file: a [STAGE] table and [roles.ROLE] tables set any setting.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace this stage's results made with other settings.")]
 
 @app.command("chains")
@@ -626,12 +591,11 @@ def chains_cmd(out: OutOpt,
                limit: Annotated[Optional[int], typer.Option(help="Only the first N subcategories.")] = None,
                backend: BackendOpt = None, model: ModelOpt = None, base_url: BaseUrlOpt = None,
                api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None, rpm: RpmOpt = None, seed: SeedOpt = None,
-               config: ConfigOpt = None, overwrite: OverwriteOpt = False):
+               preset: PresetOpt = None, config: ConfigOpt = None, overwrite: OverwriteOpt = False, show_settings: ShowSettingsOpt = False):
     "Synthesize new behavior chains per subcategory, validate, merge with the curated ones, export for review."
-    cfg = stage_settings(ChainsConfig, "chains", config,
-                       {"per_subcategory": per_subcategory, "examples": examples, "max_tokens": max_tokens, "limit": limit, "seed": seed},
-                       {"writer": {"backend": backend, "model": model, "base_url": base_url, "api_key_env": api_key_env,
-                                   "concurrency": concurrency, "rpm": rpm}})
+    cfg = command_settings(ChainsConfig, preset, config, show_settings, per_subcategory=per_subcategory, examples=examples,
+                           max_tokens=max_tokens, limit=limit, seed=seed, writer__backend=backend, writer__model=model,
+                           writer__base_url=base_url, writer__api_key_env=api_key_env, writer__concurrency=concurrency, writer__rpm=rpm)
     s = run_chains(out, cfg, overwrite=overwrite)
     typer.echo(json.dumps({k: s[k] for k in ("requests", "requests_failed", "proposed", "valid", "duplicates", "new_chains",
                                              "merged_total", "failures_by_reason", "yield", "decontamination")}))

@@ -12,10 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # %% auto #0
 __all__ = ['PKG_DIR', 'REPO_DIR', 'AGENTHARM_ENV', 'M', 'NEUTRAL_KEYS', 'app', 'AgentAlignError', 'data_dir', 'figures_dir',
-           'cache_dir', 'slow_enabled', 'agentharm_dir', 'register_secret', 'known_secrets', 'redact', 'redact_obj',
-           'read_text', 'read_json', 'expect', 'append_jsonl', 'write_jsonl', 'write_text', 'write_json', 'read_jsonl',
-           'Failure', 'count_reasons', 'stable_id', 'rng', 'StageConfig', 'validate_config', 'load_config_file',
-           'config_identity', 'config_diff', 'file_fingerprint', 'check_accounting', 'RunDir', 'Stage', 'cli_errors']
+           'cache_dir', 'hub_offline', 'slow_enabled', 'agentharm_dir', 'register_secret', 'known_secrets', 'redact',
+           'redact_obj', 'read_text', 'read_json', 'expect', 'append_jsonl', 'write_jsonl', 'write_text', 'write_json',
+           'read_jsonl', 'Failure', 'count_reasons', 'stable_id', 'rng', 'validate_config', 'config_identity',
+           'config_diff', 'file_fingerprint', 'check_accounting', 'RunDir', 'Stage', 'cli_errors']
 
 # %% ../nbs/00_core.ipynb #0c6209d9
 class AgentAlignError(Exception):
@@ -46,6 +46,10 @@ def cache_dir() -> Path:
     p = Path(os.environ.get("AGENTALIGN_CACHE_DIR") or Path.home() / ".cache" / "agentalign").expanduser()
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+def hub_offline() -> bool:
+    "Whether the Hugging Face hub is switched off (`HF_HUB_OFFLINE`)."
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 def slow_enabled() -> bool:
     "Whether slow notebook cells run: `AGENTALIGN_SLOW=1` (the default of every notebook's `run_slow` parameter)."
@@ -221,10 +225,6 @@ def rng(seed: int, *keys: Any) -> random.Random:
     return random.Random(int(stable_id(seed, *keys, n=16), 16))
 
 # %% ../nbs/00_core.ipynb #042fe7f8
-class StageConfig(BaseModel):
-    "Base of every stage's settings: unknown keys are errors."
-    model_config = ConfigDict(extra="forbid")
-
 def validate_config(model: Type[M], data: Any, where: str = "config") -> M:
     "`model.model_validate(data)` with one clear line (naming `where` and the key) on error."
     if isinstance(data, model): return data
@@ -234,21 +234,6 @@ def validate_config(model: Type[M], data: Any, where: str = "config") -> M:
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         raise AgentAlignError(f"{where}: {loc}: {msg}")
-
-def load_config_file(path: str | Path) -> dict:
-    "A TOML (`.toml`) or YAML (`.yaml`, `.yml`) file as a dict; one clear line when it is missing or malformed."
-    path = Path(path)
-    text = read_text(path, "config file")
-    if path.suffix == ".toml":
-        import tomllib
-        try: data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e: raise AgentAlignError(f"{path}: invalid TOML: {e}")
-    elif path.suffix in (".yaml", ".yml"):
-        import yaml
-        try: data = yaml.safe_load(text)
-        except yaml.YAMLError as e: raise AgentAlignError(f"{path}: invalid YAML: {str(e).splitlines()[0]}")
-    else: raise AgentAlignError(f"{path}: config files are TOML (.toml) or YAML (.yaml, .yml)")
-    return expect(data if data is not None else {}, dict, path)
 
 # %% ../nbs/00_core.ipynb #8f43b066
 NEUTRAL_KEYS = frozenset({"concurrency", "rpm", "figures", "progress", "batch_size", "max_retries", "timeout",

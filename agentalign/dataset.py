@@ -9,19 +9,18 @@ from __future__ import annotations
 import csv, io, json, math, re, shutil, statistics, time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import ClassVar, Annotated, Any, Literal, Optional
 import typer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from .core import (AgentAlignError, Failure, RunDir, StageConfig, app, check_accounting, cli_errors,
-                             load_config_file, read_jsonl, rng, stable_id, validate_config, write_json, write_jsonl,
-                             write_text)
+from .core import (AgentAlignError, Failure, RunDir, app, check_accounting, cli_errors, read_jsonl, rng, stable_id, validate_config, write_json, write_jsonl, write_text)
+from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 
 # %% auto #0
 __all__ = ['MESSAGE_KEYS', 'LINEAGE', 'COLUMNS', 'SHAREGPT_ODD', 'SHAREGPT_EVEN', 'MIX_SOURCES', 'OutOpt', 'ResponseInput',
            'normalize_messages', 'row_from_record', 'features', 'fixture_records', 'write_fixture_run',
            'stratified_split', 'to_sharegpt', 'check_sharegpt', 'dataset_info_entry', 'parse_mix', 'convert_example',
            'load_mix_source', 'mix_rows', 'dataset_card', 'plot_composition', 'plot_tokens', 'DatasetConfig',
-           'load_dataset_dir', 'token_lengths', 'run_dataset', 'stage_settings', 'export_cmd']
+           'load_dataset_dir', 'token_lengths', 'run_dataset', 'export_cmd']
 
 # %% ../nbs/08_dataset.ipynb #bd8f02d2
 class ResponseInput(BaseModel):
@@ -146,7 +145,7 @@ def fixture_records(n: int = 100, seed: int = 0, harmful_share: float = 0.5, dis
                     result_chars: int = 600, borderline_share: float = 0.1) -> list[dict]:
     "`n` ResponseRecord-shaped dicts built from curated chains, the argument planner and the simulator (deterministic)."
     from agentalign.chains import curated_chains, instantiate
-    from agentalign.environment import SimulatedEnvironment
+    from agentalign.env.simulator import SimulatedEnvironment
     from agentalign.taxonomy import load_taxonomy
     tax = load_taxonomy()
     env = SimulatedEnvironment(seed=seed)
@@ -332,7 +331,7 @@ def load_mix_source(name: str):
         return load_dataset(MIX_SOURCES.get(name, name), split="train")
     except AgentAlignError: raise
     except Exception as e:
-        from agentalign.agentharm import hub_offline
+        from agentalign.core import hub_offline
         why = "the hub is offline (HF_HUB_OFFLINE=1) and it is not in the datasets cache" if hub_offline() else f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
         raise AgentAlignError(f"--mix {name}: cannot load {MIX_SOURCES.get(name, name)} ({why}); load it once online, or pass a local .json/.jsonl/.parquet file or save_to_disk folder")
 
@@ -462,6 +461,7 @@ def plot_tokens(lengths: dict[str, list[int]], path: Path, budget: int | None = 
 # %% ../nbs/08_dataset.ipynb #5a142e0e
 class DatasetConfig(StageConfig):
     "Settings of the dataset stage (`agentalign export`)."
+    section: ClassVar[str] = "dataset"
     seed: int = 0
     validation_share: float = Field(0.1, ge=0, lt=1)
     require_valid: bool = True          # leave out responses whose own validation failed (validation.ok false)
@@ -490,12 +490,12 @@ def token_lengths(rows: list[dict], model: str) -> list[int]:
     "Tokens per row as the SFT stage renders it by default, with `model`'s tokenizer and the training chat template."
     from transformers import AutoTokenizer
     from agentalign.models import resolve_model_path
-    from agentalign.sft import SFTConfig, render_row, training_template   # imported here: sft builds on this module
+    from agentalign.models import render_row, training_template
     tok = AutoTokenizer.from_pretrained(str(resolve_model_path(model)))
-    tpl, cfg = training_template(tok), SFTConfig()
+    tpl = training_template(tok)
     out = []
     for r in rows:
-        msgs, tools = render_row(r, cfg)
+        msgs, tools = render_row(r)
         out.append(len(tok.apply_chat_template(msgs, tools=tools or None, tokenize=True, return_dict=True, chat_template=tpl)["input_ids"]))
     return out
 
@@ -599,27 +599,16 @@ def run_dataset(run: RunDir | str | Path, cfg: DatasetConfig | None = None, *, o
 # %% ../nbs/08_dataset.ipynb #546d1ef1
 OutOpt = Annotated[Path, typer.Option("--out", help="Run folder with responses/ (the dataset goes to RUN/dataset).")]
 
-def stage_settings(config: Path | None, stage: str, model, where: str = "") -> dict:
-    "The `[stage]` table of a TOML/YAML config file (empty without a file), checked against `model` (unknown keys are errors)."
-    if config is None: return {}
-    data = load_config_file(config)
-    table = data.get(stage, {})
-    if not isinstance(table, dict): raise AgentAlignError(f"{config}: [{stage}] must be a table")
-    validate_config(model, table, f"{config} [{stage}]")
-    return table
-
 @app.command("export")
 @cli_errors
 def export_cmd(out: OutOpt,
                mix: Annotated[Optional[list[str]], typer.Option(help="Third-party tool-use data as NAME:SHARE (e.g. glaive:0.2); repeatable.")] = None,
                validation_share: Annotated[Optional[float], typer.Option(help="Share of each label x category stratum held out for validation.")] = None,
                seed: Annotated[Optional[int], typer.Option(help="Seed of the split and the mix-in draw.")] = None,
-               config: Annotated[Optional[Path], typer.Option(help="TOML/YAML file; its [dataset] table sets any DatasetConfig field.")] = None,
+               preset: PresetOpt = None, config: ConfigOpt = None, show_settings: ShowSettingsOpt = False,
                overwrite: Annotated[bool, typer.Option(help="Replace a dataset made with other settings or inputs.")] = False):
     "Export RUN/responses as a dataset: DatasetDict, parquet, JSONL, LLaMA-Factory sharegpt, dataset card, figures."
-    data = stage_settings(config, "dataset", DatasetConfig)
-    data |= {k: v for k, v in {"mix": mix or None, "validation_share": validation_share, "seed": seed}.items() if v is not None}
-    cfg = validate_config(DatasetConfig, data, "dataset settings")
+    cfg = command_settings(DatasetConfig, preset, config, show_settings, mix=mix or None, validation_share=validation_share, seed=seed)
     run = RunDir(out)
     s = run_dataset(run, cfg, overwrite=overwrite)
     typer.echo(json.dumps({k: v for k, v in s.items() if k in ("records", "failures", "failures_by_reason", "splits", "labels", "mixed", "tokens", "decontamination")}))

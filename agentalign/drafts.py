@@ -386,7 +386,7 @@ def unmask_values(text: str, values: list[str]) -> tuple[str, str | None]:
 
 def rewrite_request(item_id: str, draft: str, style: dict, seed: int, temperature: float = 0.5, max_tokens: int = 200):
     "The `ChatRequest` asking the writer to reword `draft` (values masked) in `style`: the same prompt for every kind."
-    from agentalign.llm import ChatRequest
+    from agentalign.llm.base import ChatRequest
     masked, _ = mask_values(draft)
     user = REWRITE_USER.format(draft=masked, **style)
     return ChatRequest(messages=[{"role": "system", "content": REWRITE_SYSTEM}, {"role": "user", "content": user}],

@@ -7,23 +7,23 @@ state the planned argument values: written freely by an LLM, or drafted from the
 from __future__ import annotations
 import json, re, time
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import ClassVar, Any, Literal, Optional
 from pydantic import BaseModel, Field, field_validator
 import typer
-from .core import (AgentAlignError, Failure, RunDir, StageConfig, app, check_accounting, cli_errors,
-                             load_config_file, read_text, rng, validate_config, write_jsonl)
+from .core import (AgentAlignError, Failure, RunDir, app, check_accounting, cli_errors, read_text, rng, validate_config, write_jsonl)
+from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .chains import ChainRecord, InstantiatedChain, PlanStep, Decontaminator, load_decontaminator, instantiate
-from .llm import LLMConfig
+from .llm.base import LLMConfig
 from .drafts import (KINDS, MIN_CHARS, ECHO_RE, clean_text, norm_text, plan_parts, plan_coverage, show_value,
                                draft_for, rewrite_request, accept_rewrite)
 from .drafts import stated_values  # noqa: F401  (also importable from here, as before the split)
 
 # %% auto #0
 __all__ = ['SOURCES', 'PROMPT_VERSION', 'PERSONAS', 'TONES', 'FORMS', 'INSTR_SYSTEM', 'KIND_BRIEF', 'INSTR_USER',
-           'INSTRUCTION_SCHEMA', 'OutOpt', 'ConfigOpt', 'OverwriteOpt', 'InstructionRecord', 'slot_id', 'sample_style',
+           'INSTRUCTION_SCHEMA', 'OutOpt', 'OverwriteOpt', 'InstructionRecord', 'slot_id', 'sample_style',
            'tools_block', 'check_clean', 'instruction_request', 'parse_instructions', 'parse_counts',
            'InstructionsConfig', 'resolve_mode', 'balance_sources', 'run_instructions', 'count_reasons_dict',
-           'instruction_figures', 'cli_config', 'instructions_cmd']
+           'instruction_figures', 'instructions_cmd']
 
 # %% ../nbs/05_instructions.ipynb #96ac02e5
 SOURCES = ("llm", "rewrite", "draft")
@@ -145,7 +145,7 @@ def check_clean(decon: Decontaminator, text: str, what: str) -> None:
 def instruction_request(inst: InstantiatedChain, kind: str, n: int, seed: int, tax, decon: Decontaminator | None = None,
                         temperature: float = 0.9, max_tokens: int = 200, start: int = 0):
     "The `ChatRequest` for instructions `start .. start+n-1` (at most `max_tokens` tokens each) of one kind for one instance, and their styles."
-    from agentalign.llm import ChatRequest
+    from agentalign.llm.base import ChatRequest
     if kind not in KINDS: raise AgentAlignError(f"unknown instruction kind {kind!r} (expected one of {', '.join(KINDS)})")
     styles = [sample_style(seed, inst.id, kind, i) for i in range(start, start + n)]
     brief = KIND_BRIEF[kind].format(category=inst.category, subcategory=inst.subcategory, explanation=inst.explanation or "(none given)")
@@ -215,6 +215,8 @@ def _positive(name: str, flag: str, v, minimum=1):
 
 class InstructionsConfig(StageConfig):
     "Every setting of the instruction stage."
+    section: ClassVar[str] = "instructions"
+    roles: ClassVar[dict[str, str]] = {"writer": "writer"}
     writer: LLMConfig = Field(default_factory=LLMConfig)       # the instruction writer (role `writer`)
     chains: str = "curated"            # curated | merged | reviewed (from RUN/chains) | a .jsonl/.csv file
     counts: dict[str, int] = Field(default_factory=lambda: {"harmful": 2, "benign": 2, "borderline": 1})
@@ -314,7 +316,8 @@ def _kind_of(item_id: str) -> str | None:
 def run_instructions(run: RunDir | str | Path, cfg: InstructionsConfig | dict | None = None, *, overwrite: bool = False,
                      backend=None, tax=None) -> dict:
     "Run the instruction stage into `run` with `cfg`; returns its summary. `backend` replaces the configured writer (tests)."
-    from agentalign.llm import make_backend, run_batch_sync
+    from agentalign.llm.factory import make_backend
+    from agentalign.llm.base import run_batch_sync
     run = run if isinstance(run, RunDir) else RunDir(run)
     cfg = validate_config(InstructionsConfig, cfg if cfg is not None else {}, "instructions config")
     mode, t_start = resolve_mode(cfg), time.time()
@@ -496,48 +499,31 @@ def instruction_figures(recs: list[InstructionRecord], out: Path, tax=None, pref
 
 # %% ../nbs/05_instructions.ipynb #1ec1537a
 from typing import Annotated
-from .llm import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt, RpmOpt, SeedOpt
+from .llm.factory import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt, RpmOpt, SeedOpt
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Run folder (created; reruns with the same settings resume through its LLM cache).")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML/YAML file: [instructions] sets stage fields, [roles.writer] the writer model.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace results made with other settings in this run folder.")]
-_WRITER_OPTS = {"backend", "model", "base_url", "api_key_env", "concurrency", "rpm"}
-
-def cli_config(ctx: typer.Context, config_file: Path | None, stage: str, model, role_opts: dict[str, set[str]], skip=("out", "config", "overwrite")):
-    "A stage config from a config file's `[stage]` and `[roles.ROLE]` tables, overridden by the options given on the command line."
-    data: dict = {}
-    if config_file is not None:
-        raw = load_config_file(config_file)
-        data = dict(raw.get(stage) or {})
-        roles = raw.get("roles") or {}
-        if not isinstance(data, dict) or not isinstance(roles, dict): raise AgentAlignError(f"{config_file}: [{stage}] and [roles] must be tables")
-        for role in role_opts:
-            if isinstance(roles.get(role), dict): data[role] = {**roles[role], **(data.get(role) or {})}
-    given = {k: v for k, v in ctx.params.items() if k not in skip and getattr(ctx.get_parameter_source(k), "name", "") in ("COMMANDLINE", "ENVIRONMENT")}
-    for role, opts in role_opts.items():
-        sub = {k: given.pop(k) for k in list(given) if k in opts}
-        if sub: data[role] = {**(data.get(role) or {}), **sub}
-    data.update(given)
-    where = f"{config_file} [{stage}]" if config_file is not None else f"{stage} options"
-    return validate_config(model, data, where)
 
 @app.command("instructions")
 @cli_errors
-def instructions_cmd(ctx: typer.Context, out: OutOpt,
-                     chains: Annotated[str, typer.Option(help="Input chains: curated, merged or reviewed (from RUN/chains), or a JSONL/CSV file.")] = "curated",
-                     counts: Annotated[str, typer.Option(help="Instructions per chain as harmful:benign:borderline.")] = "2:2:1",
-                     mode: Annotated[str, typer.Option(help="free (the writer writes), rewrite (plan-grounded draft, reworded by the writer) or auto (rewrite for a local model).")] = "auto",
+def instructions_cmd(out: OutOpt,
+                     chains: Annotated[Optional[str], typer.Option(help="Input chains: curated, merged or reviewed (from RUN/chains), or a JSONL/CSV file [default: curated].")] = None,
+                     counts: Annotated[Optional[str], typer.Option(help="Instructions per chain as harmful:benign:borderline [default: 2:2:1].")] = None,
+                     mode: Annotated[Optional[str], typer.Option(help="free (the writer writes), rewrite (plan-grounded draft, reworded by the writer) or auto (rewrite for a local model) [default: auto].")] = None,
                      limit: Annotated[Optional[int], typer.Option(help="Only the first N chains.")] = None,
                      per_category: Annotated[Optional[int], typer.Option(help="Only the first N chains of each harm category (before --limit).")] = None,
-                     per_request: Annotated[int, typer.Option(help="Free mode: instructions asked for per request.")] = 5,
-                     temperature: Annotated[float, typer.Option(help="Sampling temperature of free writing.")] = 0.9,
-                     max_tokens: Annotated[int, typer.Option(help="Token budget per instruction.")] = 200,
-                     figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Draw the figures into RUN/figures after the LLM work.")] = True,
-                     backend: BackendOpt = "local", model: ModelOpt = "embedded", base_url: BaseUrlOpt = None,
-                     api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY", concurrency: ConcurrencyOpt = 4, rpm: RpmOpt = None, seed: SeedOpt = 0,
-                     config: ConfigOpt = None, overwrite: OverwriteOpt = False):
+                     per_request: Annotated[Optional[int], typer.Option(help="Free mode: instructions asked for per request [default: 5].")] = None,
+                     temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature of free writing [default: 0.9].")] = None,
+                     max_tokens: Annotated[Optional[int], typer.Option(help="Token budget per instruction [default: 200].")] = None,
+                     figures: Annotated[Optional[bool], typer.Option("--figures/--no-figures", help="Draw the figures into RUN/figures after the LLM work [default: figures].")] = None,
+                     backend: BackendOpt = None, model: ModelOpt = None, base_url: BaseUrlOpt = None,
+                     api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None, rpm: RpmOpt = None, seed: SeedOpt = None,
+                     preset: PresetOpt = None, config: ConfigOpt = None, overwrite: OverwriteOpt = False, show_settings: ShowSettingsOpt = False):
     "Instantiate chains and write harmful, benign and borderline instructions for them (freely, or draft-and-rewrite)."
-    cfg = cli_config(ctx, config, "instructions", InstructionsConfig, {"writer": _WRITER_OPTS})
+    cfg = command_settings(InstructionsConfig, preset, config, show_settings, chains=chains, counts=counts, mode=mode, limit=limit,
+                           per_category=per_category, per_request=per_request, temperature=temperature, max_tokens=max_tokens,
+                           figures=figures, seed=seed, writer__backend=backend, writer__model=model, writer__base_url=base_url,
+                           writer__api_key_env=api_key_env, writer__concurrency=concurrency, writer__rpm=rpm)
     s = run_instructions(out, cfg, overwrite=overwrite)
     typer.echo(json.dumps({k: s[k] for k in ("mode", "chains", "instances", "requests", "requests_failed", "cached", "requested", "produced",
                                              "slot_failures", "sources", "mean_plan_coverage", "failures_by_reason", "decontamination", "seconds")}))

@@ -9,15 +9,14 @@ from __future__ import annotations
 import csv, io, json, math, re, time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
-from pydantic import BaseModel, ConfigDict, Field
+from typing import ClassVar, Annotated, Any, Literal, Optional
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 import typer
-from .core import (AgentAlignError, Failure, RunDir, StageConfig, app, cli_errors, data_dir, read_jsonl,
-                             write_jsonl, write_json, write_text, load_config_file, validate_config, stable_id, rng,
-                             agentharm_dir, slow_enabled, check_accounting)
+from .core import (AgentAlignError, Failure, RunDir, app, cli_errors, data_dir, read_jsonl, write_jsonl, write_json, write_text, validate_config, stable_id, rng, agentharm_dir, slow_enabled, check_accounting)
+from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .chains import PlanStep, Decontaminator, load_behavior_prompts
 from .instructions import InstructionRecord, plan_coverage, stated_values
-from .llm import LLMConfig, ChatRequest
+from .llm.base import LLMConfig, ChatRequest
 
 # %% auto #0
 __all__ = ['CHECKS', 'LABELS', 'EN_WORDS', 'PROMPT_MODULES', 'JUDGE_PROMPT_VERSION', 'JUDGE_SYSTEM', 'JUDGE_USER', 'JUDGE_SCHEMA',
@@ -26,7 +25,7 @@ __all__ = ['CHECKS', 'LABELS', 'EN_WORDS', 'PROMPT_MODULES', 'JUDGE_PROMPT_VERSI
            'structural_check', 'load_agentharm', 'decontamination_check', 'wants_rationale', 'judge_request',
            'parse_judgment', 'load_judge_labels', 'calibration_items', 'confusion', 'judge_verdict', 'shingles',
            'jaccard', 'lsh_bands', 'near_duplicates', 'balance_drops', 'funnel_rows', 'kind_judge_matrix',
-           'quality_figures', 'run_quality', 'load_stage_config', 'filter_cmd', 'calibrate']
+           'quality_figures', 'run_quality', 'filter_cmd', 'calibrate']
 
 # %% ../nbs/06_quality.ipynb #4ffe2324
 CHECKS = ("structural", "decontamination", "judge", "dedup", "balance")
@@ -58,6 +57,8 @@ class QualityRecord(QualityInput):
 # %% ../nbs/06_quality.ipynb #6cd90a2d
 class QualityConfig(StageConfig):
     "Settings of the quality-control stage (`agentalign filter`)."
+    section: ClassVar[str] = "quality"
+    roles: ClassVar[dict[str, str]] = {"judge": "judge"}
     judge: LLMConfig = LLMConfig()
     seed: int = 0
     # structural
@@ -81,8 +82,12 @@ class QualityConfig(StageConfig):
     agentharm_dir: str | None = None    # None: agentalign.core.agentharm_dir() (AGENTALIGN_AGENTHARM_DIR or ../shared)
     decontamination_n: int = 8
     # balance
-    benign_per_harmful: float | None = 2.0   # None: no balancing
+    benign_per_harmful: float | None = Field(2.0, ge=0)   # None or 0: no balancing
     figures: bool = True
+
+    @field_validator("benign_per_harmful")
+    @classmethod
+    def _no_balance(cls, v): return None if v == 0 else v
 
 # %% ../nbs/06_quality.ipynb #7fb4c931
 EN_WORDS = frozenset("""a about after all also am an and any are as at be because been before but by can could do does
@@ -418,7 +423,8 @@ def _read_input(src: Path) -> tuple[list[QualityInput], list[tuple[int, str]]]:
 def run_quality(run: RunDir | str | Path, cfg: QualityConfig, *, overwrite: bool = False, backend=None, warn=None) -> dict:
     """Run quality control on RUN/instructions/records.jsonl into RUN/quality; returns the summary. `backend` overrides
     the judge backend built from `cfg.judge` (tests); `warn(line)` is called once per bad input line."""
-    from agentalign.llm import make_backend, run_batch_sync
+    from agentalign.llm.factory import make_backend
+    from agentalign.llm.base import run_batch_sync
     t_start = time.time()
     cfg = validate_config(QualityConfig, cfg, "quality config")
     if not isinstance(run, RunDir):
@@ -559,28 +565,12 @@ def run_quality(run: RunDir | str | Path, cfg: QualityConfig, *, overwrite: bool
         return st.finish(out, fails, summary)
 
 # %% ../nbs/06_quality.ipynb #6ee06cbc
-def load_stage_config(cls, stage: str, roles: tuple[str, ...], config_file: Path | None, overrides: dict) -> Any:
-    "A stage config from a config file's `[stage]` and `[roles.<role>]` tables plus non-None `overrides` (`role.field` keys for roles)."
-    data: dict = {}
-    if config_file is not None:
-        raw = load_config_file(config_file)
-        data = dict(raw.get(stage) or {})
-        for role in roles:
-            r = (raw.get("roles") or {}).get(role)
-            if r is not None: data[role] = {**(data.get(role) or {}), **r}
-    for k, v in overrides.items():
-        if v is None: continue
-        if "." in k:
-            role, field = k.split(".", 1); data.setdefault(role, {})[field] = v
-        else: data[k] = v
-    return validate_config(cls, data, f"{config_file or 'options'}")
-
 OutOpt = Annotated[Path, typer.Option("--out", help="Run folder holding instructions/records.jsonl.")]
 
 @app.command("filter")
 @cli_errors
 def filter_cmd(out: OutOpt,
-               config: Annotated[Optional[Path], typer.Option("--config", help="TOML/YAML file: [quality] settings, [roles.judge] LLM.")] = None,
+               preset: PresetOpt = None, config: ConfigOpt = None, show_settings: ShowSettingsOpt = False,
                overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace results made with other settings or inputs.")] = False,
                judge_backend: Annotated[Optional[str], typer.Option("--judge-backend", "--backend", help="Judge LLM backend: local or openai.")] = None,
                judge_model: Annotated[Optional[str], typer.Option("--judge-model", "--model", help="Judge model: 'embedded', a local HF folder, or the server's model name.")] = None,
@@ -597,16 +587,11 @@ def filter_cmd(out: OutOpt,
                figures: Annotated[Optional[bool], typer.Option("--figures/--no-figures", help="Draw the funnel and kind x judge figures into RUN/figures.")] = None,
                seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the judge's sampling and the balance choice.")] = None):
     "Quality control: verdicts per check (structure, AgentHarm overlap, LLM judge, near-duplicates, balance), keep and label for every instruction."
-    from agentalign.llm import llm_config
-    if judge_backend is not None and judge_backend not in ("local", "openai"): raise AgentAlignError(f"--judge-backend must be local or openai, got {judge_backend!r}")
-    if judge_rpm is not None and judge_rpm <= 0: raise AgentAlignError(f"--judge-rpm must be positive, got {judge_rpm}")
-    ov = {"judge.backend": judge_backend, "judge.model": judge_model, "judge.base_url": judge_base_url, "judge.api_key_env": judge_api_key_env,
-          "judge.concurrency": judge_concurrency, "judge.rpm": judge_rpm, "judge_mode": judge_mode, "calibration_limit": calibration_limit,
-          "borderline_label": borderline_label, "min_plan_coverage": min_plan_coverage, "dedup_threshold": dedup_threshold,
-          "figures": figures, "seed": seed}
-    cfg = load_stage_config(QualityConfig, "quality", ("judge",), config, ov)
-    if benign_per_harmful is not None: cfg = cfg.model_copy(update={"benign_per_harmful": benign_per_harmful or None})
-    if cfg.judge.backend == "local" and cfg.judge.base_url: raise AgentAlignError("--judge-base-url only applies to --judge-backend openai")
+    cfg = command_settings(QualityConfig, preset, config, show_settings, judge__backend=judge_backend, judge__model=judge_model,
+                           judge__base_url=judge_base_url, judge__api_key_env=judge_api_key_env, judge__concurrency=judge_concurrency,
+                           judge__rpm=judge_rpm, judge_mode=judge_mode, calibration_limit=calibration_limit, borderline_label=borderline_label,
+                           benign_per_harmful=benign_per_harmful, min_plan_coverage=min_plan_coverage, dedup_threshold=dedup_threshold,
+                           figures=figures, seed=seed)
     s = run_quality(out, cfg, overwrite=overwrite, warn=lambda m: typer.echo(f"warning: {m} (line skipped)", err=True))
     typer.echo(json.dumps({k: s[k] for k in ("instructions", "kept", "dropped_by", "kept_by_label", "failures", "llm_requests", "cached")}))
     j = s["judge"]
@@ -616,7 +601,8 @@ def filter_cmd(out: OutOpt,
 # %% ../nbs/06_quality.ipynb #23b513b3
 def calibrate(judge: LLMConfig | None = None, limit: int | None = None, cache_path: str | Path | None = None, backend=None) -> dict:
     "The judge's accuracy and confusion matrix on the labelled set (outside a run; `cache_path` caches the answers)."
-    from agentalign.llm import make_backend, run_batch_sync
+    from agentalign.llm.factory import make_backend
+    from agentalign.llm.base import run_batch_sync
     cfg = QualityConfig(judge=judge or LLMConfig(), calibration_limit=limit)
     rows = calibration_items(limit)
     be = backend or make_backend(cfg.judge, cache_path=Path(cache_path) if cache_path else None)

@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio, copy, json, re, sys, time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import ClassVar, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
-from .core import (AgentAlignError, Failure, RunDir, StageConfig, check_accounting, count_reasons, read_jsonl,
-                             rng, stable_id, validate_config, load_config_file, app, cli_errors)
+from .core import (AgentAlignError, Failure, RunDir, check_accounting, count_reasons, read_jsonl, rng, stable_id, validate_config, app, cli_errors)
+from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .chains import PlanStep
-from .environment import SimulatedEnvironment
-from .llm import LLMConfig
+from .env.simulator import SimulatedEnvironment
+from .llm.base import LLMConfig
 from .refusal import is_refusal, refusal_verdict
 from .trajectories import (CompactEnvironment, PlanCall, DONE, execute_plan, plan_messages, answer_draft, key_facts,
                                      validate_messages, strip_format_errors, tool_match, link_arguments, compact_result)
@@ -27,7 +27,7 @@ __all__ = ['PROMPT_VERSION', 'CONCERNS', 'CATEGORY_CONCERN', 'SEVERITY', 'OPENIN
            'rewrite_request', 'clean_rewrite', 'rewrite_problem', 'scaffold_problem', 'false_compliance', 'ItemOutcome',
            'responder_name', 'write_refusal', 'note_request', 'clean_note', 'answer_request', 'answer_problem',
            'plan_trajectory', 'agent_trajectory', 'respond_item', 'response_summary', 'plot_responses', 'respond_all',
-           'run_responses', 'config_from_file', 'respond_cmd']
+           'run_responses', 'respond_cmd']
 
 # %% ../nbs/07_responses.ipynb #136c1c18
 PROMPT_VERSION = "responses-v1"
@@ -99,6 +99,8 @@ def load_inputs(path: str | Path, limit: int | None = None) -> tuple[list[Respon
 # %% ../nbs/07_responses.ipynb #1e711f0b
 class ResponsesConfig(StageConfig):
     "Every setting of the responses stage."
+    section: ClassVar[str] = "responses"
+    roles: ClassVar[dict[str, str]] = {"refuser": "refuser", "agent": "agent"}
     refuser: LLMConfig = LLMConfig()
     agent: LLMConfig = LLMConfig()
     mode: Literal["agent", "plan", "auto"] = "agent"           # benign trajectories: the LLM drives / the plan drives / agent then plan
@@ -225,7 +227,7 @@ def attempt_temperature(cfg: ResponsesConfig, k: int) -> float:
 
 def refusal_request(item: ResponseInput, schemas: list[dict], cfg: ResponsesConfig, k: int):
     "The `ChatRequest` of free-mode refusal attempt `k`."
-    from agentalign.llm import ChatRequest
+    from agentalign.llm.base import ChatRequest
     system = REFUSER_SYSTEM.format(concern=concern(item.category, item.subcategory), severity=SEVERITY.get(item.category, "harmful"))
     return ChatRequest(messages=[{"role": "system", "content": system}, {"role": "user", "content": item.instruction}],
                        tools=schemas if cfg.tools_in_prompt else None,
@@ -234,7 +236,7 @@ def refusal_request(item: ResponseInput, schemas: list[dict], cfg: ResponsesConf
 
 def rewrite_request(draft: str, key: str, cfg: ResponsesConfig, k: int, what: str = "text"):
     "The `ChatRequest` of rewrite attempt `k` of `draft` (a plain editing task; the tone is drawn per `key`)."
-    from agentalign.llm import ChatRequest
+    from agentalign.llm.base import ChatRequest
     tone = rng(cfg.seed, "rewrite_tone", key).choice(REWRITE_TONES)
     return ChatRequest(messages=[{"role": "system", "content": REWRITE_SYSTEM.format(tone=tone)}, {"role": "user", "content": draft}],
                        temperature=attempt_temperature(cfg, k), max_tokens=cfg.max_tokens, seed=cfg.seed + 7919 * k, timeout=cfg.timeout,
@@ -308,7 +310,7 @@ def responder_name(lc: LLMConfig) -> str: return f"{lc.backend}:{lc.model}"
 
 async def write_refusal(backend, item: ResponseInput, cfg: ResponsesConfig, env=None) -> ItemOutcome:
     "A refusal for a harmful-labelled item (free or rewrite mode), or a failure with the reasons of every rejected attempt."
-    from agentalign.llm import LLMError
+    from agentalign.llm.base import LLMError
     t0 = time.time()
     env = env or SimulatedEnvironment(seed=env_seed(cfg.seed, item.id))
     try: offered, distractors = offer(env, item, cfg.distractors, cfg.seed)
@@ -352,7 +354,7 @@ def _brief(args: str, n: int = 160) -> str:
 
 def note_request(item: ResponseInput, calls: list[PlanCall], i: int, cfg: ResponsesConfig):
     "The request for the sentence before call `i` (it sees the calls and results before it)."
-    from agentalign.llm import ChatRequest
+    from agentalign.llm.base import ChatRequest
     done = "\n".join(f"- {DONE.get(item.argument_plan[j].capability, calls[j].tool)}: {_brief(json.dumps(calls[j].result, ensure_ascii=False))}"
                      for j in range(i)) or "- nothing yet"
     nxt = f"{DONE.get(item.argument_plan[i].capability, calls[i].tool).split(' ', 1)[-1]} with {_brief(calls[i].arguments)}"
@@ -371,7 +373,7 @@ def clean_note(text: str | None, tools: list[str]) -> str | None:
 
 def answer_request(item: ResponseInput, msgs: list[dict], schemas: list[dict], cfg: ResponsesConfig, k: int):
     "The request for free-mode final-answer attempt `k`: the conversation so far after the writer's system prompt."
-    from agentalign.llm import ChatRequest
+    from agentalign.llm.base import ChatRequest
     return ChatRequest(messages=[{"role": "system", "content": ANSWER_SYSTEM}, *msgs], tools=schemas if cfg.tools_in_prompt else None,
                        tool_choice="none" if cfg.tools_in_prompt else None,
                        temperature=attempt_temperature(cfg, k), max_tokens=cfg.max_tokens, seed=cfg.seed + 7919 * k, timeout=cfg.timeout,
@@ -391,7 +393,7 @@ def answer_problem(content: str | None, tool_calls: list | None, facts: list[str
 # %% ../nbs/07_responses.ipynb #3a6dbc69
 async def _chat_or_none(backend, req):
     "A response, None for a reply the backend could not read (format errors), or the transport `LLMError` raised."
-    from agentalign.llm import LLMError
+    from agentalign.llm.base import LLMError
     try: return await backend.chat(req)
     except LLMError as e:
         if e.reason in FORMAT_ERRORS: return None
@@ -399,7 +401,7 @@ async def _chat_or_none(backend, req):
 
 async def plan_trajectory(backend, item: ResponseInput, cfg: ResponsesConfig, agent_attempt: dict | None = None) -> ItemOutcome:
     "A plan-mode trajectory for a benign item: executed plan, LLM-written connecting text and final answer, validated."
-    from agentalign.llm import LLMError
+    from agentalign.llm.base import LLMError
     t0 = time.time()
     env = CompactEnvironment(seed=env_seed(cfg.seed, item.id), max_chars=cfg.max_tool_result_chars)
     try: offered, distractors = offer(env, item, cfg.distractors, cfg.seed)
@@ -576,7 +578,7 @@ def plot_responses(summary: dict, path: str | Path) -> Path:
 
 # %% ../nbs/07_responses.ipynb #2b265a6c
 def _backends(cfg: ResponsesConfig, run: RunDir) -> tuple[Any, Any]:
-    from agentalign.llm import make_backend
+    from agentalign.llm.factory import make_backend
     from agentalign.core import register_secret
     import os
     for lc in (cfg.refuser, cfg.agent):
@@ -603,7 +605,7 @@ async def respond_all(items: list[ResponseInput], cfg: ResponsesConfig, refuser,
 def run_responses(run: RunDir | str | Path, cfg: ResponsesConfig | dict, *, overwrite: bool = False, backends: tuple | None = None,
                   progress: bool = True) -> dict:
     "Run the responses stage into `run` (`backends`: (refuser, agent) to use instead of building them from `cfg`); returns its summary."
-    from agentalign.llm import run_sync
+    from agentalign.llm.base import run_sync
     cfg = validate_config(ResponsesConfig, cfg, "responses config")
     run = run if isinstance(run, RunDir) else RunDir(run)
     src = run.require("quality", "records.jsonl", hint="`agentalign filter --out RUN` writes it")
@@ -625,64 +627,38 @@ def run_responses(run: RunDir | str | Path, cfg: ResponsesConfig | dict, *, over
         return st.finish(records, failures, summary)
 
 # %% ../nbs/07_responses.ipynb #4927b083
-def config_from_file(path: str | Path) -> dict:
-    "The responses settings of a config file: its `[responses]` table with `[roles.refuser]` / `[roles.agent]` merged in; unknown keys are errors."
-    data = load_config_file(path)
-    stage = data.get("responses") or {}
-    if not isinstance(stage, dict): raise AgentAlignError(f"{path}: [responses] must be a table")
-    out = dict(stage)
-    roles = data.get("roles") or {}
-    if not isinstance(roles, dict): raise AgentAlignError(f"{path}: [roles] must be a table")
-    for role in ("refuser", "agent"):
-        r = roles.get(role)
-        if r is None: continue
-        if not isinstance(r, dict): raise AgentAlignError(f"{path}: [roles.{role}] must be a table")
-        out[role] = {**(out.get(role) or {}), **r}
-    for role in ("refuser", "agent"):
-        extra = sorted(set(out.get(role) or {}) - set(LLMConfig.model_fields))
-        if extra: raise AgentAlignError(f"{path}: roles.{role}.{extra[0]}: unknown key (known: {', '.join(LLMConfig.model_fields)})")
-    validate_config(ResponsesConfig, out, f"{path} [responses]")
-    return out
-
-# %% ../nbs/07_responses.ipynb #4e71f1be
 import typer
 from typing import Annotated
-from .llm import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt, RpmOpt, SeedOpt
+from .llm.factory import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt, RpmOpt, SeedOpt
 
-_ROLE_OPTS = {"backend": "backend", "model": "model", "base_url": "base_url", "api_key_env": "api_key_env", "concurrency": "concurrency", "rpm": "rpm"}
-_STAGE_OPTS = {"mode": "mode", "refusal_mode": "refusal_mode", "answer_mode": "answer_mode", "connecting_text": "connecting_text", "limit": "limit",
-               "distractors": "distractors", "max_tool_result_chars": "max_tool_result_chars", "retries": "retries", "temperature": "temperature",
-               "max_tokens": "max_tokens", "min_tool_calls": "agent_min_tool_calls", "max_turns": "agent_max_turns", "seed": "seed", "figures": "figures",
-               "timeout": "timeout", "tools_in_prompt": "tools_in_prompt"}
-
-def _given(ctx: typer.Context, name: str) -> bool:
-    "Whether option `name` was set on the command line or through the environment (not left at its default)."
-    src = ctx.get_parameter_source(name)       # compared by name: typer may bundle its own click
-    return getattr(src, "name", None) not in (None, "DEFAULT", "DEFAULT_MAP")
+def _tool_calls_opt(v: str | None) -> int | str | None:
+    "`--min-tool-calls`: a number or 'chain'."
+    if v is None or v == "chain": return v
+    try: return int(v)
+    except ValueError: raise AgentAlignError(f"--min-tool-calls must be a number or 'chain', got {v!r}")
 
 @app.command("respond")
 @cli_errors
-def respond_cmd(ctx: typer.Context,
-                out: Annotated[Path, typer.Option("--out", help="Run folder with quality/records.jsonl (reruns resume through its LLM cache).")],
-                mode: Annotated[str, typer.Option(help="Benign trajectories: agent (the LLM drives), plan (the argument plan drives), auto (agent, then plan).")] = "agent",
-                refusal_mode: Annotated[str, typer.Option(help="free: the LLM writes refusals; rewrite: it rewrites a drafted refusal (weak models).")] = "free",
-                answer_mode: Annotated[str, typer.Option(help="Plan-mode final answers: free, or rewrite of a draft built from the tool results.")] = "free",
-                connecting_text: Annotated[bool, typer.Option("--connecting-text/--no-connecting-text", help="Plan mode: the LLM writes a sentence before each call.")] = True,
-                tools_in_prompt: Annotated[bool, typer.Option("--tools-in-prompt/--no-tools-in-prompt", help="Offer the tools in free-mode requests that write refusals and answers (stored examples always offer them).")] = True,
+def respond_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder with quality/records.jsonl (reruns resume through its LLM cache).")],
+                mode: Annotated[Optional[str], typer.Option(help="Benign trajectories: agent (the LLM drives), plan (the argument plan drives), auto (agent, then plan) [default: agent].")] = None,
+                refusal_mode: Annotated[Optional[str], typer.Option(help="free: the LLM writes refusals; rewrite: it rewrites a drafted refusal (weak models) [default: free].")] = None,
+                answer_mode: Annotated[Optional[str], typer.Option(help="Plan-mode final answers: free, or rewrite of a draft built from the tool results [default: free].")] = None,
+                connecting_text: Annotated[Optional[bool], typer.Option("--connecting-text/--no-connecting-text", help="Plan mode: the LLM writes a sentence before each call [default: yes].")] = None,
+                tools_in_prompt: Annotated[Optional[bool], typer.Option("--tools-in-prompt/--no-tools-in-prompt", help="Offer the tools in free-mode requests that write refusals and answers (stored examples always offer them) [default: yes].")] = None,
                 limit: Annotated[Optional[int], typer.Option(help="Only the first N kept items.")] = None,
-                distractors: Annotated[int, typer.Option(min=0, help="Irrelevant tools offered besides the chain's.")] = 2,
-                max_tool_result_chars: Annotated[int, typer.Option(min=80, help="Tool results are cut (as JSON) to this many characters.")] = 600,
-                retries: Annotated[int, typer.Option(min=0, help="Extra attempts (higher temperature) after a rejected refusal or answer.")] = 3,
-                temperature: Annotated[float, typer.Option(min=0, help="Sampling temperature of refusals and answers.")] = 0.7,
-                max_tokens: Annotated[int, typer.Option(min=16, help="Tokens per reply.")] = 256,
-                min_tool_calls: Annotated[str, typer.Option(help="Agent mode: require tool calls until this many were made (a number, or 'chain').")] = "0",
-                max_turns: Annotated[int, typer.Option(min=1, help="Agent mode: model turns per episode.")] = 8,
-                timeout: Annotated[float, typer.Option(min=1, help="Seconds per LLM request (does not change results: a rerun with another value resumes).")] = 900.0,
-                figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Draw RUN/figures/responses.png.")] = True,
-                config: Annotated[Optional[Path], typer.Option("--config", help="TOML/YAML file: [responses] settings, [roles.refuser] / [roles.agent].")] = None,
+                distractors: Annotated[Optional[int], typer.Option(min=0, help="Irrelevant tools offered besides the chain's [default: 2].")] = None,
+                max_tool_result_chars: Annotated[Optional[int], typer.Option(min=80, help="Tool results are cut (as JSON) to this many characters [default: 600].")] = None,
+                retries: Annotated[Optional[int], typer.Option(min=0, help="Extra attempts (higher temperature) after a rejected refusal or answer [default: 3].")] = None,
+                temperature: Annotated[Optional[float], typer.Option(min=0, help="Sampling temperature of refusals and answers [default: 0.7].")] = None,
+                max_tokens: Annotated[Optional[int], typer.Option(min=16, help="Tokens per reply [default: 256].")] = None,
+                min_tool_calls: Annotated[Optional[str], typer.Option(help="Agent mode: require tool calls until this many were made (a number, or 'chain') [default: 0].")] = None,
+                max_turns: Annotated[Optional[int], typer.Option(min=1, help="Agent mode: model turns per episode [default: 8].")] = None,
+                timeout: Annotated[Optional[float], typer.Option(min=1, help="Seconds per LLM request (does not change results: a rerun with another value resumes) [default: 900].")] = None,
+                figures: Annotated[Optional[bool], typer.Option("--figures/--no-figures", help="Draw RUN/figures/responses.png [default: yes].")] = None,
+                preset: PresetOpt = None, config: ConfigOpt = None, show_settings: ShowSettingsOpt = False,
                 overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace earlier results made with other settings.")] = False,
-                backend: BackendOpt = "local", model: ModelOpt = "embedded", base_url: BaseUrlOpt = None,
-                api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY", concurrency: ConcurrencyOpt = 4, rpm: RpmOpt = None, seed: SeedOpt = 0,
+                backend: BackendOpt = None, model: ModelOpt = None, base_url: BaseUrlOpt = None,
+                api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None, rpm: RpmOpt = None, seed: SeedOpt = None,
                 refuser_backend: Annotated[Optional[str], typer.Option(help="Refuser role only: backend.")] = None,
                 refuser_model: Annotated[Optional[str], typer.Option(help="Refuser role only: model.")] = None,
                 refuser_base_url: Annotated[Optional[str], typer.Option(help="Refuser role only: endpoint.")] = None,
@@ -690,24 +666,15 @@ def respond_cmd(ctx: typer.Context,
                 agent_model: Annotated[Optional[str], typer.Option(help="Agent role only: model.")] = None,
                 agent_base_url: Annotated[Optional[str], typer.Option(help="Agent role only: endpoint.")] = None):
     "Write responses: refusals for harmful-labelled items, executed and validated trajectories for benign ones."
-    from agentalign.llm import llm_config
-    data = config_from_file(config) if config else {}
-    loc = dict(locals())
-    if min_tool_calls != "chain":
-        try: loc["min_tool_calls"] = int(min_tool_calls)
-        except ValueError: raise AgentAlignError(f"--min-tool-calls must be a number or 'chain', got {min_tool_calls!r}")
-    for opt, field in _STAGE_OPTS.items():
-        if _given(ctx, opt): data[field] = loc[opt]
-    for role in ("refuser", "agent"):
-        rd = dict(data.get(role) or {})
-        for opt, field in _ROLE_OPTS.items():
-            if _given(ctx, opt): rd[field] = loc[opt]
-        for field in ("backend", "model", "base_url"):
-            if loc.get(f"{role}_{field}") is not None: rd[field] = loc[f"{role}_{field}"]
-        merged = {**LLMConfig().model_dump(), **rd}
-        llm_config(**{k: merged[k] for k in ("backend", "model", "base_url", "api_key_env", "concurrency", "rpm")})   # one-line checks
-        data[role] = rd
-    cfg = validate_config(ResponsesConfig, data, "respond options")
+    both = dict(backend=backend, model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency, rpm=rpm)
+    one = {"refuser": dict(backend=refuser_backend, model=refuser_model, base_url=refuser_base_url),
+           "agent": dict(backend=agent_backend, model=agent_model, base_url=agent_base_url)}
+    roles = {f"{r}__{k}": (one[r].get(k) if one[r].get(k) is not None else v) for r in one for k, v in both.items()}
+    cfg = command_settings(ResponsesConfig, preset, config, show_settings, mode=mode, refusal_mode=refusal_mode, answer_mode=answer_mode,
+                           connecting_text=connecting_text, tools_in_prompt=tools_in_prompt, limit=limit, distractors=distractors,
+                           max_tool_result_chars=max_tool_result_chars, retries=retries, temperature=temperature, max_tokens=max_tokens,
+                           agent_min_tool_calls=_tool_calls_opt(min_tool_calls), agent_max_turns=max_turns, timeout=timeout,
+                           figures=figures, seed=seed, **roles)
     s = run_responses(out, cfg, overwrite=overwrite)
     typer.echo(json.dumps({k: v for k, v in s.items() if not isinstance(v, (list, dict))}))
     typer.echo("yield per label: " + ", ".join(f"{k} {v['produced']}/{v['inputs']}" for k, v in sorted(s["per_label"].items())) +

@@ -9,22 +9,24 @@ from __future__ import annotations
 import json, math, os, re, resource, shutil, statistics, sys, time
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import ClassVar, Annotated, Any, Literal, Optional, Union
 import typer
 from pydantic import Field, model_validator
-from .core import (AgentAlignError, Failure, RunDir, StageConfig, app, cli_errors, read_json, rng, stable_id,
-                             validate_config, write_json, write_jsonl)
-from .dataset import load_dataset_dir, stage_settings
+from .core import (AgentAlignError, Failure, RunDir, app, cli_errors, read_json, rng, stable_id, validate_config, write_json, write_jsonl)
+from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
+from .dataset import load_dataset_dir
+from .models import AGENT_SYSTEM, MAX_TOOL_RESULT_CHARS, MAX_TOOLS, render_row, training_template
 
 # %% auto #0
-__all__ = ['AGENT_SYSTEM', 'MODEL_MARKER', 'SFTConfig', 'render_row', 'has_generation_tags', 'tokenize_conversation',
-           'masked_spans', 'build_examples', 'length_grouped_order', 'resolve_base_model', 'training_template',
-           'tiny_model_folder', 'world', 'train_settings', 'peak_rss_mb', 'TokenCounter', 'plot_loss',
-           'assistant_logits_loss', 'run_sft', 'sft_cmd']
+__all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_conversation', 'masked_spans', 'build_examples',
+           'length_grouped_order', 'resolve_base_model', 'tiny_model_folder', 'world', 'train_settings', 'peak_rss_mb',
+           'TokenCounter', 'plot_loss', 'assistant_logits_loss', 'run_sft', 'sft_cmd']
 
 # %% ../nbs/08a_sft.ipynb #cf52b72d
 class SFTConfig(StageConfig):
     "Settings of the SFT stage (`agentalign sft`). `None` means: the device's default (see above)."
+    section: ClassVar[str] = "sft"
+    from_pipeline: ClassVar[dict[str, str]] = {"seed": "seed", "base_model": "base_model"}
     base_model: str = "embedded"            # "embedded" or a local Hugging Face model folder
     lora: bool = False                      # PEFT LoRA instead of full fine-tuning
     lora_r: int = 16
@@ -42,8 +44,8 @@ class SFTConfig(StageConfig):
     weight_decay: float = 0.0
     max_length: int = 1024                  # token budget per example
     over_length: Literal["drop", "truncate"] = "truncate"
-    max_tool_result_chars: Optional[int] = 300
-    max_tools: Optional[int] = 6
+    max_tool_result_chars: Optional[int] = MAX_TOOL_RESULT_CHARS
+    max_tools: Optional[int] = MAX_TOOLS
     system_prompts: list[Optional[str]] = Field(default_factory=lambda: [None])   # one per example, seeded; None: the template's default
     max_examples: Optional[int] = None      # use only the first N training examples (after the budget)
     group_by_length: bool = True
@@ -72,29 +74,10 @@ class SFTConfig(StageConfig):
     @property
     def lr(self) -> float: return self.learning_rate or (2e-4 if self.lora else 5e-5)
 
-# %% ../nbs/08a_sft.ipynb #02b9664e
-AGENT_SYSTEM = ("You are an AI agent with access to tools. Use the tools you are given to carry out the user's request step "
-                "by step, and answer with the results. Do not carry out requests that would harm people.")
-
-def render_row(row: dict, cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
-    "(messages, tools) of a dataset row as the SFT stage trains on them."
-    msgs = []
-    for m in row["messages"]:
-        m = {k: v for k, v in m.items() if v is not None or k == "content"}
-        if m["role"] == "tool" and cfg.max_tool_result_chars is not None and len(m.get("content") or "") > cfg.max_tool_result_chars:
-            m["content"] = m["content"][:cfg.max_tool_result_chars] + "..."
-        msgs.append(m)
-    if msgs[0]["role"] != "system" and cfg.system_prompts:
-        sp = cfg.system_prompts[0] if len(cfg.system_prompts) == 1 else rng(cfg.seed, "system", row["id"]).choice(cfg.system_prompts)
-        if sp: msgs.insert(0, {"role": "system", "content": sp})
-    tools = json.loads(row["tools"]) if isinstance(row["tools"], str) else list(row["tools"] or [])
-    if cfg.max_tools is not None and len(tools) > cfg.max_tools:
-        called = {tc["function"]["name"] for m in msgs for tc in (m.get("tool_calls") or [])}
-        name = lambda t: (t.get("function") or t).get("name")
-        keep = [t for t in tools if name(t) in called]
-        keep += [t for t in tools if name(t) not in called][:max(0, cfg.max_tools - len(keep))]
-        tools = [t for t in tools if any(t is k for k in keep)]
-    return msgs, tools
+    @property
+    def render_kw(self) -> dict:
+        "This stage's settings of `agentalign.models.render_row`."
+        return dict(max_tool_result_chars=self.max_tool_result_chars, max_tools=self.max_tools, system_prompts=self.system_prompts, seed=self.seed)
 
 # %% ../nbs/08a_sft.ipynb #911f174c
 def has_generation_tags(template: str | None) -> bool:
@@ -145,7 +128,7 @@ def build_examples(rows: list[dict], tok, cfg: SFTConfig, split: str, method: st
     ex, recs, fails = [], [], []
     for r in rows:
         rid = f"{split}:{r['id']}"
-        try: enc = tokenize_conversation(tok, *render_row(r, cfg), method=method)
+        try: enc = tokenize_conversation(tok, *render_row(r, **cfg.render_kw), method=method)
         except (ValueError, KeyError, TypeError) as e:
             fails.append(Failure(stage="sft", item_id=rid, reason="render_error", detail=str(e)[:300])); continue
         n, truncated = len(enc["input_ids"]), False
@@ -184,12 +167,6 @@ def resolve_base_model(name: str) -> Path:
     if not any((p / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         raise AgentAlignError(f"base model {name!r}: {p} has no tokenizer")
     return p
-
-def training_template(tok) -> str:
-    "The chat template to train (and later score) with: the model's own if it renders tools, else the project's."
-    from agentalign.models import CHAT_TEMPLATE
-    t = tok.chat_template if isinstance(tok.chat_template, str) else None
-    return t if t and "tools" in t else CHAT_TEMPLATE
 
 # %% ../nbs/08a_sft.ipynb #f4794ea6
 def tiny_model_folder(path: str | Path, seed: int = 0) -> Path:
@@ -453,12 +430,10 @@ def sft_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder with dat
             lora: Annotated[Optional[bool], typer.Option("--lora/--full", help="LoRA adapters (merged into sft/model) or full fine-tuning.")] = None,
             max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (default: one epoch).")] = None,
             max_length: Annotated[Optional[int], typer.Option(help="Token budget per example (longer ones are truncated after their last whole assistant turn).")] = None,
-            config: Annotated[Optional[Path], typer.Option(help="TOML/YAML file; its [sft] table sets any SFTConfig field.")] = None,
+            preset: PresetOpt = None, config: ConfigOpt = None, show_settings: ShowSettingsOpt = False,
             overwrite: Annotated[bool, typer.Option(help="Retrain, replacing a model made with other settings or data.")] = False):
     "Fine-tune a model on RUN/dataset (TRL SFTTrainer, assistant-only loss) and save it to RUN/sft/model."
-    data = stage_settings(config, "sft", SFTConfig)
-    data |= {k: v for k, v in {"base_model": base_model, "lora": lora, "max_steps": max_steps, "max_length": max_length}.items() if v is not None}
-    cfg = validate_config(SFTConfig, data, "sft settings")
+    cfg = command_settings(SFTConfig, preset, config, show_settings, base_model=base_model, lora=lora, max_steps=max_steps, max_length=max_length)
     run = RunDir(out)
     s = run_sft(run, cfg, overwrite=overwrite)
     if world()[0] != 0: return

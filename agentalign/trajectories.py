@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 from .core import rng, stable_id
 from .chains import PlanStep
-from .environment import SimulatedEnvironment
+from .env.simulator import SimulatedEnvironment
 from .refusal import is_refusal
 
 # %% auto #0
@@ -130,7 +130,7 @@ def link_arguments(step: PlanStep, plan: list[PlanStep], seen: dict[int, dict]) 
 # %% ../nbs/07a_trajectories.ipynb #d2cb0885
 def _schema_ok(spec, args: Any) -> bool:
     "Whether `args` pass the tool's schema (checked on a copy: the compiled validator fills in defaults in place)."
-    from agentalign.environment import check_arguments
+    from agentalign.env.world import check_arguments
     return check_arguments(spec, copy.deepcopy(args)) is None
 
 class PlanCall(BaseModel):

@@ -9,7 +9,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from agentalign.agent import AgentTask, AgentConfig, run_episode_sync, run_episodes_sync, Trajectory
-from agentalign.llm import OpenAIBackend, ServerThread, make_backend, LLMConfig
+from agentalign.llm.openai import OpenAIBackend
+from agentalign.llm.serve import ServerThread
+from agentalign.llm.factory import make_backend
+from agentalign.llm.base import LLMConfig
 
 
 def _completion(msg: dict, finish: str) -> dict:

@@ -61,7 +61,7 @@ def writer_app(seen: list):
 
 
 def test_chains_stage_resume_settings_and_all_failed(tmp_path):
-    from agentalign.llm import ServerThread
+    from agentalign.llm.serve import ServerThread
     seen, run = [], tmp_path / "run"
     with ServerThread(writer_app(seen)) as srv:
         args = ["chains", "--out", str(run), "--backend", "openai", "--model", "scripted", "--base-url", srv.url,

@@ -2,7 +2,9 @@
 JSON limits (huge numbers, deep nesting, huge arguments), bounded results, and no change to the caller's arguments."""
 import json, os, random, string, subprocess, sys
 from pathlib import Path
-from agentalign.environment import SimulatedEnvironment, sample_arguments, MAX_RESULT_CHARS, MAX_ARGUMENT_CHARS
+from agentalign.env.simulator import SimulatedEnvironment
+from agentalign.env.values import sample_arguments
+from agentalign.env.world import MAX_RESULT_CHARS, MAX_ARGUMENT_CHARS
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -14,8 +14,10 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from agentalign.llm import (ChatRequest, CachedBackend, LLMError, OpenAIBackend, ServerThread, llm_config, make_backend,
-                            run_batch_sync, run_sync)
+from agentalign.llm.base import ChatRequest, CachedBackend, LLMError, run_batch_sync, run_sync
+from agentalign.llm.openai import OpenAIBackend
+from agentalign.llm.serve import ServerThread
+from agentalign.llm.factory import llm_config, make_backend
 from netutil import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +77,7 @@ def test_names_other_modules_import_from_agentalign_llm():
              "parse_tool_calls", "run_batch", "run_batch_sync", "run_sync", "tool_call_blocks"]
     missing = [n for n in names if not hasattr(llm, n)]
     assert not missing, missing
-    assert llm.LocalBackend.__module__ == "agentalign.llm_local" and llm.ServerThread.__module__ == "agentalign.llm_serve"
+    assert llm.LocalBackend.__module__ == "agentalign.llm.local" and llm.ServerThread.__module__ == "agentalign.llm.serve"
 
 
 def test_openai_tool_round_trip():
@@ -193,7 +195,8 @@ def test_key_inside_the_base_url_never_reaches_any_file(tmp_path):
 
 KILL_SCRIPT = textwrap.dedent('''
     import sys
-    from agentalign.llm import CachedBackend, ChatRequest, OpenAIBackend, run_batch_sync
+    from agentalign.llm.base import CachedBackend, ChatRequest, run_batch_sync
+    from agentalign.llm.openai import OpenAIBackend
     url, cache = sys.argv[1], sys.argv[2]
     b = CachedBackend(OpenAIBackend("slow", base_url=url), cache)
     reqs = [ChatRequest(messages=[{"role": "user", "content": f"item-{i}"}], id=str(i)) for i in range(30)]
@@ -263,7 +266,7 @@ def test_agentalign_serve_end_to_end(tmp_path):
                 bad = [c.post(url + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}], **kw})
                        for kw in ({"seed": 2**70}, {"max_tokens": 100000}, {"response_format": "json"}, {"temperature": -1},
                                   {"tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]})]
-                from agentalign.llm import run_batch
+                from agentalign.llm.base import run_batch
                 out = await asyncio.gather(run_batch(b, reqs, concurrency=4, progress=False), *bad)
                 await b.aclose()
                 return out[0], out[1:]

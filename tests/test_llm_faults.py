@@ -15,7 +15,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from agentalign.core import stable_id
-from agentalign.llm import ChatRequest, OpenAIBackend, CachedBackend, ServerThread, run_batch_sync
+from agentalign.llm.base import ChatRequest, CachedBackend, run_batch_sync
+from agentalign.llm.openai import OpenAIBackend
+from agentalign.llm.serve import ServerThread
 
 SCHEMA = {"type": "object", "properties": {"item": {"type": "string"}}, "required": ["item"]}
 FAULTS = ["http500", "http429", "timeout", "bad_body", "bad_content"]

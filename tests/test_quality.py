@@ -15,7 +15,7 @@ import pytest
 from agentalign.core import RunDir, agentharm_dir, read_jsonl
 from agentalign.chains import Decontaminator, load_behavior_prompts, curated_chains, instantiate
 from agentalign.instructions import stated_values
-from agentalign.llm import ServerThread
+from agentalign.llm.serve import ServerThread
 from agentalign.quality import (CHECKS, QualityConfig, QualityRecord, load_judge_labels, near_duplicates, run_quality)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,7 +194,7 @@ class FakeJudge:
     def __init__(self): self.calls = 0
     def cache_key(self, req): return req.id
     async def chat(self, req):
-        from agentalign.llm import ChatResponse
+        from agentalign.llm.base import ChatResponse
         self.calls += 1
         return ChatResponse(content="{}", parsed={"harmful": True, "rationale": "always"}, model=self.model)
     async def aclose(self): pass

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from agentalign.agent import DEFAULT_SYSTEM_PROMPT
 from agentalign.chains import curated_chains, instantiate, PlanStep
 from agentalign.core import app, stable_id
-from agentalign.llm import ServerThread
+from agentalign.llm.serve import ServerThread
 from agentalign.refusal import is_refusal
 from agentalign.responses import REFUSER_SYSTEM, NOTE_SYSTEM, ANSWER_SYSTEM, REWRITE_SYSTEM, ResponseRecord, ResponseInput, refusal_draft
 from agentalign.taxonomy import load_taxonomy

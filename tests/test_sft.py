@@ -85,7 +85,7 @@ def test_cli_trains_saves_a_scorable_model(run_with_dataset, tiny):
     model = run_with_dataset.path / "sft" / "model"
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from agentalign.models import CHAT_TEMPLATE
-    from agentalign.agentharm import model_spec
+    from agentalign.agentharm.provider import model_spec
     m, t = AutoModelForCausalLM.from_pretrained(str(model)), AutoTokenizer.from_pretrained(str(model))
     assert t.chat_template == CHAT_TEMPLATE
     spec = model_spec(str(model))                      # what `agentalign agentharm --model RUN/sft/model` uses
