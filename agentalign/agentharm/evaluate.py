@@ -17,6 +17,7 @@ from ..core import (AGENTHARM_ENV, AgentAlignError, RunDir, agentharm_dir, app, 
 from ..settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from ..llm.base import LLMConfig
 from ..models import cpu_threads
+from .tasks import BEHAVIOR_FILES, TASKS, inspect_bench, prepare_inspect_cache, selection_ids
 # the parts of the stage, one notebook each; their public names are importable from here too
 from .judge import (OFFLINE_JUDGE, REFUSAL_PROMPT_MARK, SEMANTIC_MIN_TOPIC, SEMANTIC_MIN_WORDS, judge_spec, known_semantic_prompts, offline_judge_reply, offline_semantic_verdict, rubric_criterion, semantic_terms, split_semantic_prompt)
 from .tasks import inspect_evals_benchmark
