@@ -60,11 +60,17 @@ _FAKER_LOCK = threading.Lock()
 _FAKERS: dict[str, Any] = {}
 _NAMES: dict[str, tuple[list[str], list[str]]] = {}
 
+_SET_ORDERED = {"it_IT": ("cities",)}   # word lists faker builds from a set: their order would follow PYTHONHASHSEED
+
 def _faker(locale: str):
     f = _FAKERS.get(locale)
     if f is None:
         from faker import Faker      # imported on first use: importing the environment stays fast
-        f = _FAKERS[locale] = Faker(locale)
+        f = Faker(locale)
+        for p in f.providers:        # put set-built lists in one order, so a seed gives the same words in every process
+            for attr in _SET_ORDERED.get(locale, ()):
+                if isinstance(getattr(p, attr, None), list): setattr(p, attr, sorted(getattr(p, attr)))
+        _FAKERS[locale] = f
     return f
 
 def ascii_word(text: str) -> str:
