@@ -765,6 +765,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'agentalign.llm.serve._is_int': ('serve.html#_is_int', 'agentalign/llm/serve.py'),
                                       'agentalign.llm.serve._is_num': ('serve.html#_is_num', 'agentalign/llm/serve.py'),
                                       'agentalign.llm.serve._response_format': ('serve.html#_response_format', 'agentalign/llm/serve.py'),
+                                      'agentalign.llm.serve._sampling': ('serve.html#_sampling', 'agentalign/llm/serve.py'),
+                                      'agentalign.llm.serve._tool_choice': ('serve.html#_tool_choice', 'agentalign/llm/serve.py'),
                                       'agentalign.llm.serve.completion_json': ('serve.html#completion_json', 'agentalign/llm/serve.py'),
                                       'agentalign.llm.serve.make_server_app': ('serve.html#make_server_app', 'agentalign/llm/serve.py'),
                                       'agentalign.llm.serve.oa_error': ('serve.html#oa_error', 'agentalign/llm/serve.py'),
