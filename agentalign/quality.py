@@ -14,8 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 import typer
 from .core import (AgentAlignError, Failure, RunDir, app, cli_errors, data_dir, read_jsonl, write_jsonl, write_json, write_text, validate_config, stable_id, rng, agentharm_dir, slow_enabled, check_accounting)
 from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
-from .chains import PlanStep, Decontaminator, load_behavior_prompts
-from .instructions import InstructionRecord, plan_coverage, stated_values
+from .chains import PlanStep
+from .decontamination import Decontaminator, load_behavior_prompts, load_decontaminator
+from .drafts import plan_coverage, stated_values
+from .instructions import InstructionRecord
 from .llm.base import LLMConfig, ChatRequest
 
 # %% auto #0
