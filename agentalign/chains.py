@@ -12,7 +12,7 @@ from typing import ClassVar, Any, Iterable, Optional
 from pydantic import BaseModel, Field
 import typer
 from .core import (AgentAlignError, Failure, RunDir, app, check_accounting, cli_errors, data_dir, read_jsonl, read_text, rng, stable_id, validate_config, write_jsonl)
-from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
+from .settings import ConfigOpt, OverwriteOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .taxonomy import FILES, MAX_CHAIN_STEPS, MIN_CHAIN_STEPS, Chain, chain_id   # stable chain ids: identical chains, identical ids
 from .env.values import chain_kind, sample_arguments, tool_platform, tool_spec  # the one platform table
 from .env.world import check_arguments, json_copy
@@ -21,13 +21,12 @@ from .decontamination import Decontaminator, load_decontaminator
 
 # %% auto #0
 __all__ = ['MIN_STEPS', 'MAX_STEPS', 'CHAIN_PROMPT_VERSION', 'CHAIN_SYSTEM', 'CHAIN_USER', 'REVIEW_FIELDS', 'SLOT_BY_ARG',
-           'SLOT_BY_CAP_ARG', 'PRODUCES', 'FLOW_ARGS', 'FREE_TEXT_ARGS', 'CRYPTO_SLOTS', 'OutOpt', 'OverwriteOpt',
-           'ChainRecord', 'chain_record', 'curated_chains', 'normalize_step', 'chain_problems', 'chain_schema',
-           'capability_catalog', 'pick_examples', 'chain_request', 'parse_chains', 'merge_chains', 'export_review',
-           'import_review', 'arg_slot', 'choose_tools', 'PlanLink', 'PlanStep', 'InstantiatedChain', 'plan_arguments',
-           'plan_problems', 'instantiate', 'plan_values', 'ChainsConfig', 'parsed_answer', 'role_backend',
-           'chain_requests', 'collect_chains', 'drop_duplicates', 'run_chains', 'load_chains', 'chains_cmd',
-           'chains_review_cmd']
+           'SLOT_BY_CAP_ARG', 'PRODUCES', 'FLOW_ARGS', 'FREE_TEXT_ARGS', 'CRYPTO_SLOTS', 'OutOpt', 'ChainRecord',
+           'chain_record', 'curated_chains', 'normalize_step', 'chain_problems', 'chain_schema', 'capability_catalog',
+           'pick_examples', 'chain_request', 'parse_chains', 'merge_chains', 'export_review', 'import_review',
+           'arg_slot', 'choose_tools', 'PlanLink', 'PlanStep', 'InstantiatedChain', 'plan_arguments', 'plan_problems',
+           'instantiate', 'plan_values', 'ChainsConfig', 'parsed_answer', 'role_backend', 'chain_requests',
+           'collect_chains', 'drop_duplicates', 'run_chains', 'load_chains', 'chains_cmd', 'chains_review_cmd']
 
 # %% ../nbs/04_chains.ipynb #7d74b3aa
 class ChainRecord(Chain):
@@ -527,7 +526,6 @@ from typing import Annotated
 from .llm.factory import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt, RpmOpt, SeedOpt
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Run folder (created; reruns resume through its LLM cache).")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace this stage's results made with other settings.")]
 
 @app.command("chains")
 @cli_errors

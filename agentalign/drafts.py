@@ -10,15 +10,16 @@ import json, re, string
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
-from .core import AgentAlignError, data_dir, read_text, rng
+from .core import AgentAlignError, data_dir, rng
+from .content import check_text, read_yaml, text_list, text_map
 from .chains import InstantiatedChain, PlanStep
 
 # %% auto #0
 __all__ = ['KINDS', 'MIN_CHARS', 'ECHO_RE', 'PHRASES_FILE', 'REWRITE_SYSTEM', 'REWRITE_USER', 'REWRITE_SCHEMA', 'show_value',
-           'plan_parts', 'stated_values', 'plan_coverage', 'norm_text', 'clean_text', 'DraftPhrases', 'check_phrase',
-           'phrase_list', 'phrase_map', 'draft_phrases', 'step_phrase', 'step_sentence', 'goal_from_explanation',
-           'topic', 'harmful_goal', 'purpose_options', 'compose_draft', 'draft_for', 'mask_values', 'unmask_values',
-           'rewrite_request', 'intent_kept', 'review_rewrite', 'accept_rewrite']
+           'plan_parts', 'stated_values', 'plan_coverage', 'norm_text', 'clean_text', 'DraftPhrases', 'draft_phrases',
+           'step_phrase', 'step_sentence', 'goal_from_explanation', 'topic', 'harmful_goal', 'purpose_options',
+           'compose_draft', 'draft_for', 'mask_values', 'unmask_values', 'rewrite_request', 'intent_kept',
+           'review_rewrite', 'accept_rewrite']
 
 # %% ../nbs/05a_drafts.ipynb #e896ffed
 KINDS = ("harmful", "benign", "borderline")
@@ -79,33 +80,7 @@ class DraftPhrases(NamedTuple):
     connectors: list[tuple[str, list[str], str]]
     closers: list[str]
 
-def check_phrase(v: Any, where: str, allowed: Iterable[str] = (), required: Iterable[str] = (), empty_ok: bool = False) -> str:
-    "`v` if it is a string whose placeholders are among `allowed` and include `required`; else one line naming `where`."
-    if not isinstance(v, str) or not (v.strip() or empty_ok): raise AgentAlignError(f"{where}: expected a non-empty string, got {v!r}")
-    try: names = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
-    except ValueError as e: raise AgentAlignError(f"{where}: malformed placeholder in {v!r} ({e})")
-    bad, miss = sorted(names - set(allowed)), sorted(set(required) - names)
-    if bad: raise AgentAlignError(f"{where}: unknown placeholder {{{bad[0]}}} in {v!r} (allowed: {' '.join('{%s}' % a for a in allowed) or 'none'})")
-    if miss: raise AgentAlignError(f"{where}: {v!r} lacks the placeholder {{{miss[0]}}}")
-    return v
-
-def phrase_list(v: Any, where: str, **kw) -> list[str]:
-    "A non-empty list of checked phrases (`check_phrase` options in `kw`)."
-    if not isinstance(v, list) or not v: raise AgentAlignError(f"{where}: expected a non-empty list, got {v!r}"[:300])
-    return [check_phrase(x, f"{where}[{i}]", **kw) for i, x in enumerate(v)]
-
-def phrase_map(v: Any, where: str, value, keys: Iterable[str] | None = None) -> dict:
-    "A non-empty map with `value(entry, where)` for each entry; with `keys`, exactly those keys."
-    if not isinstance(v, dict) or not v: raise AgentAlignError(f"{where}: expected a non-empty map, got {v!r}"[:300])
-    v = {str(k): x for k, x in v.items()}
-    if keys is not None:
-        keys = list(keys)
-        miss, extra = [k for k in keys if k not in v], [k for k in v if k not in keys]
-        if miss: raise AgentAlignError(f"{where}: missing {miss[0]}" + (f" (and {len(miss) - 1} more)" if len(miss) > 1 else ""))
-        if extra: raise AgentAlignError(f"{where}: unknown entry {extra[0]} (not in the taxonomy)")
-    return {k: value(x, f"{where}.{k}") for k, x in v.items()}
-
-# %% ../nbs/05a_drafts.ipynb #37bc02a0
+# %% ../nbs/05a_drafts.ipynb #37505d56
 PHRASES_FILE = "phrases/drafts.yaml"      # under `data_dir()`
 
 def _connectors(v: Any, where: str) -> list[tuple[str, list[str], str]]:
@@ -115,36 +90,34 @@ def _connectors(v: Any, where: str) -> list[tuple[str, list[str], str]]:
     for i, c in enumerate(v):
         if not isinstance(c, dict) or set(c) != {"first", "middle", "last"}:
             raise AgentAlignError(f"{where}[{i}]: expected a map with first, middle and last, got {c!r}"[:300])
-        out.append((check_phrase(c["first"], f"{where}[{i}].first"), phrase_list(c["middle"], f"{where}[{i}].middle"),
-                    check_phrase(c["last"], f"{where}[{i}].last")))
+        out.append((check_text(c["first"], f"{where}[{i}].first"), text_list(c["middle"], f"{where}[{i}].middle"),
+                    check_text(c["last"], f"{where}[{i}].last")))
     return out
 
 @lru_cache(maxsize=4)
 def draft_phrases(path: str | None = None) -> DraftPhrases:
     "The phrase tables of the drafts (`data_dir()/phrases/drafts.yaml` by default), read and checked once per path."
-    import yaml
     from agentalign.taxonomy import load_taxonomy
     p = Path(path) if path else data_dir() / PHRASES_FILE
-    try: d = yaml.safe_load(read_text(p, "phrase file"))
-    except yaml.YAMLError as e: raise AgentAlignError(f"{p}: invalid YAML: {str(e).splitlines()[0]}")
+    d = read_yaml(p, "phrase file")
     if not isinstance(d, dict): raise AgentAlignError(f"{p}: expected a map of phrase tables")
     miss, extra = [k for k in DraftPhrases._fields if k not in d], [k for k in d if k not in DraftPhrases._fields]
     if miss or extra: raise AgentAlignError(f"{p}: " + (f"missing table {miss[0]}" if miss else f"unknown table {extra[0]}"))
     tax, w = load_taxonomy(), f"{p}: "
-    text = lambda *allowed: (lambda x, where: check_phrase(x, where, allowed))
-    topics = lambda x, where: phrase_list(x, where, allowed=("topic",))
+    text = lambda *allowed: (lambda x, where: check_text(x, where, allowed))
+    topics = lambda x, where: text_list(x, where, allowed=("topic",))
     return DraftPhrases(
-        platform_names=phrase_map(d["platform_names"], w + "platform_names", text()),
-        cap_phrases=phrase_map(d["cap_phrases"], w + "cap_phrases", text("with", "on", "to"), keys=tax.capabilities),
-        arg_labels=phrase_map(d["arg_labels"], w + "arg_labels", text()),
-        benign_purposes=phrase_map(d["benign_purposes"], w + "benign_purposes", phrase_list,
-                                   keys=dict.fromkeys(c.split(".")[0] for c in tax.capabilities)),
-        borderline_purposes=phrase_map(d["borderline_purposes"], w + "borderline_purposes", topics, keys=tax.categories),
+        platform_names=text_map(d["platform_names"], w + "platform_names", text()),
+        cap_phrases=text_map(d["cap_phrases"], w + "cap_phrases", text("with", "on", "to"), keys=tax.capabilities, what="capability"),
+        arg_labels=text_map(d["arg_labels"], w + "arg_labels", text()),
+        benign_purposes=text_map(d["benign_purposes"], w + "benign_purposes", text_list,
+                                   keys=dict.fromkeys(c.split(".")[0] for c in tax.capabilities), what="capability module"),
+        borderline_purposes=text_map(d["borderline_purposes"], w + "borderline_purposes", topics, keys=tax.categories, what="harm category"),
         borderline_default=topics(d["borderline_default"], w + "borderline_default"),
-        openers=phrase_list(d["openers"], w + "openers", empty_ok=True),
-        intent_frames=phrase_list(d["intent_frames"], w + "intent_frames", allowed=("g",), required=("g",)),
+        openers=text_list(d["openers"], w + "openers", empty_ok=True),
+        intent_frames=text_list(d["intent_frames"], w + "intent_frames", allowed=("g",), required=("g",)),
         connectors=_connectors(d["connectors"], w + "connectors"),
-        closers=phrase_list(d["closers"], w + "closers", empty_ok=True))
+        closers=text_list(d["closers"], w + "closers", empty_ok=True))
 
 # %% ../nbs/05a_drafts.ipynb #fd78cad3
 def _platform(tool: str) -> str | None:

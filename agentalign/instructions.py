@@ -12,20 +12,21 @@ from typing import ClassVar, Any, Literal, Optional
 from pydantic import BaseModel, Field, field_validator
 import typer
 from .core import (AgentAlignError, Failure, RunDir, app, check_accounting, cli_errors, data_dir, read_text, rng, validate_config, write_jsonl)
-from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
+from .settings import ConfigOpt, OverwriteOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .chains import ChainRecord, InstantiatedChain, PlanStep, instantiate, parsed_answer
 from .decontamination import Decontaminator, load_decontaminator
 from .llm.base import LLMConfig
 from .drafts import (KINDS, MIN_CHARS, ECHO_RE, clean_text, norm_text, plan_parts, plan_coverage, show_value,
-                               draft_for, rewrite_request, accept_rewrite, phrase_list)
+                               draft_for, rewrite_request, accept_rewrite)
+from .content import read_yaml, text_list
 
 # %% auto #0
 __all__ = ['SOURCES', 'PROMPT_VERSION', 'STYLES_FILE', 'INSTR_SYSTEM', 'KIND_BRIEF', 'INSTR_USER', 'INSTRUCTION_SCHEMA', 'OutOpt',
-           'OverwriteOpt', 'InstructionRecord', 'slot_id', 'style_phrases', 'sample_style', 'tools_block',
-           'check_clean', 'instruction_request', 'parse_instructions', 'parse_counts', 'InstructionsConfig',
-           'resolve_mode', 'balance_sources', 'select_chains', 'instantiate_all', 'free_requests', 'rewrite_requests',
-           'build_requests', 'collect_free', 'collect_rewrite', 'collect_instructions', 'run_instructions',
-           'count_reasons_dict', 'instruction_figures', 'instructions_cmd']
+           'InstructionRecord', 'slot_id', 'style_phrases', 'sample_style', 'tools_block', 'check_clean',
+           'instruction_request', 'parse_instructions', 'parse_counts', 'InstructionsConfig', 'resolve_mode',
+           'balance_sources', 'select_chains', 'instantiate_all', 'free_requests', 'rewrite_requests', 'build_requests',
+           'collect_free', 'collect_rewrite', 'collect_instructions', 'run_instructions', 'count_reasons_dict',
+           'instruction_figures', 'instructions_cmd']
 
 # %% ../nbs/05_instructions.ipynb #96ac02e5
 SOURCES = ("llm", "rewrite", "draft")
@@ -64,14 +65,12 @@ STYLES_FILE = "phrases/styles.yaml"       # under `data_dir()`
 @lru_cache(maxsize=4)
 def style_phrases(path: str | None = None) -> dict[str, list[str]]:
     "The `personas`, `tones` and `forms` of `data_dir()/phrases/styles.yaml` (or `path`), checked: one line naming file and entry."
-    import yaml
     p = Path(path) if path else data_dir() / STYLES_FILE
-    try: d = yaml.safe_load(read_text(p, "phrase file"))
-    except yaml.YAMLError as e: raise AgentAlignError(f"{p}: invalid YAML: {str(e).splitlines()[0]}")
+    d = read_yaml(p, "phrase file")
     if not isinstance(d, dict): raise AgentAlignError(f"{p}: expected a map with personas, tones and forms")
     for k in ("personas", "tones", "forms"):
         if k not in d: raise AgentAlignError(f"{p}: missing list {k}")
-    return {k: phrase_list(d[k], f"{p}: {k}") for k in ("personas", "tones", "forms")}
+    return {k: text_list(d[k], f"{p}: {k}") for k in ("personas", "tones", "forms")}
 
 def sample_style(seed: int, *keys: Any) -> dict[str, str]:
     "A persona, tone and form for one instruction."
@@ -526,7 +525,6 @@ from typing import Annotated
 from .llm.factory import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt, RpmOpt, SeedOpt
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Run folder (created; reruns with the same settings resume through its LLM cache).")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace results made with other settings in this run folder.")]
 
 @app.command("instructions")
 @cli_errors
