@@ -278,6 +278,7 @@ def check_accounting(inputs: Iterable[str], produced: Iterable[str], failed: Ite
                            f"{len(both)} both {sorted(both)[:3]}, {len(inputs) - len(set(inputs))} duplicate input id(s)")
 
 # %% ../nbs/00_core.ipynb #4cda67ce
+from fastcore.basics import patch
 from filelock import FileLock, Timeout
 
 class RunDir:
@@ -322,40 +323,9 @@ class RunDir:
             write_json(self.path / "run.json", m)
         if summary is not None: write_json(self.stage(stage) / "summary.json", summary)
 
-    @contextlib.contextmanager
-    def open_stage(self, name: str, config: Any, inputs: Iterable[str | Path] = (), overwrite: bool = False,
-                   outputs: Iterable[str] = ("records.jsonl", "failures.jsonl", "summary.json")) -> Iterator["Stage"]:
-        "Lock stage `name`, check (or store) its configuration and input fingerprints, and yield a `Stage` to finish."
-        folder = self.stage(name)
-        lock = FileLock(str(folder / ".lock"))
-        try: lock.acquire(timeout=0)
-        except Timeout: raise AgentAlignError(f"{folder} is being written by another process (lock {folder / '.lock'}); wait for it to finish or use another --out")
-        try:
-            cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
-            ident = {"config": config_identity(cfg),
-                     "inputs": {str(Path(p).relative_to(self.path) if Path(p).is_relative_to(self.path) else p): file_fingerprint(p) for p in inputs}}
-            ident = redact_obj(ident)
-            cpath = folder / "config.json"
-            if cpath.exists():
-                old = read_json(cpath).get("identity")
-                if old != ident:
-                    if not overwrite:
-                        what = config_diff(old.get("config", {}) if isinstance(old, dict) else {}, ident["config"])
-                        ins = [k for k in set((old or {}).get("inputs", {})) | set(ident["inputs"])
-                               if (old or {}).get("inputs", {}).get(k) != ident["inputs"].get(k)]
-                        why = "; ".join(x for x in [f"settings differ: {what}" if what else "", f"input changed: {', '.join(sorted(ins))}" if ins else ""] if x)
-                        raise AgentAlignError(f"{folder} holds {name} results made with other settings or inputs ({why}); rerun with the same "
-                                              f"settings to resume, use another --out, or pass --overwrite to replace them")
-                    for o in outputs:
-                        p = folder / o
-                        if p.is_file(): p.unlink()
-            write_json(cpath, {"stage": name, "identity": ident, "config": cfg, "opened": time.strftime("%Y-%m-%dT%H:%M:%S")})
-            yield Stage(self, name, cfg)
-        finally:
-            lock.release()
-
     def __repr__(self): return f"RunDir({str(self.path)!r})"
 
+# %% ../nbs/00_core.ipynb #a7134648
 def _id_of(rec: Any) -> str | None:
     if isinstance(rec, dict): return rec.get("id")
     return getattr(rec, "id", None)
@@ -382,6 +352,40 @@ class Stage:
             top = ", ".join(f"{k} {v}" for k, v in sorted(summary["failures_by_reason"].items(), key=lambda kv: -kv[1])[:3])
             raise AgentAlignError(f"{self.name}: all {len(failures)} item(s) failed ({top}); see {self.failures_path}")
         return summary
+
+# %% ../nbs/00_core.ipynb #ca94a9f4
+@patch
+@contextlib.contextmanager
+def open_stage(self: RunDir, name: str, config: Any, inputs: Iterable[str | Path] = (), overwrite: bool = False,
+               outputs: Iterable[str] = ("records.jsonl", "failures.jsonl", "summary.json")) -> Iterator["Stage"]:
+    "Lock stage `name`, check (or store) its configuration and input fingerprints, and yield a `Stage` to finish."
+    folder = self.stage(name)
+    lock = FileLock(str(folder / ".lock"))
+    try: lock.acquire(timeout=0)
+    except Timeout: raise AgentAlignError(f"{folder} is being written by another process (lock {folder / '.lock'}); wait for it to finish or use another --out")
+    try:
+        cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
+        ident = {"config": config_identity(cfg),
+                 "inputs": {str(Path(p).relative_to(self.path) if Path(p).is_relative_to(self.path) else p): file_fingerprint(p) for p in inputs}}
+        ident = redact_obj(ident)
+        cpath = folder / "config.json"
+        if cpath.exists():
+            old = read_json(cpath).get("identity")
+            if old != ident:
+                if not overwrite:
+                    what = config_diff(old.get("config", {}) if isinstance(old, dict) else {}, ident["config"])
+                    ins = [k for k in set((old or {}).get("inputs", {})) | set(ident["inputs"])
+                           if (old or {}).get("inputs", {}).get(k) != ident["inputs"].get(k)]
+                    why = "; ".join(x for x in [f"settings differ: {what}" if what else "", f"input changed: {', '.join(sorted(ins))}" if ins else ""] if x)
+                    raise AgentAlignError(f"{folder} holds {name} results made with other settings or inputs ({why}); rerun with the same "
+                                          f"settings to resume, use another --out, or pass --overwrite to replace them")
+                for o in outputs:
+                    p = folder / o
+                    if p.is_file(): p.unlink()
+        write_json(cpath, {"stage": name, "identity": ident, "config": cfg, "opened": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        yield Stage(self, name, cfg)
+    finally:
+        lock.release()
 
 # %% ../nbs/00_core.ipynb #d29cc151
 import functools, typer

@@ -306,6 +306,7 @@ class Taxonomy(BaseModel):
         "JSON-ready summary: counts, findings and repairs."
         return {**self.counts(), "findings": [f.model_dump() for f in self.findings], "repairs": self.repairs, "source": self.source}
 
+# %% ../nbs/01_taxonomy.ipynb #6a909f2d
 def build_taxonomy(raw: dict, findings: list[Finding], repairs: list[str], declared: list[str]) -> Taxonomy:
     "Typed records from (repaired) raw data."
     caps: dict[str, Capability] = {c: Capability(name=c, declared=c in declared) for c in raw["capabilities"]}
@@ -321,6 +322,7 @@ def build_taxonomy(raw: dict, findings: list[Finding], repairs: list[str], decla
                     chains=list(_iter_chains(raw["chains"], "curated")), seed_chains=list(_iter_chains(raw["seed_chains"], "seed")),
                     findings=findings, repairs=repairs, source=raw.get("_dir", ""))
 
+# %% ../nbs/01_taxonomy.ipynb #1795db93
 _LINT_MEMO: dict[str, list[Finding]] = {}
 
 def lint_key(raw: dict) -> str:
@@ -348,6 +350,7 @@ def cached_lint(raw: dict, cache: bool = True) -> list[Finding]:
     _LINT_MEMO[key] = found
     return list(found)
 
+# %% ../nbs/01_taxonomy.ipynb #e090aedc
 def load_taxonomy(data: str | Path | None = None, repair: bool = True, strict: bool = False, cache: bool = True) -> Taxonomy:
     "Load, lint and (by default) repair the upstream data in `data` (default `data_dir()/'upstream'`); lint reports are cached."
     raw = read_upstream(data)
