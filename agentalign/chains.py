@@ -24,9 +24,10 @@ __all__ = ['MIN_STEPS', 'MAX_STEPS', 'CHAIN_PROMPT_VERSION', 'CHAIN_SYSTEM', 'CH
            'SLOT_BY_CAP_ARG', 'PRODUCES', 'FLOW_ARGS', 'FREE_TEXT_ARGS', 'CRYPTO_SLOTS', 'OutOpt', 'ChainRecord',
            'chain_record', 'curated_chains', 'normalize_step', 'chain_problems', 'chain_schema', 'capability_catalog',
            'pick_examples', 'chain_request', 'parse_chains', 'merge_chains', 'export_review', 'import_review',
-           'arg_slot', 'choose_tools', 'PlanLink', 'PlanStep', 'InstantiatedChain', 'plan_arguments', 'plan_problems',
-           'instantiate', 'plan_values', 'ChainsConfig', 'parsed_answer', 'role_backend', 'chain_requests',
-           'collect_chains', 'drop_duplicates', 'run_chains', 'load_chains', 'chains_cmd', 'chains_review_cmd']
+           'arg_slot', 'choose_tools', 'PlanLink', 'PlanStep', 'InstantiatedChain', 'fit_value', 'attachment_of',
+           'plan_arguments', 'plan_problems', 'instantiate', 'plan_values', 'ChainsConfig', 'parsed_answer',
+           'role_backend', 'chain_requests', 'collect_chains', 'drop_duplicates', 'run_chains', 'load_chains',
+           'chains_cmd', 'chains_review_cmd']
 
 # %% ../nbs/04_chains.ipynb #7d74b3aa
 class ChainRecord(Chain):
@@ -322,7 +323,7 @@ class InstantiatedChain(Chain):
 
 def _first(v: Any) -> Any: return v[0] if isinstance(v, list) and v else v
 
-def _fit(value: Any, schema: dict) -> Any:
+def fit_value(value: Any, schema: dict) -> Any:
     "Shape a slot value for an argument's schema (wrap in a list, unwrap, or stringify)."
     t = schema.get("type")
     types = t if isinstance(t, list) else [t]
@@ -331,7 +332,7 @@ def _fit(value: Any, schema: dict) -> Any:
     if "string" in types and not isinstance(value, str) and not ({"integer", "number"} & set(types) and isinstance(value, (int, float))): return str(value)
     return value
 
-def _attachments(value: Any, r) -> list[dict]:
+def attachment_of(value: Any, r) -> list[dict]:
     name = str(_first(value)).rstrip("/").split("/")[-1].split("?")[0] or "attachment.bin"
     return [{"name": name, "size": r.randint(4_000, 4_000_000)}]
 
@@ -347,11 +348,11 @@ def plan_arguments(steps: list[str], tools: list, r, sampler=None) -> list[PlanS
         overrides, links = {}, []
         for a in req:
             s = arg_slot(cap, a, tool.name)
-            if s and s in ctx: overrides[a] = _fit(ctx[s][0], props.get(a, {})); links.append(PlanLink(arg=a, slot=s, from_step=ctx[s][1]))
+            if s and s in ctx: overrides[a] = fit_value(ctx[s][0], props.get(a, {})); links.append(PlanLink(arg=a, slot=s, from_step=ctx[s][1]))
         for a, slots in FLOW_ARGS.get(cap, []):
             s = next((s for s in slots if s in ctx), None)
             if a in props and a not in overrides and s:
-                overrides[a] = _attachments(ctx[s][0], r) if a == "attachments" else _fit(ctx[s][0], props[a])
+                overrides[a] = attachment_of(ctx[s][0], r) if a == "attachments" else fit_value(ctx[s][0], props[a])
                 links.append(PlanLink(arg=a, slot=s, from_step=ctx[s][1]))
         args = dict(sampler(tool, r, required_only=True, overrides=dict(overrides)))
         args.update(overrides)
@@ -387,7 +388,7 @@ def plan_problems(plan: list[PlanStep], tax) -> list[str]:
             srcv = src.produces.get(l.slot) if l.slot in src.produces else next(
                 (v for a, v in src.arguments.items() if arg_slot(src.capability, a, src.tool) == l.slot), None)
             got = st.arguments.get(l.arg)
-            if l.arg == "attachments": ok = bool(isinstance(got, list) and got and isinstance(got[0], dict) and got[0].get("name") == _attachments(srcv, random.Random(0))[0]["name"])
+            if l.arg == "attachments": ok = bool(isinstance(got, list) and got and isinstance(got[0], dict) and got[0].get("name") == attachment_of(srcv, random.Random(0))[0]["name"])
             elif isinstance(got, list) and isinstance(srcv, list): ok = got == srcv
             else: ok = srcv is not None and str(_first(got)) == str(_first(srcv))
             if not ok: out.append(f"step {st.step}: {l.arg} does not carry {l.slot} from step {l.from_step}")

@@ -18,15 +18,16 @@ from .decontamination import Decontaminator, load_decontaminator
 from .llm.base import LLMConfig
 from .drafts import (KINDS, MIN_CHARS, ECHO_RE, clean_text, norm_text, plan_parts, plan_coverage, show_value,
                                draft_for, rewrite_request, accept_rewrite)
+from .pools import kind_plan, scenario_id
 from .content import read_yaml, text_list
 
 # %% auto #0
 __all__ = ['SOURCES', 'PROMPT_VERSION', 'STYLES_FILE', 'INSTR_SYSTEM', 'KIND_BRIEF', 'INSTR_USER', 'INSTRUCTION_SCHEMA', 'OutOpt',
            'InstructionRecord', 'slot_id', 'style_phrases', 'sample_style', 'tools_block', 'check_clean',
-           'instruction_request', 'parse_instructions', 'parse_counts', 'InstructionsConfig', 'resolve_mode',
-           'balance_sources', 'select_chains', 'instantiate_all', 'free_requests', 'rewrite_requests', 'build_requests',
-           'collect_free', 'collect_rewrite', 'collect_instructions', 'run_instructions', 'count_reasons_dict',
-           'instruction_figures', 'instructions_cmd']
+           'scenario_hint', 'instruction_request', 'parse_instructions', 'parse_counts', 'InstructionsConfig',
+           'resolve_mode', 'balance_sources', 'select_chains', 'instantiate_all', 'free_requests', 'rewrite_requests',
+           'build_requests', 'collect_free', 'collect_rewrite', 'collect_instructions', 'run_instructions',
+           'count_reasons_dict', 'instruction_figures', 'instructions_cmd']
 
 # %% ../nbs/05_instructions.ipynb #96ac02e5
 SOURCES = ("llm", "rewrite", "draft")
@@ -54,6 +55,8 @@ class InstructionRecord(BaseModel):
     plan_coverage: float = 0.0
     source: Literal["llm", "rewrite", "draft"] = "llm"
     draft: Optional[str] = None          # the plan-grounded draft (rewrite mode)
+    scenario: Optional[str] = None       # the value scenario of its kind plan (`agentalign.pools`)
+    purpose: Optional[str] = None        # the purpose clause its draft states (None: it states none)
 
 def slot_id(instance_id: str, kind: str, index: int) -> str:
     "The id of one requested instruction (record id or failure item id)."
@@ -87,11 +90,11 @@ JSON object and nothing else."""
 KIND_BRIEF = {
     "harmful": """Kind: HARMFUL. Harm category: {category}; subcategory: {subcategory}.
 How these tools serve the harmful pattern: {explanation}
-Write requests in which the user plainly wants the assistant to carry out this pattern with these tools. The harmful \
-intent must be unmistakable to a careful reader (a victim is targeted, people are deceived, the law is evaded), \
-because these requests teach the assistant to refuse. Vary the scenario, the complexity and the way the goal is put. \
-The harm lies in what the assistant is asked to do with the tools: no real people's names, no slurs, no recipes for \
-weapons or drugs.""",
+Write requests in which the user plainly wants the assistant to carry out this pattern with these tools. The harm must \
+be visible in what is done — who is targeted, what the message or post says, what is searched for, bought, paid or \
+run — with concrete, realistic values you choose consistent with the harmful goal, because these requests teach the \
+assistant to refuse; at least half of them should give no reason at all. Vary the scenario, the complexity and the \
+way it is put. No real people's names, no slurs, no recipes for weapons or drugs.""",
     "benign": """Kind: BENIGN.
 Write requests that use these tools for a clearly legitimate goal: legal, respectful of privacy and copyright, the \
 kind of task a business, a student, a professional or a private person has every day. Vary the domain (work, \
@@ -108,14 +111,15 @@ INSTR_USER = """Tools the assistant will use, in this order:
 {tools}
 
 {brief}
-
+{hint}
 Write {n} request(s), one for each voice below:
 {styles}
 
 Every request must:
 - read like a real person writing to an assistant: never mention datasets, function names, JSON or step numbers;
 - need every tool above, in that order, with one step leading naturally to the next;
-- contain each value listed under "state" exactly as written, so the assistant can act without asking back;
+- contain each value listed under "state" exactly as written, so the assistant can act without asking back (values
+  listed under "suggested" are an example of the kind of content meant: use them or write your own);
 - for values listed under "from step", ask the assistant to use the result of that earlier action instead;
 - be self-contained and worded differently from the others.
 
@@ -133,7 +137,7 @@ def tools_block(inst: InstantiatedChain, tax) -> str:
         desc = (tool.description if tool else "").strip()
         lines.append(f"{st.step}. {st.tool}: {desc}")
         if part["state"]: lines.append("   state: " + "; ".join(f"{a} = {show_value(v)}" for a, v in part["state"].items()))
-        if part["free"]: lines.append("   phrase yourself: " + ", ".join(part["free"]))
+        if part["free"]: lines.append("   suggested: " + "; ".join(f"{a} = {show_value(v)}" for a, v in part["free"].items()))
         if part["derived"]: lines.append("   from step: " + "; ".join(f"{a} comes from the result of step {j}" for a, j in part["derived"].items()))
     return "\n".join(lines)
 
@@ -147,14 +151,21 @@ def check_clean(decon: Decontaminator, text: str, what: str) -> None:
     if text in seen: return
     decon.check(text, what); seen.add(text)
 
+def scenario_hint(scenario: dict | None) -> str:
+    "What the requester is after and who is affected, in the scenario's words (empty without a scenario)."
+    if not scenario: return ""
+    parts = [f'What this requester is after, in their words: "{scenario["say"]}".' if scenario.get("say") else "",
+             f"Who is affected: {scenario['target']}." if scenario.get("target") else ""]
+    return " ".join(p for p in parts if p) + "\n" if any(parts) else ""
+
 def instruction_request(inst: InstantiatedChain, kind: str, n: int, seed: int, tax, decon: Decontaminator | None = None,
-                        temperature: float = 0.9, max_tokens: int = 200, start: int = 0):
+                        temperature: float = 0.9, max_tokens: int = 200, start: int = 0, scenario: dict | None = None):
     "The `ChatRequest` for instructions `start .. start+n-1` (at most `max_tokens` tokens each) of one kind for one instance, and their styles."
     from agentalign.llm.base import ChatRequest
     if kind not in KINDS: raise AgentAlignError(f"unknown instruction kind {kind!r} (expected one of {', '.join(KINDS)})")
     styles = [sample_style(seed, inst.id, kind, i) for i in range(start, start + n)]
     brief = KIND_BRIEF[kind].format(category=inst.category, subcategory=inst.subcategory, explanation=inst.explanation or "(none given)")
-    user = INSTR_USER.format(tools=tools_block(inst, tax), brief=brief, n=n,
+    user = INSTR_USER.format(tools=tools_block(inst, tax), brief=brief, n=n, hint=scenario_hint(scenario),
                              styles="\n".join(f"{i + 1}. as {s['persona']}, {s['tone']}, written as {s['form']}" for i, s in enumerate(styles)))
     msgs = [{"role": "system", "content": INSTR_SYSTEM}, {"role": "user", "content": user}]
     if decon is not None:
@@ -165,15 +176,16 @@ def instruction_request(inst: InstantiatedChain, kind: str, n: int, seed: int, t
 
 # %% ../nbs/05_instructions.ipynb #5e71b7ef
 def _record(inst: InstantiatedChain, kind: str, i: int, text: str, style: dict, *, generator: str, seed: int,
-            source: str = "llm", draft: str | None = None) -> InstructionRecord:
+            source: str = "llm", draft: str | None = None, scenario: str | None = None, purpose: str | None = None) -> InstructionRecord:
     return InstructionRecord(id=slot_id(inst.id, kind, i), chain_id=inst.chain_id, instance_id=inst.id, category=inst.category,
                              subcategory=inst.subcategory, steps=inst.steps, tools=inst.tools, argument_plan=inst.argument_plan,
                              kind=kind, instruction=text, generator=generator, prompt_version=PROMPT_VERSION, seed=seed, index=i,
-                             plan_coverage=plan_coverage(text, inst.argument_plan), source=source, draft=draft, **style)
+                             plan_coverage=plan_coverage(text, inst.argument_plan), source=source, draft=draft, scenario=scenario,
+                             purpose=purpose, **style)
 
 def parse_instructions(parsed: Any, inst: InstantiatedChain, kind: str, styles: list[dict], *, generator: str, seed: int,
                        seen: set | None = None, decon: Decontaminator | None = None, start: int = 0,
-                       min_chars: int = MIN_CHARS) -> tuple[list[InstructionRecord], list[Failure], int]:
+                       min_chars: int = MIN_CHARS, scenario: str | None = None) -> tuple[list[InstructionRecord], list[Failure], int]:
     "Records, failures (one per unusable slot) and the number of extra items, from one free-writing answer."
     seen = set() if seen is None else seen
     idx = range(start, start + len(styles))
@@ -194,7 +206,7 @@ def parse_instructions(parsed: Any, inst: InstantiatedChain, kind: str, styles: 
         if norm_text(t) in seen: fail("duplicate", "same text as another instruction", t[:2000]); continue
         if decon is not None and not decon.is_clean(t): fail("agentharm_overlap", "overlaps AgentHarm behavior text"); continue
         seen.add(norm_text(t))
-        recs.append(_record(inst, kind, i, t, st, generator=generator, seed=seed))
+        recs.append(_record(inst, kind, i, t, st, generator=generator, seed=seed, scenario=scenario))
     return recs, fails, max(0, len(items) - len(styles))
 
 # %% ../nbs/05_instructions.ipynb #b9b92c19
@@ -322,26 +334,29 @@ def free_requests(inst: InstantiatedChain, kind: str, n: int, cfg: InstructionsC
     reqs, meta, fails = [], {}, []
     for start in range(0, n, cfg.per_request):
         k = min(cfg.per_request, n - start)
-        try: req, styles = instruction_request(inst, kind, k, cfg.seed, tax, decon, cfg.temperature, cfg.max_tokens, start)
+        plan, sc, _ = kind_plan(inst, kind, start, cfg.seed, tax)
+        ki, scid = inst.model_copy(update={"argument_plan": plan}), scenario_id(sc)
+        try: req, styles = instruction_request(ki, kind, k, cfg.seed, tax, decon, cfg.temperature, cfg.max_tokens, start, scenario=sc)
         except AgentAlignError as e:
             fails += [Failure(stage="instructions", item_id=slot_id(inst.id, kind, i), reason="agentharm_overlap", detail=str(e)) for i in range(start, start + k)]
             continue
-        reqs.append(req); meta[req.id] = (inst, kind, [(start + j, s, None, None) for j, s in enumerate(styles)])
+        reqs.append(req); meta[req.id] = (ki, kind, [(start + j, s, None, None, scid) for j, s in enumerate(styles)])
     return reqs, meta, fails
 
-def rewrite_requests(inst: InstantiatedChain, kind: str, n: int, cfg: InstructionsConfig, decon) -> tuple[list, dict, list[Failure]]:
-    "Rewrite mode: one request per slot, with its draft and intent, and the failures of drafts overlapping AgentHarm."
+def rewrite_requests(inst: InstantiatedChain, kind: str, n: int, cfg: InstructionsConfig, tax, decon) -> tuple[list, dict, list[Failure]]:
+    "Rewrite mode: one request per slot, with its kind plan, draft and intent, and the failures of drafts overlapping AgentHarm."
     reqs, meta, fails = [], {}, []
     for i in range(n):
         sid, style = slot_id(inst.id, kind, i), sample_style(cfg.seed, inst.id, kind, i)
-        draft, intent = draft_for(inst, kind, i, cfg.seed)
+        d = draft_for(inst, kind, i, cfg.seed, tax)
+        draft, intent, ki = d.text, d.intent, inst.model_copy(update={"argument_plan": d.plan})
         req = rewrite_request(sid, draft, style, cfg.seed + i, cfg.rewrite_temperature, cfg.max_tokens)
         try:
             if decon is not None:
                 for text in (draft, *(m["content"] for m in req.messages)): check_clean(decon, text, f"draft {sid}")
         except AgentAlignError:
             fails.append(Failure(stage="instructions", item_id=sid, reason="agentharm_overlap", detail="the draft overlaps AgentHarm behavior text")); continue
-        reqs.append(req); meta[req.id] = (inst, kind, [(i, style, draft, intent)])
+        reqs.append(req); meta[req.id] = (ki, kind, [(i, style, draft, intent, d.scenario)])
     return reqs, meta, fails
 
 def build_requests(instances: list[InstantiatedChain], cfg: InstructionsConfig, mode: str, tax, decon) -> tuple[list, dict, list[Failure], list[str]]:
@@ -351,7 +366,7 @@ def build_requests(instances: list[InstantiatedChain], cfg: InstructionsConfig, 
         for kind in KINDS:
             n = cfg.counts[kind]
             slots += [slot_id(inst.id, kind, i) for i in range(n)]
-            r, m, f = free_requests(inst, kind, n, cfg, tax, decon) if mode == "free" else rewrite_requests(inst, kind, n, cfg, decon)
+            r, m, f = free_requests(inst, kind, n, cfg, tax, decon) if mode == "free" else rewrite_requests(inst, kind, n, cfg, tax, decon)
             reqs += r; meta.update(m); fails += f
     return reqs, meta, fails, slots
 
@@ -372,12 +387,12 @@ def collect_free(res, inst: InstantiatedChain, kind: str, slots: list, cfg: Inst
         return [], [Failure(stage="instructions", item_id=x, reason="invalid_json", detail="the answer is not JSON",
                             raw=(res.response.content or "")[:2000]) for x in ids], 0
     return parse_instructions(parsed, inst, kind, [s for _, s, *_ in slots], generator=generator, seed=cfg.seed, seen=seen,
-                              decon=decon, start=slots[0][0], min_chars=cfg.min_chars)
+                              decon=decon, start=slots[0][0], min_chars=cfg.min_chars, scenario=slots[0][4])
 
 def collect_rewrite(res, inst: InstantiatedChain, kind: str, slot: tuple, cfg: InstructionsConfig, *, generator: str, seen: set,
                     decon=None) -> tuple[InstructionRecord | None, Failure | None, str | None]:
-    "(record or None, failure or None, why the draft was kept or None) for one rewrite slot `(index, style, draft, intent)`."
-    (i, style, draft, intent), sid = slot, slot_id(inst.id, kind, slot[0])
+    "(record or None, failure or None, why the draft was kept or None) for one rewrite slot `(index, style, draft, intent, scenario)`."
+    (i, style, draft, intent, scid), sid = slot, slot_id(inst.id, kind, slot[0])
     ok = res.ok and res.response is not None
     if not ok and (res.failure is None or res.failure.reason not in _FORMAT_REASONS): return None, _slot_failure(res, sid), None
     parsed = parsed_answer(res.response) if ok else None
@@ -390,7 +405,8 @@ def collect_rewrite(res, inst: InstantiatedChain, kind: str, slot: tuple, cfg: I
     if why is not None and norm_text(t) in seen:
         return None, Failure(stage="instructions", item_id=sid, reason="duplicate", detail="the draft repeats another instruction", raw=draft), why
     seen.add(norm_text(t))
-    return _record(inst, kind, i, t, style, generator=generator, seed=cfg.seed, source=source, draft=draft), None, why
+    return _record(inst, kind, i, t, style, generator=generator, seed=cfg.seed, source=source, draft=draft, scenario=scid,
+                   purpose=intent or None), None, why
 
 def _bump(fallbacks: dict, kind: str, why: str) -> None:
     fallbacks.setdefault(kind, {})[why] = fallbacks.setdefault(kind, {}).get(why, 0) + 1

@@ -114,7 +114,7 @@ def is_english(text: str, min_english: float = 0.1) -> bool:
     return a >= 0.9 and (len(_LETTERS.findall(text)) < 6 or e >= min_english)
 
 # %% ../nbs/06_quality.ipynb #b4a7239a
-_ECHO = re.compile(r"phrase yourself|from step:|\bstate:|kind: (harmful|benign|borderline)|\"instructions\"\s*:|"
+_ECHO = re.compile(r"phrase yourself|suggested:|from step:|\bstate:|kind: (harmful|benign|borderline)|\"instructions\"\s*:|"
                    r"written as (a|two|the) |answer with json|^\s*(```|[\[{])", re.I)
 
 PROMPT_MODULES = ("agentalign.instructions", "agentalign.drafts")
