@@ -16,9 +16,9 @@ from .chains import InstantiatedChain, PlanStep
 
 # %% auto #0
 __all__ = ['KINDS', 'MIN_CHARS', 'ECHO_RE', 'TOOLS_FILE', 'REFERENCES_FILE', 'REQUESTS_FILE', 'REFERENCE_KEYS', 'PURPOSE_SHARE',
-           'TARGET_SHARE', 'RECIPIENT_ARGS', 'REWRITE_SYSTEM', 'REWRITE_USER', 'REWRITE_SCHEMA', 'show_value',
-           'plan_parts', 'stated_values', 'plan_coverage', 'norm_text', 'clean_text', 'RequestPhrases',
-           'read_request_phrases', 'request_phrases', 'write_value', 'reference', 'step_text', 'Draft',
+           'TARGET_SHARE', 'DESCRIBE_SHARE', 'RECIPIENT_ARGS', 'REWRITE_SYSTEM', 'REWRITE_USER', 'REWRITE_SCHEMA',
+           'show_value', 'plan_parts', 'stated_values', 'plan_coverage', 'norm_text', 'clean_text', 'RequestPhrases',
+           'read_request_phrases', 'request_phrases', 'write_value', 'reference', 'step_text', 'Draft', 'described',
            'compose_request', 'draft_for', 'mask_values', 'unmask_values', 'rewrite_request', 'intent_kept',
            'review_rewrite', 'accept_rewrite']
 
@@ -82,6 +82,7 @@ class RequestPhrases(NamedTuple):
     sequencers: list[list[str]]                 # [before step 1, (middle ...), before the last step]
     purpose_frames: list[str]                   # each with {say}
     extras: dict[str, str]                      # optional argument -> clause with {v}, added after a step's phrasing
+    describers: list[str]                       # a value with what it is: {v} and {about}
 
 def _phrasings(v: Any, where: str, tool) -> list[str]:
     req = tool.parameters.get("required", [])
@@ -110,12 +111,13 @@ def read_request_phrases(folder: Path) -> RequestPhrases:
     if miss: raise AgentAlignError(f"{p}: no entry for {miss[0]}")
     p = folder / REQUESTS_FILE; d = read_yaml(p, "phrase file")
     if not isinstance(d, dict): raise AgentAlignError(f"{p}: expected a map of phrase lists")
-    for k in ("openers", "closers", "sequencers", "purpose_frames", "extras"):
+    for k in ("openers", "closers", "sequencers", "purpose_frames", "extras", "describers"):
         if k not in d: raise AgentAlignError(f"{p}: missing list {k}")
     return RequestPhrases(tools, refs, text_list(d["openers"], f"{p}: openers", empty_ok=True), text_list(d["closers"], f"{p}: closers", empty_ok=True),
                           [_sequencer(x, f"{p}: sequencers[{i}]") for i, x in enumerate(d["sequencers"] or [])] or text_list([], f"{p}: sequencers"),
                           text_list(d["purpose_frames"], f"{p}: purpose_frames", allowed=("say",), required=("say",)),
-                          text_map(d["extras"], f"{p}: extras", lambda v, w: check_text(v, w, ("v",), ("v",))))
+                          text_map(d["extras"], f"{p}: extras", lambda v, w: check_text(v, w, ("v",), ("v",))),
+                          text_list(d["describers"], f"{p}: describers", allowed=("v", "about"), required=("v", "about")))
 
 _PHRASES: dict = {}
 
@@ -152,23 +154,28 @@ def reference(slot: str, r, ph: RequestPhrases | None = None) -> str:
 # %% ../nbs/05a_drafts.ipynb #b908d5e7
 PURPOSE_SHARE = {"harmful": 0.4, "benign": 0.5, "borderline": 0.85}   # share of requests that state a purpose
 TARGET_SHARE = 0.5                                                     # share that name who is affected, after the recipient
+DESCRIBE_SHARE = 0.75                                                  # share of described texts that carry their description
 RECIPIENT_ARGS = ("to", "chat_id", "user_id", "recipient", "destination")
 
-def step_text(st: PlanStep, part: dict, r, tax, ph: RequestPhrases | None = None, target: str | None = None) -> str:
-    "One step as words (see above); `target` is named after its recipient, when it has one."
+def step_text(st: PlanStep, part: dict, r, tax, ph: RequestPhrases | None = None, target: str | None = None,
+              about: dict[str, str] | None = None) -> str:
+    "One step as words (see above); `target` is named after its recipient, when it has one; `about` says what a value is."
     ph = ph or request_phrases()
     props = tax.tools[st.tool].parameters.get("properties", {})
     tpl = r.choice(ph.tools[st.tool])
     req = set(tax.tools[st.tool].parameters.get("required", []))
     slots = {l.arg: l.slot for l in st.links}
-    vals = {}
+    about, vals = about or {}, {}
+    def value(a):
+        v = write_value(st.arguments.get(a), props.get(a))
+        return r.choice(ph.describers).format(v=v, about=about[a]) if a in about and r.random() < DESCRIBE_SHARE else v
     for a in req:
-        vals[a] = reference(slots[a], r, ph) if a in part["derived"] else write_value(st.arguments.get(a), props.get(a))
+        vals[a] = reference(slots[a], r, ph) if a in part["derived"] else value(a)
         if target and a in RECIPIENT_ARGS and a not in part["derived"]: vals[a] += f" ({target})"; target = None
     text = tpl.format(**vals)
     for a in st.arguments:
         if a in req or a not in ph.extras: continue
-        v = reference(slots[a], r, ph) if a in part["derived"] else write_value(st.arguments[a], props.get(a))
+        v = reference(slots[a], r, ph) if a in part["derived"] else value(a)
         text += " " + ph.extras[a].format(v=v)
     return text
 
@@ -191,14 +198,27 @@ class Draft(NamedTuple):
     plan: list[PlanStep]         # the request's own (kind) plan
     scenario: str                # which scenario it came from (a stable id of its values)
 
-def compose_request(plan: list[PlanStep], kind: str, scenario: dict, r, tax, ph: RequestPhrases | None = None) -> tuple[str, str]:
-    "(request text, purpose clause) for `plan`, in people's words (see above)."
+def described(plan: list[PlanStep], scenario: dict, filled: list[str]) -> dict[str, dict[str, str]]:
+    "step -> argument -> what its value is, for the first argument each described text of `scenario` filled."
+    from agentalign.pools import slot_of
+    about, out, done = scenario.get("about") or {}, {}, set()
+    for st in plan:
+        for a in st.arguments:
+            sl = slot_of(st.capability, a)
+            if f"{st.step}.{a}" in filled and sl in about and sl not in done:
+                out.setdefault(st.step, {})[a] = about[sl]; done.add(sl)
+    return out
+
+def compose_request(plan: list[PlanStep], kind: str, scenario: dict, r, tax, ph: RequestPhrases | None = None,
+                    filled: list[str] = ()) -> tuple[str, str]:
+    "(request text, purpose clause) for `plan`, in people's words (see above); `filled`: the arguments `scenario` filled."
     ph = ph or request_phrases()
     say = scenario.get("say") if r.random() < PURPOSE_SHARE[kind] else None
     target = scenario.get("target") if r.random() < TARGET_SHARE else None
-    steps = []
+    about, steps = described(plan, scenario, list(filled)), []
     for st, part in zip(plan, plan_parts(plan)):
-        steps.append(step_text(st, part, r, tax, ph, target)); target = target if target and target not in steps[-1] else None
+        steps.append(step_text(st, part, r, tax, ph, target, about.get(st.step)))
+        target = target if target and target not in steps[-1] else None
     body = _chain_steps(steps, r, ph)
     intent = ""
     if say:
@@ -217,8 +237,8 @@ def draft_for(inst: InstantiatedChain, kind: str, index: int, seed: int, tax=Non
     if tax is None:
         from agentalign.taxonomy import load_taxonomy
         tax = load_taxonomy()
-    plan, sc, _ = kind_plan(inst, kind, index, seed, tax)
-    text, intent = compose_request(plan, kind, sc, rng(seed, "draft", inst.id, kind, index), tax)
+    plan, sc, filled = kind_plan(inst, kind, index, seed, tax)
+    text, intent = compose_request(plan, kind, sc, rng(seed, "draft", inst.id, kind, index), tax, filled=filled)
     return Draft(text, intent, plan, scenario_id(sc))
 
 # %% ../nbs/05a_drafts.ipynb #46290003
