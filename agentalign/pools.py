@@ -49,6 +49,8 @@ def check_scenario(s: Any, where: str, benign: bool = False) -> dict:
         elif k == "about": check_about(v, s, f"{where}.about")
         else: raise AgentAlignError(f"{where}.{k}: unknown slot (known: {', '.join(SLOTS)}, say, target, about{', domain' if benign else ''})")
     if not set(s) & set(SLOTS): raise AgentAlignError(f"{where}: fills no slot")
+    miss = [k for k in DESCRIBED if k in s and k not in (s.get("about") or {})]
+    if miss: raise AgentAlignError(f"{where}.about: says nothing of {', '.join(miss)} (every text it fills needs a description: {miss[0]}: \"a ...\")")
     return dict(s)
 
 def check_about(a: Any, s: dict, where: str) -> dict:
