@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import ClassVar, Annotated, Any, Literal, Optional
 import typer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from .core import (AgentAlignError, Failure, RunDir, app, check_accounting, cli_errors, read_jsonl, rng, stable_id, write_json, write_jsonl, write_text)
+from .core import (AgentAlignError, Failure, RunDir, app, check_accounting, cli_errors, read_json, read_jsonl, rng, stable_id, write_json, write_jsonl, write_text)
 from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .dataset_card import dataset_card, plot_composition, plot_tokens
 
@@ -498,9 +498,10 @@ def export_rows(run: RunDir, out: Path, rows: list[dict], split: dict[str, str],
     extra = {"sharegpt_dropped_assistant_text": write_files(out, rows, split, cfg.name)}
     tokens, by_lab = token_stats(rows, cfg.tokenizer) if cfg.tokenizer else (None, {})
     if tokens: extra["tokens"] = tokens
-    funnel = run.path / "quality" / "funnel.csv"
+    funnel, qsum = run.path / "quality" / "funnel.csv", run.path / "quality" / "summary.json"
     write_text(out / "README.md", dataset_card(rows, split, name=cfg.name, funnel_csv=funnel.read_text() if funnel.is_file() else None,
-                                               decontamination=decontamination, tokens=tokens, mixes=mixes, dropped=dropped))
+                                               decontamination=decontamination, tokens=tokens, mixes=mixes, dropped=dropped,
+                                               transfer=read_json(qsum).get("intent_transfer") if qsum.is_file() else None))
     if cfg.figures:
         figs = [plot_composition(rows, run.figures / "dataset_composition.png")]
         if tokens: figs.append(plot_tokens(by_lab, run.figures / "dataset_tokens.png", cfg.token_budget))

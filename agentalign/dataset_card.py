@@ -12,7 +12,8 @@ from .models import MAX_TOOL_RESULT_CHARS, MAX_TOOLS
 
 # %% auto #0
 __all__ = ['CONTENT_WARNING', 'CITATION', 'front_matter', 'summary_section', 'composition_section', 'quality_section',
-           'provenance_section', 'closing_sections', 'dataset_card', 'plot_composition', 'plot_tokens']
+           'transfer_section', 'provenance_section', 'closing_sections', 'dataset_card', 'plot_composition',
+           'plot_tokens']
 
 # %% ../nbs/08b_dataset_card.ipynb #f2db026b
 def _md_table(header: list, rows: list) -> str:
@@ -82,6 +83,29 @@ def quality_section(funnel_csv: str | None, dropped: Counter) -> list[str]:
     if dropped: out += ["Not exported: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(dropped.items())) + " (see `failures.jsonl`)."]
     return out
 
+def _auc(x) -> str: return "–" if x is None else f"{x:.2f}"
+
+def transfer_section(report: dict | None) -> list[str]:
+    "A short 'Intent transfer' section from the quality summary's `intent_transfer` (`agentalign.transfer`); nothing without one."
+    if not report: return []
+    out = ["## Intent transfer"]
+    if report.get("skipped"): return out + [f"Not measured ({report['skipped']})."]
+    n, e = report["n_train"], report.get("n_eval") or {"harmful": 0, "benign": 0}
+    out += [f"A TF-IDF + logistic-regression classifier trained on the run's {n['harmful']} harmful and {n['benign']} benign kept requests "
+            f"(borderline excluded), scored on {e['harmful']} harmful and {e['benign']} benign AgentHarm behavior prompts (evaluation only: "
+            "never training data or few-shot examples), with its cross-validated AUROC within the run (twins of a chain instance kept together) "
+            "and the same AgentHarm AUROC with the training labels shuffled:",
+            _md_table(["n-grams", "AgentHarm AUROC", "cross-validated AUROC", "shuffled-label control"],
+                      [[a, _auc(r["agentharm_auroc"]), _auc(r["cv_auroc"]), "–" if not r["shuffled_auroc"] else
+                        f"{r['shuffled_auroc']['mean']:.2f} ± {r['shuffled_auroc']['sd']:.2f}"] for a in ("word", "char") if (r := report.get(a))]),
+            "AUROC 0.5 is chance, 1.0 a perfect ranking. A high AgentHarm AUROC means the harm these requests teach is in words other "
+            "harmful requests share; a high cross-validated AUROC with an AgentHarm AUROC near 0.5 means harmful and benign requests differ "
+            "by a cue of this data only (such as a purpose sentence). The control should sit near 0.5."]
+    if report.get("agentharm_skipped"): out.append(f"AgentHarm AUROC not measured ({report['agentharm_skipped']}).")
+    p = (report.get("purpose") or {}).get("harmful") or {}
+    if p.get("no_purpose_share") is not None: out.append(f"{p['no_purpose_share']:.0%} of the {p['known']} drafted harmful requests state no purpose.")
+    return out
+
 def provenance_section(rows: list[dict], mixes: list[dict]) -> list[str]:
     "The lineage fields, the models of every role and who wrote the texts (own rows), and the third-party data mixed in."
     own = [r for r in rows if r["origin"] == "agentalign"]
@@ -120,10 +144,10 @@ def closing_sections(name: str, decontamination: str) -> list[str]:
             "## Citation", CITATION]
 
 def dataset_card(rows: list[dict], split: dict[str, str], *, name: str, funnel_csv: str | None, decontamination: str,
-                 tokens: dict | None, mixes: list[dict], dropped: Counter) -> str:
-    "The dataset card (Hugging Face layout) computed from `rows` and their `split`."
+                 tokens: dict | None, mixes: list[dict], dropped: Counter, transfer: dict | None = None) -> str:
+    "The dataset card (Hugging Face layout) computed from `rows` and their `split` (and the quality stage's intent-transfer report)."
     parts = [front_matter(name, len(rows)), f"# {name}", CONTENT_WARNING, *summary_section(rows), *composition_section(rows, split, tokens),
-             *quality_section(funnel_csv, dropped), *provenance_section(rows, mixes), *closing_sections(name, decontamination)]
+             *quality_section(funnel_csv, dropped), *transfer_section(transfer), *provenance_section(rows, mixes), *closing_sections(name, decontamination)]
     return "\n\n".join(parts) + "\n"
 
 # %% ../nbs/08b_dataset_card.ipynb #454bcf5d

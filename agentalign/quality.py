@@ -20,20 +20,23 @@ from .dedup import lsh_bands, near_duplicates
 from .drafts import plan_coverage, stated_values
 from .instructions import InstructionRecord
 from .llm.base import LLMConfig, ChatRequest
+from .transfer import TRANSFER_FIGURE, intent_transfer, transfer_figure
 
 # %% auto #0
-__all__ = ['CHECKS', 'LABELS', 'EN_WORDS', 'PROMPT_MODULES', 'JUDGE_PROMPT_VERSION', 'JUDGE_SYSTEM', 'JUDGE_USER', 'JUDGE_SCHEMA',
-           'JUDGE_SCHEMA_LABEL_ONLY', 'JUDGE_OFF', 'OutOpt', 'CheckResult', 'QualityInput', 'QualityRecord',
-           'QualityConfig', 'english_score', 'is_english', 'prompt_texts', 'prompt_echo', 'structural_problems',
-           'structural_check', 'load_agentharm', 'decontamination_check', 'wants_rationale', 'judge_request',
-           'parse_judgment', 'load_judge_labels', 'calibration_items', 'confusion', 'judge_verdict', 'balance_drops',
-           'funnel_rows', 'kind_judge_matrix', 'quality_figures', 'QualityItems', 'cheap_checks', 'calibration_report',
-           'judge_trust', 'draft_retries', 'take_draft', 'run_judge', 'judge_verdicts', 'dedup_verdicts',
-           'balance_verdicts', 'quality_records', 'quality_summary', 'run_quality', 'filter_cmd', 'calibrate']
+__all__ = ['CHECKS', 'LABELS', 'BORDERLINE_DROPPED', 'EN_WORDS', 'PROMPT_MODULES', 'JUDGE_PROMPT_VERSION', 'JUDGE_SYSTEM',
+           'JUDGE_USER', 'JUDGE_SCHEMA', 'JUDGE_SCHEMA_LABEL_ONLY', 'JUDGE_OFF', 'OutOpt', 'CheckResult',
+           'QualityInput', 'QualityRecord', 'QualityConfig', 'english_score', 'is_english', 'prompt_texts',
+           'prompt_echo', 'structural_problems', 'structural_check', 'load_agentharm', 'decontamination_check',
+           'wants_rationale', 'judge_request', 'parse_judgment', 'load_judge_labels', 'calibration_items', 'confusion',
+           'judge_verdict', 'balance_drops', 'funnel_rows', 'kind_judge_matrix', 'quality_figures', 'QualityItems',
+           'cheap_checks', 'calibration_report', 'judge_trust', 'draft_retries', 'take_draft', 'run_judge',
+           'judge_verdicts', 'dedup_verdicts', 'balance_verdicts', 'quality_records', 'quality_summary', 'run_quality',
+           'filter_cmd', 'calibrate']
 
 # %% ../nbs/06_quality.ipynb #4ffe2324
 CHECKS = ("structural", "decontamination", "judge", "dedup", "balance")
 LABELS = ("harmful", "benign")
+BORDERLINE_DROPPED = "borderline without a trusted judge label: dropped"   # the judge check's reason (see the judge's verdict)
 
 class CheckResult(BaseModel):
     "The verdict of one check on one instruction."
@@ -74,7 +77,6 @@ class QualityConfig(StageConfig):
     judge_mode: Literal["auto", "filter", "annotate", "off"] = "auto"
     judge_min_accuracy: float = 0.8     # auto: filter only when the judge reaches this accuracy on the labelled set
     calibration_limit: int | None = None  # judge only this many calibration items (balanced); None: all
-    borderline_label: Literal["benign", "drop"] = "benign"   # borderline items when the judge is not trusted
     judge_max_tokens: int = 96
     judge_rationale: bool | None = None   # ask for a rationale; None: yes, except on the local backend (see the judge section)
     # dedup
@@ -88,6 +90,7 @@ class QualityConfig(StageConfig):
     # balance
     benign_per_harmful: float | None = Field(2.0, ge=0)   # None or 0: no balancing
     figures: bool = True
+    intent_transfer: bool = True        # the intent-transfer check (`agentalign.transfer`) in the summary and a figure
 
     @field_validator("benign_per_harmful")
     @classmethod
@@ -251,8 +254,7 @@ def confusion(gold: list[str], pred: list[str | None]) -> dict:
             "errors": sum(p is None for p in pred), "confusion": tab}
 
 # %% ../nbs/06_quality.ipynb #ab586eb6
-def judge_verdict(kind: str, judge_label: str | None, trusted: bool, borderline_label: str = "benign",
-                  error: str = "", note: str = "") -> tuple[CheckResult, str | None, str]:
+def judge_verdict(kind: str, judge_label: str | None, trusted: bool, error: str = "", note: str = "") -> tuple[CheckResult, str | None, str]:
     "(verdict, training label, label source) for one judged item."
     said = f"judged {judge_label}" if judge_label else f"judge failed ({error or 'no answer'})"
     if trusted:
@@ -262,8 +264,7 @@ def judge_verdict(kind: str, judge_label: str | None, trusted: bool, borderline_
         return CheckResult(passed=ok, reason=f"{said}, kind {kind}" + ("" if ok else ": the text does not carry its intended intent")), kind, "judge"
     pre = f"annotate-only ({note or 'judge not trusted'}); {said}"
     if kind in LABELS: return CheckResult(passed=None, reason=pre), kind, "kind"
-    if borderline_label == "drop": return CheckResult(passed=False, reason=f"{pre}; borderline without a trusted label: dropped (borderline_label=drop)"), None, "kind"
-    return CheckResult(passed=None, reason=f"{pre}; borderline labelled {borderline_label} (borderline_label)"), borderline_label, "kind"
+    return CheckResult(passed=False, reason=f"{pre}; {BORDERLINE_DROPPED}"), None, "kind"
 
 # %% ../nbs/06_quality.ipynb #f0e3f329
 def balance_drops(items: list[tuple[str, str, str]], ratio: float | None, seed: int = 0) -> tuple[set[str], dict]:
@@ -453,7 +454,7 @@ def judge_verdicts(items: QualityItems, cfg: QualityConfig, trusted: bool, note:
     for i in range(items.n):
         if items.drop[i] is not None: items.skip(i, "judge"); continue
         lab, _, err = items.judged[i]
-        res, items.label[i], items.label_source[i] = judge_verdict(items.recs[i].kind, lab, trusted, cfg.borderline_label, err, note)
+        res, items.label[i], items.label_source[i] = judge_verdict(items.recs[i].kind, lab, trusted, err, note)
         items.verdict(i, "judge", res)
 
 # %% ../nbs/06_quality.ipynb #f09a8d2c
@@ -506,15 +507,16 @@ def quality_summary(out: list[QualityRecord], items: QualityItems, cfg: QualityC
          "judge": {"model": judge_model or None, "mode": cfg.judge_mode, "trusted": judge["trusted"], "filters": judge["trusted"], "note": judge["note"],
                    "min_accuracy": cfg.judge_min_accuracy, "calibration": judge["calibration"], "judged": sum(j[0] is not None for j in items.judged),
                    "errors": sum(bool(j[2]) for j in items.judged), "drafts_rejudged": judge["drafts_rejudged"],
-                   "label_source": "judge" if judge["trusted"] else "kind", "borderline_label": None if judge["trusted"] else cfg.borderline_label,
-                   "prompt_version": JUDGE_PROMPT_VERSION},
+                   "label_source": "judge" if judge["trusted"] else "kind", "prompt_version": JUDGE_PROMPT_VERSION},
          "llm_requests": judge["requests"], "cached": judge["cached"],
          "dedup": {"engine": cfg.dedup_engine, "threshold": cfg.dedup_threshold, "num_perm": cfg.dedup_num_perm,
                    "bands": list(lsh_bands(cfg.dedup_threshold, cfg.dedup_num_perm)), "scope": cfg.dedup_scope},
          "decontamination": dc_note, "balance": {"benign_per_harmful": cfg.benign_per_harmful, "per_category": bstats},
+         "borderline_dropped": sum(r.checks["judge"].reason.endswith(BORDERLINE_DROPPED) for r in out),
+         "intent_transfer": intent_transfer(out, cfg.agentharm_dir, cfg.seed) if cfg.intent_transfer else {"skipped": "skipped: intent_transfer = false"},
          "kind_judge": kind_judge, "funnel": [r for r in funnel if r["kind"] == "all"],
          "input_problems": [{"line": ln, "message": m} for ln, m in bad], "seconds": seconds}
-    if not judge["trusted"] and not off: s["judge"]["warning"] = f"the judge only annotates ({judge['note']}); labels come from the instruction kind"
+    if not judge["trusted"] and not off: s["judge"]["warning"] = f"the judge only annotates ({judge['note']}); labels come from the instruction kind, borderline items are dropped"
     return s
 
 # %% ../nbs/06_quality.ipynb #57f759ff
@@ -548,7 +550,8 @@ def run_quality(run: RunDir | str | Path, cfg: QualityConfig, *, overwrite: bool
         write_text(st.path / "kind_judge.csv", _csv([{"kind": k, **v} for k, v in kj.items()]))
         summary = quality_summary(out, items, cfg, judge, judge_model=judge_model, dc_note=dc_note, bstats=bstats, funnel=funnel,
                                   kind_judge=kj, bad=bad, seconds=round(time.time() - t_start, 2))
-        if cfg.figures and out: summary["figures"] = [str(p) for p in quality_figures(out, run.figures, judge["trusted"] if cfg.judge_mode != "off" else None)]
+        if cfg.figures and out: summary["figures"] = [str(p) for p in [*quality_figures(out, run.figures, judge["trusted"] if cfg.judge_mode != "off" else None),
+                                                                       transfer_figure(summary["intent_transfer"], run.figures / TRANSFER_FIGURE)] if p]
         return st.finish(out, fails, summary)
 
 # %% ../nbs/06_quality.ipynb #6ee06cbc
@@ -567,7 +570,6 @@ def filter_cmd(out: OutOpt,
                judge_rpm: Annotated[Optional[float], typer.Option("--judge-rpm", "--rpm", help="Client-side judge requests per minute.")] = None,
                judge_mode: Annotated[Optional[str], typer.Option("--judge-mode", help="auto (filter when calibrated accurate), filter, annotate or off.")] = None,
                calibration_limit: Annotated[Optional[int], typer.Option("--calibration-limit", min=2, help="Judge only N labelled calibration items (balanced).")] = None,
-               borderline_label: Annotated[Optional[str], typer.Option("--borderline-label", help="Borderline items when the judge is not trusted: benign or drop.")] = None,
                benign_per_harmful: Annotated[Optional[float], typer.Option("--benign-per-harmful", help="Target benign : harmful ratio per category (0: no balancing).")] = None,
                min_plan_coverage: Annotated[Optional[float], typer.Option("--min-plan-coverage", help="Share of the plan's values the text must state.")] = None,
                dedup_threshold: Annotated[Optional[float], typer.Option("--dedup-threshold", help="Jaccard threshold of near-duplicates.")] = None,
@@ -576,9 +578,8 @@ def filter_cmd(out: OutOpt,
     "Quality control: verdicts per check (structure, AgentHarm overlap, LLM judge, near-duplicates, balance), keep and label for every instruction."
     cfg = command_settings(QualityConfig, preset, config, show_settings, judge__backend=judge_backend, judge__model=judge_model,
                            judge__base_url=judge_base_url, judge__api_key_env=judge_api_key_env, judge__concurrency=judge_concurrency,
-                           judge__rpm=judge_rpm, judge_mode=judge_mode, calibration_limit=calibration_limit, borderline_label=borderline_label,
-                           benign_per_harmful=benign_per_harmful, min_plan_coverage=min_plan_coverage, dedup_threshold=dedup_threshold,
-                           figures=figures, seed=seed)
+                           judge__rpm=judge_rpm, judge_mode=judge_mode, calibration_limit=calibration_limit, figures=figures, seed=seed,
+                           benign_per_harmful=benign_per_harmful, min_plan_coverage=min_plan_coverage, dedup_threshold=dedup_threshold)
     s = run_quality(out, cfg, overwrite=overwrite, warn=lambda m: typer.echo(f"warning: {m} (line skipped)", err=True))
     typer.echo(json.dumps({k: s[k] for k in ("instructions", "kept", "dropped_by", "kept_by_label", "failures", "llm_requests", "cached")}))
     j = s["judge"]

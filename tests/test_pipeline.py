@@ -123,7 +123,8 @@ def test_tiny_every_stage_hands_over_its_records(tiny_run):
     # quality: every instruction leaves with a verdict per check and a training label
     q = jsonl(out / "quality" / "records.jsonl")
     assert sorted(r["id"] for r in q) == sorted(r["id"] for r in ins)
-    assert all(r["label"] in ("harmful", "benign") and isinstance(r["keep"], bool) and r["checks"] for r in q)
+    assert all(isinstance(r["keep"], bool) and r["checks"] for r in q)
+    assert all(r["label"] in ("harmful", "benign") for r in q if r["kind"] != "borderline" or r["keep"])   # borderline: labelled by a trusted judge, else dropped
     kept = {r["id"]: r["label"] for r in q if r["keep"]}
     assert "harmful" in kept.values() and "benign" in kept.values()
     # responses: a refusal for each kept harmful request, an executed trajectory for each kept benign one (or a failure)

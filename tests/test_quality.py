@@ -200,14 +200,26 @@ def test_untrusted_judge_only_annotates(tmp_path, scripted_server):
     assert srv.requests == 8 + 4 and cached(run) == 12
     assert not s["judge"]["trusted"] and s["judge"]["calibration"]["accuracy"] == 0.5 and "annotates" in s["judge"]["warning"]
     out = read_jsonl(run.records("quality"), QualityRecord)
-    assert all(x.keep and x.checks["judge"].passed is None and x.label_source == "kind" and x.judge_label == "harmful" for x in out)
-    assert [x.label for x in out] == ["benign", "harmful", "benign", "benign"]          # borderline -> benign (default)
-    s = run_quality(run, cfg.model_copy(update={"borderline_label": "drop"}), overwrite=True)
-    assert srv.requests == 12 and s["cached"] == 12                                      # the same questions: the run's cache answers
-    out = read_jsonl(run.records("quality"), QualityRecord)
-    assert [x.drop_reason for x in out] == [None, None, "judge", None] and out[2].label is None
+    assert all(x.keep and x.checks["judge"].passed is None and x.label_source == "kind" and x.judge_label == "harmful" for x in out if x.kind != "borderline")
+    assert [x.label for x in out] == ["benign", "harmful", None, "benign"]              # borderline: no trusted label, so no label at all
+    assert [x.drop_reason for x in out] == [None, None, "judge", None] and not out[2].keep and out[2].checks["judge"].passed is False
+    assert out[2].checks["judge"].reason.endswith("; borderline without a trusted judge label: dropped") and s["borderline_dropped"] == 1
+    judge_row = next(f for f in rows_csv(run.path / "quality" / "funnel.csv") if f["check"] == "judge" and f["kind"] == "all")
+    assert (judge_row["dropped"], judge_row["annotated"], s["kept"]) == (1, 3, 3)        # counted in the funnel
+    s = run_quality(run, cfg.model_copy(update={"judge_mode": "annotate"}), overwrite=True)
+    assert srv.requests == 12 and s["cached"] == 12 and s["borderline_dropped"] == 1     # the same questions: the run's cache answers
     s = run_quality(run, QualityConfig(judge_mode="off", figures=False), overwrite=True)
-    assert s["judge"]["model"] is None and s["llm_requests"] == 0 and srv.requests == 12
+    assert s["judge"]["model"] is None and s["llm_requests"] == 0 and srv.requests == 12 and s["borderline_dropped"] == 1
+
+def test_borderline_label_setting_is_gone(tmp_path):
+    "Borderline items are decided (a trusted judge) or dropped, never defaulted: a config that still sets borderline_label is one line."
+    run = write_run(tmp_path / "run", [record(instances(1)[0], "benign", text_for(instances(1)[0], 0))])
+    cfg = tmp_path / "q.toml"
+    cfg.write_text('[quality]\njudge_mode = "off"\nborderline_label = "benign"\n')
+    r = cli("filter", "--out", str(run.path), "--config", str(cfg))
+    assert r.returncode == 2 and "borderline_label: unknown key" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = cli("filter", "--out", str(run.path), "--judge-mode", "off", "--borderline-label", "drop")
+    assert r.returncode == 2 and "--borderline-label" in r.stderr, r.stderr
 
 
 def test_killed_filter_rerun_repeats_no_finished_request(tmp_path, scripted_server):
