@@ -14,7 +14,7 @@ from .decontamination import load_behavior_prompts
 
 # %% auto #0
 __all__ = ['ANALYZERS', 'TRANSFER_FIGURE', 'agentharm_prompts', 'transfer_scores', 'cv_auroc', 'shuffled_control',
-           'training_texts', 'purpose_shares', 'intent_transfer', 'transfer_figure']
+           'training_texts', 'purpose_shares', 'intent_transfer', 'transfer_figure', 'twin_pairs']
 
 # %% ../nbs/06b_transfer.ipynb #28e65b5c
 def agentharm_prompts(folder: str | Path | None = None) -> tuple[list[str], list[int], str]:
@@ -156,3 +156,17 @@ def transfer_figure(report: dict, path: str | Path) -> Path | None:
     ax.legend(loc="lower right", fontsize=8); ax.set_xlim(0, 1); ax.set_ylim(0, 1.01)
     fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
     return path
+
+# %% ../nbs/06b_transfer.ipynb #f704a28e
+def twin_pairs(recs: list, n: int = 10, seed: int = 0, no_purpose_first: bool = True) -> list[tuple[str, str]]:
+    "`n` random (harmful, benign) request pairs of the same chain instance among the kept records."
+    import random
+    by: dict = {}
+    for r in recs:
+        if _get(r, "keep") and _get(r, "kind") in ("harmful", "benign") and _get(r, "label") == _get(r, "kind"):
+            by.setdefault(_get(r, "instance_id"), {}).setdefault(_get(r, "kind"), []).append(r)
+    both = sorted(k for k, v in by.items() if len(v) == 2)
+    rng = random.Random(seed); rng.shuffle(both)
+    if no_purpose_first: both.sort(key=lambda k: any(_get(h, "purpose") for h in by[k]["harmful"][:1]))   # stable: keeps the shuffle
+    return [(by[k]["harmful"][0]["instruction"] if isinstance(by[k]["harmful"][0], dict) else by[k]["harmful"][0].instruction,
+             by[k]["benign"][0]["instruction"] if isinstance(by[k]["benign"][0], dict) else by[k]["benign"][0].instruction) for k in both[:n]]

@@ -11,7 +11,7 @@ import argparse, collections, json, os, statistics, tempfile, time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from agentalign.taxonomy import load_taxonomy
 from agentalign.chains import curated_chains, instantiate, plan_problems
-from agentalign.drafts import KINDS, stated_values, draft_for, goal_from_explanation
+from agentalign.drafts import KINDS, stated_values, draft_for
 from agentalign.instructions import InstructionsConfig, run_instructions
 from agentalign.llm.base import LLMConfig
 
@@ -28,9 +28,10 @@ def plans(seeds: int) -> dict:
             "stated_values_mean": round(statistics.mean(len(stated_values(i.argument_plan)) for i in insts), 2),
             "tools_used": f"{len(tools)} of {len(tax.tools)}", "links_by_slot": dict(slots.most_common()),
             "drafts": {"per_draft_ms": round(1000 * dd / (3 * len(cur)), 3),
-                       "explanations_turned_into_intent": f"{sum(goal_from_explanation(c.explanation) is not None for c in cur)} of {len(cur)}",
-                       "mean_words": {k: round(statistics.mean(len(d.split()) for d, _ in v), 1) for k, v in drafts.items()},
-                       "mean_intent_words": {k: round(statistics.mean(len(t.split()) for _, t in v), 1) for k, v in drafts.items()}}}
+                       "share_stating_a_purpose": {k: round(sum(bool(d.intent) for d in v) / len(v), 3) for k, v in drafts.items()},
+                       "scenarios_used": {k: len({d.scenario for d in v}) for k, v in drafts.items()},
+                       "mean_words": {k: round(statistics.mean(len(d.text.split()) for d in v), 1) for k, v in drafts.items()},
+                       "mean_intent_words": {k: round(statistics.mean(len(d.intent.split()) for d in v if d.intent), 1) for k, v in drafts.items()}}}
 
 def compare(per_category: int, counts: str, concurrency: int, modes=("rewrite", "free")) -> dict:
     "The embedded model on the first `per_category` curated chains of each category, in each mode (own run folders and caches)."

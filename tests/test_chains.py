@@ -44,6 +44,20 @@ def test_decontaminator_catches_planted_prompts_and_passes_clean_text():
     assert dc.is_clean(" ".join(w[:4])) and dc.is_clean(" ".join(w[::2]))              # 4 words, or every other word: no 8-gram
 
 
+
+@pytest.mark.skipif(AH is None, reason="no AgentHarm copy (AGENTALIGN_AGENTHARM_DIR unset and ../shared/agentharm-validation absent)")
+def test_our_content_files_share_no_8gram_with_agentharm():
+    "Every string of the value pools and phrase files (what requests are made of) is clean of AgentHarm 8-grams."
+    import yaml
+    from agentalign.content import texts
+    from agentalign.core import data_dir
+    dc, _ = load_decontaminator(required=True)
+    files = sorted((data_dir() / "values").rglob("*.yaml")) + sorted((data_dir() / "phrases").rglob("*.yaml"))
+    strings = [(f"{f.name}:{k}", t) for f in files for k, t in texts(yaml.safe_load(f.read_text()))]
+    assert len(strings) > 5000
+    assert [(w, dc.hits(t)) for w, t in strings if not dc.is_clean(t)] == []
+    assert not dc.is_clean(" ".join(strings[0][1].split()[:3]) + " " + next(iter(_benchmark_prompts(AH).values())))  # the check can fail
+
 def chain_writer(req):
     "Two proposals per request: a chain that depends on the request, and a degenerate one (a step after itself)."
     enum = req.response_schema["properties"]["chains"]["items"]["properties"]["steps"]["items"]["enum"]
