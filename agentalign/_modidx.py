@@ -262,6 +262,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'agentalign.core._flat': ('core.html#_flat', 'agentalign/core.py'),
                                  'agentalign.core._id_of': ('core.html#_id_of', 'agentalign/core.py'),
                                  'agentalign.core._identity': ('core.html#_identity', 'agentalign/core.py'),
+                                 'agentalign.core._jsonl_lines': ('core.html#_jsonl_lines', 'agentalign/core.py'),
                                  'agentalign.core._os_error': ('core.html#_os_error', 'agentalign/core.py'),
                                  'agentalign.core._read_or_none': ('core.html#_read_or_none', 'agentalign/core.py'),
                                  'agentalign.core._refusal': ('core.html#_refusal', 'agentalign/core.py'),

@@ -170,30 +170,43 @@ def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
     "Write `obj` as JSON (redacted) atomically; returns the path."
     return write_text(path, json.dumps(redact_obj(obj), indent=indent, ensure_ascii=False, default=str) + "\n")
 
-def read_jsonl(path: str | Path, model: Type[M] | None = None, missing_ok: bool = False, bad: list | None = None) -> list:
-    """Read a JSONL file into dicts or `model` instances. A bad line raises one clear error naming file and line, or,
-    when a list is passed as `bad`, is appended to it as `(line number, message)` and skipped."""
+def _jsonl_lines(path: Path) -> list[tuple[int, str | None, str | None]]:
+    "(line number, text or None, problem or None) for each non-empty line; a UTF-8 BOM is dropped; a line that is not UTF-8 is a problem."
+    if not path.exists(): raise AgentAlignError(f"{path}: JSONL file not found")
+    if not path.is_file(): raise AgentAlignError(f"{path}: not a file (expected a JSONL file)")
+    try: data = path.read_bytes()
+    except OSError as e: raise AgentAlignError(f"{path}: cannot read ({e.strerror or e})")
+    if data.startswith(b"\xef\xbb\xbf"): data = data[3:]
+    out, raw = [], data.split(b"\n")
+    for i, b in enumerate(raw, 1):
+        if not b.strip(): continue
+        try: t, why = b.decode("utf-8"), None
+        except UnicodeDecodeError as e: t, why = None, f"not UTF-8 (byte {e.start}: {e.reason})"
+        if t is not None and i == len(raw) and not data.endswith(b"\n"):
+            try: json.loads(t)
+            except json.JSONDecodeError: t, why = None, "incomplete last line (the file was cut off)"
+        out.append((i, t, why))
+    return out
+
+def read_jsonl(path: str | Path, model: Type[M] | None = None, missing_ok: bool = False, bad: list | None = None, torn_ok: bool = False) -> list:
+    """Read a JSONL file into dicts or `model` instances. A bad line (invalid JSON, not UTF-8, not a valid `model`, a cut
+    last line) raises one clear error naming file and line, or, when a list is passed as `bad`, is appended to it as
+    `(line number, message)` and skipped. `torn_ok` skips a cut last line silently (a log appended to by a killed writer)."""
     path = Path(path)
     if missing_ok and not path.exists(): return []
-    text = read_text(path, "JSONL file")
-    lines = text.split("\n")
     out = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip(): continue
-        try: obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            if i == len(lines) and not text.endswith("\n"): break  # torn last line of a killed run
-            msg = f"{path}:{i}: invalid JSON: {e.msg}"
-            if bad is None: raise AgentAlignError(msg)
-            bad.append((i, msg)); continue
-        if model is not None:
-            try: obj = model.model_validate(obj)
-            except ValidationError as e:
-                err = e.errors()[0]
-                loc = ".".join(str(x) for x in err["loc"]) or "record"
-                msg = f"{path}:{i}: not a valid {model.__name__}: {loc}: {err['msg']}"
-                if bad is None: raise AgentAlignError(msg)
-                bad.append((i, msg)); continue
+    for i, line, why in _jsonl_lines(path):
+        if why and why.startswith("incomplete") and torn_ok: continue
+        try:
+            if why: raise ValueError(why)
+            obj = json.loads(line)
+            if model is not None: obj = model.model_validate(obj)
+        except (ValueError, ValidationError) as e:
+            if isinstance(e, ValidationError):
+                err = e.errors()[0]; msg = f"not a valid {model.__name__}: {'.'.join(str(x) for x in err['loc']) or 'record'}: {err['msg']}"
+            else: msg = f"invalid JSON: {e.msg}" if isinstance(e, json.JSONDecodeError) else str(e)
+            if bad is None: raise AgentAlignError(f"{path}:{i}: {msg}")
+            bad.append((i, f"{path}:{i}: {msg}")); continue
         out.append(obj)
     return out
 
