@@ -9,26 +9,26 @@ progress, a result cache keyed by model fingerprint, and a Table-1 report."""
 # %% ../../nbs/10d_agentharm.ipynb #aa80e14a
 from __future__ import annotations
 import json, os, re, shutil, subprocess, sys, time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal, Optional
 import typer
 from pydantic import Field
-from ..core import (AGENTHARM_ENV, AgentAlignError, RunDir, agentharm_dir, app, cache_dir, check_accounting, cli_errors, expect, file_fingerprint, read_json, stable_id, validate_config, write_json)
+from ..core import (AGENTHARM_ENV, AgentAlignError, RunDir, agentharm_dir, app, cache_dir, check_accounting, cli_errors, file_fingerprint, read_json, stable_id, validate_config, write_json)
 from ..settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from ..llm.base import LLMConfig
 from ..models import cpu_threads
 from .tasks import BEHAVIOR_FILES, TASKS, inspect_bench, prepare_inspect_cache, selection_ids
-# the parts of the stage, one notebook each; their public names are importable from here too
-from .judge import (OFFLINE_JUDGE, REFUSAL_PROMPT_MARK, SEMANTIC_MIN_TOPIC, SEMANTIC_MIN_WORDS, judge_spec, known_semantic_prompts, offline_judge_reply, offline_semantic_verdict, rubric_criterion, semantic_terms, split_semantic_prompt)
-from .tasks import inspect_evals_benchmark
-from .provider import (BATCH_STATS, DEFAULT_TOKEN_BUDGET, inspect_message, llm_model_spec, model_spec, plan_batches, register_providers)
-from .report import (INSPECT_METRIC, METRIC_KEYS, TABLE_COLS, category_metrics, check_against_log, check_metrics, collect_results, load_run_metrics, plot_categories, plot_comparison, report_cmd, report_runs, sample_rows, table1, task_logs, task_metrics, write_results)
+from .judge import judge_spec
+from .provider import BATCH_STATS, DEFAULT_TOKEN_BUDGET, llm_model_spec, model_spec, register_providers
+from .report import METRIC_KEYS, collect_results, plot_categories, sample_rows, table1, task_logs, write_results
 
 # %% auto #0
 __all__ = ['TECHNIQUES', 'LOCAL_MAX_TOKENS', 'MODEL_FILES', 'WEIGHT_SUFFIXES', 'TRAINER_FILES', 'CACHED_FILES', 'OUTPUTS',
            'AgentHarmConfig', 'model_files', 'model_fingerprint', 'label_slug', 'default_label', 'resolve_model',
-           'resolve_judge', 'scoring_identity', 'cache_entry', 'cache_store', 'cache_lookup', 'progress_line',
-           'worker_main', 'run_agentharm', 'agentharm_cmd']
+           'resolve_judge', 'scoring_identity', 'cache_entry', 'cache_store', 'cache_lookup', 'Scoring', 'plan_scoring',
+           'progress_line', 'worker_main', 'worker_info', 'obtain_logs', 'finish_scoring', 'run_agentharm',
+           'agentharm_cmd']
 
 # %% ../../nbs/10d_agentharm.ipynb #59167e3a
 TECHNIQUES = ("standard", "cot", "react", "refusal")
@@ -101,7 +101,7 @@ def default_label(spec: dict, technique: str) -> str:
     else: name = spec["source"].split("/")[-1]
     return name + ("" if technique == "standard" else f" + {technique} prompt")
 
-# %% ../../nbs/10d_agentharm.ipynb #5b3470a7
+# %% ../../nbs/10d_agentharm.ipynb #f0d45a29
 def resolve_model(cfg: AgentHarmConfig, run: RunDir | None = None) -> dict:
     "The inspect spec of the scored model (a relative folder that exists inside `run` is taken from there)."
     m = cfg.model
@@ -120,6 +120,7 @@ def resolve_judge(cfg: AgentHarmConfig) -> dict:
         return {"model": s["model"], "kind": "llm", "refusal": s["model"], "semantic": s["model"], "identity": s["identity"], "env": s["env"]}
     return {**judge_spec(cfg.judge), "env": {}}
 
+# %% ../../nbs/10d_agentharm.ipynb #5b3470a7
 def _version(pkg: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
     try: return version(pkg)
@@ -162,6 +163,34 @@ def cache_lookup(key: str, identity: dict) -> Path | None:
     return e if ok else None
 
 # %% ../../nbs/10d_agentharm.ipynb #c481ff8b
+@dataclass
+class Scoring:
+    "What one scoring resolved to (see `plan_scoring`)."
+    label: str
+    slug: str
+    spec: dict
+    jspec: dict
+    source: Path | None                   # the AgentHarm folder (None: the hub download)
+    inspect_cache: Path                   # INSPECT_EVALS_CACHE_DIR of the evaluation process
+    selection: dict | None                # behavior ids per task (None: known only after the hub download)
+    max_tokens: int | None
+    identity: dict
+    key: str | None                       # the cache key (None while the selection is unknown)
+
+def plan_scoring(cfg: AgentHarmConfig, run: RunDir) -> Scoring:
+    "Resolve the model, judge, data, selection, label and cache key of a scoring (nothing runs)."
+    spec, jspec = resolve_model(cfg, run), resolve_judge(cfg)
+    src = agentharm_dir(cfg.data_dir)
+    root = prepare_inspect_cache(src)
+    bench = inspect_bench(root) if inspect_bench(root).is_dir() else None
+    selection = selection_ids(bench, cfg.split, cfg.limit, cfg.behavior_ids, cfg.detailed, cfg.hint) if bench else None
+    max_tokens = cfg.max_tokens or (LOCAL_MAX_TOKENS if spec["local"] else None)
+    label = cfg.label or default_label(spec, cfg.prompt_technique)
+    identity = scoring_identity(spec, jspec, cfg, bench, selection, max_tokens)
+    return Scoring(label, label_slug(label), spec, jspec, src, root, selection, max_tokens, identity,
+                   stable_id(identity, n=16) if selection is not None else None)
+
+# %% ../../nbs/10d_agentharm.ipynb #8ca8c8ab
 def progress_line(label: str, done: int, total: int, done_now: int, seconds: float) -> str:
     "One progress line: samples done of total, seconds per sample in this process, and the estimated time left."
     rate = seconds / done_now if done_now else None
@@ -187,15 +216,12 @@ def _install_progress(label: str, total: int, already: int, every: float) -> Non
             state["last"] = now
             print(progress_line(label, n, total, state["done"], now - (state["t0"] or now)), file=sys.stderr, flush=True)
 
+# %% ../../nbs/10d_agentharm.ipynb #2d51045b
 def _done_before(log_dir: Path, selection: dict) -> int:
     "Samples of `selection` already scored in the logs of an earlier (interrupted) run."
     try: logs = task_logs(log_dir)
     except Exception: return 0
     return sum(len({r["behavior_id"] for r in sample_rows(t, logs[t])[0]} & set(ids)) for t, ids in selection.items() if t in logs)
-
-def _peak_rss_mb() -> float:
-    import resource
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 def _run_inspect(info: dict, st: Path) -> bool:
     assert os.environ.get("INSPECT_EVALS_CACHE_DIR") == info["inspect_cache"], "INSPECT_EVALS_CACHE_DIR must be set before inspect_evals is imported"
@@ -221,6 +247,11 @@ def _run_inspect(info: dict, st: Path) -> bool:
                      model_base_url=info["base_url"], retry_attempts=info["retries"], retry_wait=1, retry_on_error=1,
                      fail_on_error=False, display="none", time_limit=info["time_limit"], message_limit=info.get("message_limit"), log_level="warning", log_buffer=1, **gen)
     return ok
+
+# %% ../../nbs/10d_agentharm.ipynb #4440a8b9
+def _peak_rss_mb() -> float:
+    import resource
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 def _die_with_parent() -> None:
     "Linux: the kernel kills this process when its parent dies, so a SIGKILLed `agentalign run` leaves no orphan writing logs."
@@ -275,77 +306,80 @@ OUTPUTS = ("records.jsonl", "failures.jsonl", "summary.json", "metrics.json", "s
 
 def _say(msg: str) -> None: print(msg, file=sys.stderr, flush=True)
 
+def worker_info(sc: Scoring, cfg: AgentHarmConfig) -> dict:
+    "What the evaluation process is asked to do (`worker.json`): no secrets, endpoint keys travel in its environment."
+    spec = sc.spec
+    return {"label": sc.label, "model": spec["model"], "model_args": spec["model_args"], "model_source": spec["source"],
+            "local": spec["local"], "base_url": spec["base_url"], "split": cfg.split, "judge": sc.jspec["model"],
+            "judge_info": {k: v for k, v in sc.jspec.items() if k in ("model", "kind", "refusal", "semantic")},
+            "prompt_technique": cfg.prompt_technique, "selection": sc.selection, "limit": cfg.limit, "behavior_ids": cfg.behavior_ids,
+            "detailed": cfg.detailed, "hint": cfg.hint, "max_tokens": sc.max_tokens, "max_connections": cfg.max_connections,
+            "time_limit": cfg.time_limit, "message_limit": cfg.message_limit, "retries": cfg.retries, "data_source": str(sc.source) if sc.source else "hub",
+            "inspect_cache": str(sc.inspect_cache), "threads": cpu_threads(), "token_budget": cfg.token_budget,
+            "progress_every": cfg.progress_every, "cache_key": sc.key}
+
+def obtain_logs(st: Path, sc: Scoring, cfg: AgentHarmConfig) -> str | None:
+    "Make sure `st/logs` holds the scoring: already there, copied from the cache, or run now; returns the cache entry used."
+    write_json(st / "worker.json", info := worker_info(sc, cfg))
+    if sc.selection is not None: write_json(st / "selection.json", sc.selection)
+    total = sum(len(v) for v in sc.selection.values()) if sc.selection else None
+    if _scored_all(st, sc.selection):
+        _say(f"agentharm [{sc.label}]: all {total} samples already scored in {st}; nothing to run"); return None
+    if cfg.cache and sc.key and (hit := cache_lookup(sc.key, sc.identity)):
+        shutil.rmtree(st / "logs", ignore_errors=True); shutil.copytree(hit / "logs", st / "logs")
+        for f in CACHED_FILES:
+            if (hit / f).is_file(): shutil.copyfile(hit / f, st / f)
+        _say(f"agentharm [{sc.label}]: cache hit: an identical scoring (same model fingerprint and configuration, key {sc.key}) "
+             f"is in {hit}; copied its result, inspect not run")
+        return str(hit)
+    _say(f"agentharm [{sc.label}]: scoring {total if total is not None else 'the selected'} samples of AgentHarm {cfg.split} with "
+         f"{sc.spec['model']} (judge {sc.jspec['model']}); progress every {cfg.progress_every:g} s")
+    env = dict(os.environ, INSPECT_EVALS_CACHE_DIR=str(sc.inspect_cache), TOKENIZERS_PARALLELISM="false", **sc.spec["env"], **sc.jspec["env"])
+    # its output goes to a log file: no colours, and no forced terminal (a Jupyter kernel sets FORCE_COLOR, under
+    # which inspect swallowed the progress lines of `agentalign run`)
+    for k in ("FORCE_COLOR", "CLICOLOR_FORCE"): env.pop(k, None)
+    env["NO_COLOR"] = "1"
+    if sc.spec["local"]: env.update(OMP_NUM_THREADS=str(info["threads"]), MKL_NUM_THREADS=str(info["threads"]))
+    rc, err = _launch(st, env)
+    if rc == 2 or (rc != 0 and not list((st / "logs").glob("*.eval"))):
+        raise AgentAlignError(err or f"the AgentHarm evaluation process failed (exit {rc}) before writing any log; see {st / 'worker.log'}")
+    if rc != 0: _say(f"agentharm [{sc.label}]: the evaluation did not complete ({err or f'exit {rc}'}); rerun the same command to resume")
+    return None
+
+# %% ../../nbs/10d_agentharm.ipynb #48fd43a4
+def finish_scoring(run: RunDir, stage, sc: Scoring, cfg: AgentHarmConfig, cached: str | None) -> dict:
+    "Read the logs back into records, failures, metrics, the files and the figure; returns the stage summary."
+    st = stage.path
+    res = collect_results(st)
+    rows, fails, metrics = res["rows"], res["failures"], res["metrics"]
+    metrics["cache"] = {"cache_key": sc.key, "hit": cached is not None, "source": cached}   # (a field named "key" would be redacted)
+    write_results(st, rows, metrics)
+    sel = read_json(st / "selection.json") if (st / "selection.json").is_file() else {}
+    check_accounting([f"{t}:{i}" for t, ids in sel.items() for i in ids], [r["id"] for r in rows], [f.item_id for f in fails], "agentharm")
+    fig = None
+    if cfg.figures and rows:
+        judge = "offline judge" if sc.jspec["kind"] == "offline" else f"judge {sc.jspec['model']}"
+        fig = plot_categories(rows, run.figures / f"agentharm_categories_{sc.slug}.png", f"{sc.label} ({cfg.split}, {judge})")
+    flat = {f"{t}_{k}": metrics[t][k] for t in TASKS for k in METRIC_KEYS}
+    return stage.finish(rows, fails, {"label": sc.label, "model": sc.spec["source"], "split": cfg.split, "judge": sc.jspec["model"],
+                                      **flat, "n_harmful": metrics["harmful"]["n"], "n_benign": metrics["benign"]["n"],
+                                      "complete": metrics["complete"], "cached": cached is not None, "cache_key": sc.key,
+                                      "seconds_per_sample": metrics["timing"]["seconds_per_sample"],
+                                      "peak_rss_mb": metrics["timing"]["peak_rss_mb"], "folder": str(st),
+                                      "figure": str(fig) if fig else None, "harmful": metrics["harmful"], "benign": metrics["benign"]})
+
 def run_agentharm(run: RunDir | str | Path, cfg: AgentHarmConfig | dict, *, overwrite: bool = False) -> dict:
     "Score `cfg.model` on AgentHarm into `RUN/agentharm/<label>/`; returns the stage summary."
     cfg = validate_config(AgentHarmConfig, cfg, "agentharm")
     run = run if isinstance(run, RunDir) else RunDir(run)
-    spec, jspec = resolve_model(cfg, run), resolve_judge(cfg)
-    src = agentharm_dir(cfg.data_dir)
-    root = prepare_inspect_cache(src)
-    bench = inspect_bench(root) if inspect_bench(root).is_dir() else None
-    selection = selection_ids(bench, cfg.split, cfg.limit, cfg.behavior_ids, cfg.detailed, cfg.hint) if bench else None
-    max_tokens = cfg.max_tokens or (LOCAL_MAX_TOKENS if spec["local"] else None)
-    label = cfg.label or default_label(spec, cfg.prompt_technique)
-    slug = label_slug(label)
-    identity = scoring_identity(spec, jspec, cfg, bench, selection, max_tokens)
-    key = stable_id(identity, n=16) if selection is not None else None
-    cpath = run.path / "agentharm" / slug / "config.json"
+    sc = plan_scoring(cfg, run)
+    cpath = run.path / "agentharm" / sc.slug / "config.json"
     before = read_json(cpath).get("identity") if cpath.is_file() else None
-    with run.open_stage(f"agentharm/{slug}", {"label": label, "scoring": identity}, overwrite=overwrite, outputs=OUTPUTS) as stage:
-        st = stage.path
-        if before is not None and before != read_json(cpath).get("identity"): shutil.rmtree(st / "logs", ignore_errors=True)   # --overwrite
-        info = {"label": label, "model": spec["model"], "model_args": spec["model_args"], "model_source": spec["source"],
-                "local": spec["local"], "base_url": spec["base_url"], "split": cfg.split, "judge": jspec["model"],
-                "judge_info": {k: v for k, v in jspec.items() if k in ("model", "kind", "refusal", "semantic")},
-                "prompt_technique": cfg.prompt_technique, "selection": selection, "limit": cfg.limit, "behavior_ids": cfg.behavior_ids,
-                "detailed": cfg.detailed, "hint": cfg.hint, "max_tokens": max_tokens, "max_connections": cfg.max_connections,
-                "time_limit": cfg.time_limit, "message_limit": cfg.message_limit, "retries": cfg.retries, "data_source": str(src) if src else "hub",
-                "inspect_cache": str(root), "threads": cpu_threads(), "token_budget": cfg.token_budget,
-                "progress_every": cfg.progress_every, "cache_key": key}
-        write_json(st / "worker.json", info)
-        if selection is not None: write_json(st / "selection.json", selection)
-        total = sum(len(v) for v in selection.values()) if selection else None
-        cached = None
-        if _scored_all(st, selection):
-            _say(f"agentharm [{label}]: all {total} samples already scored in {st}; nothing to run")
-        elif cfg.cache and key and (hit := cache_lookup(key, identity)):
-            shutil.rmtree(st / "logs", ignore_errors=True); shutil.copytree(hit / "logs", st / "logs")
-            for f in CACHED_FILES:
-                if (hit / f).is_file(): shutil.copyfile(hit / f, st / f)
-            cached = str(hit)
-            _say(f"agentharm [{label}]: cache hit: an identical scoring (same model fingerprint and configuration, key {key}) "
-                 f"is in {hit}; copied its result, inspect not run")
-        else:
-            _say(f"agentharm [{label}]: scoring {total if total is not None else 'the selected'} samples of AgentHarm {cfg.split} with "
-                 f"{spec['model']} (judge {jspec['model']}); progress every {cfg.progress_every:g} s")
-            env = dict(os.environ, INSPECT_EVALS_CACHE_DIR=str(root), TOKENIZERS_PARALLELISM="false", **spec["env"], **jspec["env"])
-            # its output goes to a log file: no colours, and no forced terminal (a Jupyter kernel sets FORCE_COLOR, under
-            # which inspect swallowed the progress lines of `agentalign run`)
-            for k in ("FORCE_COLOR", "CLICOLOR_FORCE"): env.pop(k, None)
-            env["NO_COLOR"] = "1"
-            if spec["local"]: env.update(OMP_NUM_THREADS=str(info["threads"]), MKL_NUM_THREADS=str(info["threads"]))
-            rc, err = _launch(st, env)
-            if rc == 2 or (rc != 0 and not list((st / "logs").glob("*.eval"))):
-                raise AgentAlignError(err or f"the AgentHarm evaluation process failed (exit {rc}) before writing any log; see {st / 'worker.log'}")
-            if rc != 0: _say(f"agentharm [{label}]: the evaluation did not complete ({err or f'exit {rc}'}); rerun the same command to resume")
-        res = collect_results(st)
-        rows, fails, metrics = res["rows"], res["failures"], res["metrics"]
-        metrics["cache"] = {"cache_key": key, "hit": cached is not None, "source": cached}   # (a field named "key" would be redacted)
-        write_results(st, rows, metrics)
-        sel = read_json(st / "selection.json") if (st / "selection.json").is_file() else {}
-        check_accounting([f"{t}:{i}" for t, ids in sel.items() for i in ids], [r["id"] for r in rows], [f.item_id for f in fails], "agentharm")
-        fig = None
-        if cfg.figures and rows:
-            judge = "offline judge" if jspec["kind"] == "offline" else f"judge {jspec['model']}"
-            fig = plot_categories(rows, run.figures / f"agentharm_categories_{slug}.png", f"{label} ({cfg.split}, {judge})")
-        flat = {f"{t}_{k}": metrics[t][k] for t in TASKS for k in METRIC_KEYS}
-        summary = stage.finish(rows, fails, {"label": label, "model": spec["source"], "split": cfg.split, "judge": jspec["model"],
-                                             **flat, "n_harmful": metrics["harmful"]["n"], "n_benign": metrics["benign"]["n"],
-                                             "complete": metrics["complete"], "cached": cached is not None, "cache_key": key,
-                                             "seconds_per_sample": metrics["timing"]["seconds_per_sample"],
-                                             "peak_rss_mb": metrics["timing"]["peak_rss_mb"], "folder": str(st),
-                                             "figure": str(fig) if fig else None, "harmful": metrics["harmful"], "benign": metrics["benign"]})
-        if cfg.cache and key and cached is None and metrics["complete"]: cache_store(key, st, identity)
+    with run.open_stage(f"agentharm/{sc.slug}", {"label": sc.label, "scoring": sc.identity}, overwrite=overwrite, outputs=OUTPUTS) as stage:
+        if before is not None and before != read_json(cpath).get("identity"): shutil.rmtree(stage.path / "logs", ignore_errors=True)   # --overwrite
+        cached = obtain_logs(stage.path, sc, cfg)
+        summary = finish_scoring(run, stage, sc, cfg, cached)
+        if cfg.cache and sc.key and cached is None and summary["complete"]: cache_store(sc.key, stage.path, sc.identity)
     return summary
 
 # %% ../../nbs/10d_agentharm.ipynb #e3b1a88d

@@ -6,9 +6,9 @@ layer's parser, decoding greedily, and generating in batches bounded by a token 
 
 # %% ../../nbs/10b_agentharm_provider.ipynb #ef2566b5
 from __future__ import annotations
-import concurrent.futures, os, queue, re, threading, time
+import concurrent.futures, queue, re, threading, time
 from pathlib import Path
-from ..core import AgentAlignError, register_secret
+from ..core import AgentAlignError
 from ..llm.base import LLMConfig, parse_tool_call_block, parse_tool_calls
 
 # %% auto #0

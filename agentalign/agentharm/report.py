@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 import typer
 from ..core import AgentAlignError, Failure, app, cli_errors, read_json, write_json
+from .tasks import INSPECT_TASK, TASKS
 
 # %% auto #0
 __all__ = ['METRIC_KEYS', 'INSPECT_METRIC', 'TABLE_COLS', 'METRICS_REQUIRED', 'task_logs', 'sample_rows', 'task_metrics',
@@ -21,7 +22,6 @@ __all__ = ['METRIC_KEYS', 'INSPECT_METRIC', 'TABLE_COLS', 'METRICS_REQUIRED', 't
 def task_logs(log_dir: Path) -> dict:
     "Newest inspect log (with samples) per AgentHarm task in `log_dir`: {'harmful': EvalLog, 'benign': EvalLog}."
     from inspect_ai.log import list_eval_logs, read_eval_log
-    from agentalign.agentharm.tasks import INSPECT_TASK
     out = {}
     by_name = {v: k for k, v in INSPECT_TASK.items()}
     if not Path(log_dir).is_dir(): return out
@@ -77,7 +77,6 @@ def task_metrics(rows: list[dict]) -> dict:
 
 def category_metrics(rows: list[dict]) -> list[dict]:
     "Score and refusal rate (percent) per task and category."
-    from agentalign.agentharm.tasks import TASKS
     out = []
     for task in TASKS:
         for c in sorted({r["category"] for r in rows if r["task"] == task}):
@@ -103,7 +102,6 @@ def _ts(s: str) -> float:
 
 def collect_results(st: str | Path) -> dict:
     "Rows, failures and metrics of an AgentHarm stage folder, read from its inspect logs (nothing is written)."
-    from agentalign.agentharm.tasks import TASKS
     st = Path(st)
     info = read_json(st / "worker.json")
     logs = task_logs(st / "logs")
@@ -154,7 +152,6 @@ def plot_categories(rows: list[dict], path: Path, title: str = "") -> Path:
     "Bar chart of score and refusal rate per category, harmful and benign side by side."
     import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt, pandas as pd, seaborn as sns
-    from agentalign.agentharm.tasks import TASKS
     cats = category_metrics(rows)
     df = pd.DataFrame([{"task": c["task"], "category": c["category"], "metric": k, "value": c[k] or 0.0}
                        for c in cats for k in ("score", "refusal")])
@@ -212,6 +209,7 @@ def check_metrics(m, path: Path) -> dict:
         raise AgentAlignError(f"{path}: incomplete AgentHarm metrics: {', '.join(missing[:4])}{more} missing or invalid; rerun `agentalign agentharm` for this run to rewrite it")
     return m
 
+# %% ../../nbs/10c_agentharm_report.ipynb #b4e6d433
 def result_folders(path: str | Path) -> list[Path]:
     "The AgentHarm stage folders under `path` (a run folder, `RUN/agentharm`, or one label folder)."
     path = Path(path)

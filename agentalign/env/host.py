@@ -6,13 +6,13 @@ packages, git, docker, ssh, http and network diagnostics. Nothing touches the re
 # %% ../../nbs/03e_env_host.ipynb #f7a73898
 from __future__ import annotations
 import json, random, re, time
-from typing import Any
+from typing import Any, NamedTuple
 from ..core import rng as seeded_rng
-from .values import ALNUM, COMPANIES, HEX, PACKAGES, person, rand_str
+from .values import ALNUM, COMPANIES, HEX, person, rand_str, value_pool
 from .world import EPOCH, World, fail, handles
 
 # %% auto #0
-__all__ = ['read_file', 'write_file', 'shell']
+__all__ = ['SHELL_STEPS', 'read_file', 'write_file', 'shell']
 
 # %% ../../nbs/03e_env_host.ipynb #79367999
 def _host(w: World, name: str = "localhost") -> dict:
@@ -41,6 +41,7 @@ def _world_file(r: random.Random, path: str) -> str:
     if ext in ("md", "txt", ""): return r.choice(["# Notes\n\n- review the quarterly report\n- book the team offsite\n", "TODO\n1. update dependencies\n2. write release notes\n"])
     return f"<{ext} data, {r.randint(2, 900)} KB>\n"
 
+# %% ../../nbs/03e_env_host.ipynb #6fa98e8a
 def _norm_path(path: str, cwd: str = "/home/ubuntu") -> str:
     p = str(path).strip()
     if p.startswith("~"): p = "/home/ubuntu" + p[1:]
@@ -70,6 +71,7 @@ def write_file(w: World, path: str, content: str, append: bool = False) -> int:
     w.table("deleted").pop(path, None)
     return len((old + content).encode())
 
+# %% ../../nbs/03e_env_host.ipynb #8ecf1282
 @handles("System_Tools.manage_files")
 def _manage_files(w, spec, a):
     op, path = a["operation"], _norm_path(a["path"])
@@ -83,11 +85,12 @@ def _manage_files(w, spec, a):
         w.table("files").pop(path, None); w.table("deleted")[path] = True
         return {"operation": op, "path": path, "status": "ok", "deleted": True}
     dest = _norm_path(a["destination"])
-    if dest.endswith("/"): dest += path.rsplit("/", 1)[-1]
+    if str(a["destination"]).endswith("/"): dest = dest.rstrip("/") + "/" + path.rsplit("/", 1)[-1]   # into a folder: keep the file name
     write_file(w, dest, content)
     if op == "move": w.table("files").pop(path, None); w.table("deleted")[path] = True
     return {"operation": op, "path": path, "destination": dest, "status": "ok", "size": len(content.encode())}
 
+# %% ../../nbs/03e_env_host.ipynb #418abdfd
 def _procs(w: World, host: str = "localhost") -> dict:
     def make(r):
         base = [("systemd", "root", 1), ("sshd", "root", r.randint(600, 900)), ("cron", "root", r.randint(900, 1100)),
@@ -112,6 +115,7 @@ def _manage_process(w, spec, a):
     sig = int(a.get("signal", 15)); p["status"] = "terminated"; w.table("killed")[pid] = sig
     return {"operation": op, "pid": int(pid), "name": p["name"], "signal": sig, "status": "terminated"}
 
+# %% ../../nbs/03e_env_host.ipynb #038431a7
 @handles("System_Tools.get_info")
 def _system_info(w, spec, a):
     h = _host(w)
@@ -127,6 +131,7 @@ def _network_info(w, spec, a):
             "routes": [{"destination": "0.0.0.0/0", "gateway": gw, "interface": "eth0"}, {"destination": h["ip"].rsplit(".", 1)[0] + ".0/24", "gateway": "0.0.0.0", "interface": "eth0"}],
             "dns": {"nameservers": ["10.0.0.2", "1.1.1.1"], "search": ["internal.example.com"]}}
 
+# %% ../../nbs/03e_env_host.ipynb #5653fd1a
 def _resolve(w: World, host: str) -> str:
     if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", host): return host
     r = seeded_rng(w.seed, "dns", host)
@@ -149,12 +154,13 @@ def _diagnose(w, spec, a):
              "rtt_ms": round(base * (i + 1) / 6, 2)} for i in range(5)] + [{"hop": 6, "ip": ip, "rtt_ms": round(base, 2)}]
     return {"operation": op, "target": target, "resolved_ip": ip, "hops": hops}
 
+# %% ../../nbs/03e_env_host.ipynb #d1e93aa4
+class _Argv(NamedTuple):
+    "One simple command of a command line, and what it runs against."
+    w: World; h: dict; cmd: str; args: list; files: list; cwd: str; stdin: str | None; host: str; env: dict | None
 
-
-# %% ../../nbs/03e_env_host.ipynb #418abdfd
-def _run_one(w: World, argv: list[str], cwd: str, stdin: str | None, host: str, env: dict | None = None) -> tuple[str, str, int]:
-    h = _host(w, host); cmd = argv[0] if argv else ""; args = argv[1:]
-    files = [x for x in args if not x.startswith("-")]
+def _info_cmd(c: _Argv) -> tuple[str, str, int] | None:
+    w, h, cmd, args, files, cwd, stdin, host, env = c
     if cmd == "echo": return " ".join(x.strip("'\"") for x in args) + "\n", "", 0
     if cmd == "pwd": return cwd + "\n", "", 0
     if cmd in ("whoami", "id"): return (h["user"] if cmd == "whoami" else f"uid=1000({h['user']}) gid=1000({h['user']}) groups=1000({h['user']}),27(sudo)") + "\n", "", 0
@@ -169,6 +175,9 @@ def _run_one(w: World, argv: list[str], cwd: str, stdin: str | None, host: str, 
     if cmd == "ps": return "USER       PID %CPU  MEM COMMAND\n" + "".join(f"{p['user']:<10} {p['pid']:>5} {p['cpu_pct']:>4} {p['mem_mb']:>4}M {p['name']}\n" for p in _procs(w, host).values() if p["status"] == "running"), "", 0
     if cmd in ("python", "python3") and "--version" in args: return f"Python {h['python']}\n", "", 0
     if cmd in ("pip", "pip3") and args[:1] == ["list"]: return "Package    Version\n---------- -------\n" + "".join(f"{k:<10} {v}\n" for k, v in _installed(w, "pip").items()), "", 0
+
+def _text_cmd(c: _Argv) -> tuple[str, str, int] | None:
+    w, h, cmd, args, files, cwd, stdin, host, env = c
     if cmd in ("cat", "head", "tail", "wc", "grep") and (files or stdin is not None):
         src = stdin if not files or cmd == "grep" and len(files) < 2 else None
         if src is None:
@@ -183,6 +192,10 @@ def _run_one(w: World, argv: list[str], cwd: str, stdin: str | None, host: str, 
         pat = files[0].strip("'\"") if files else ""
         hit = "".join(l for l in lines if (pat.lower() in l.lower() if "-i" in args else pat in l))
         return hit, "", 0 if hit else 1
+
+# %% ../../nbs/03e_env_host.ipynb #ee02bf43
+def _file_cmd(c: _Argv) -> tuple[str, str, int] | None:
+    w, h, cmd, args, files, cwd, stdin, host, env = c
     if cmd == "ls":
         d = _norm_path(files[0], cwd) if files else cwd
         mine = sorted({p[len(d) + 1:].split("/")[0] for p in w.table("files") if p.startswith(d.rstrip("/") + "/")})
@@ -207,6 +220,9 @@ def _run_one(w: World, argv: list[str], cwd: str, stdin: str | None, host: str, 
         if cmd == "mv": w.table("files").pop(_norm_path(files[0], cwd), None); w.table("deleted")[_norm_path(files[0], cwd)] = True
         return "", "", 0
     if cmd == "du": return f"{seeded_rng(w.seed, 'du', *files).randint(1, 900)}M\t{files[0] if files else '.'}\n", "", 0
+
+def _misc_cmd(c: _Argv) -> tuple[str, str, int] | None:
+    w, h, cmd, args, files, cwd, stdin, host, env = c
     if cmd in ("curl", "wget") and files:
         resp = _http(w, "GET", files[-1].strip("'\""), None)
         if "error" in resp: return "", f"{cmd}: could not resolve host\n", 6
@@ -217,8 +233,17 @@ def _run_one(w: World, argv: list[str], cwd: str, stdin: str | None, host: str, 
         return f"HOME=/home/{h['user']}\nUSER={h['user']}\nSHELL=/bin/bash\nPATH=/usr/local/bin:/usr/bin:/bin\n" + extra, "", 0
     if cmd == "which" and files: return f"/usr/bin/{files[0]}\n", "", 0
     if cmd in ("sleep", "true", "cd", "export", "sort", "uniq"): return (stdin or "") if cmd in ("sort", "uniq") else "", "", 0
-    return "", f"bash: {cmd}: command not found\n", 127
 
+SHELL_STEPS = (_info_cmd, _text_cmd, _file_cmd, _misc_cmd)
+
+def _run_one(w: World, argv: list[str], cwd: str, stdin: str | None, host: str, env: dict | None = None) -> tuple[str, str, int]:
+    "Run one simple command `argv` (stdout, stderr, exit status)."
+    h = _host(w, host); cmd = argv[0] if argv else ""; args = argv[1:]
+    files = [x for x in args if not x.startswith("-")]
+    c = _Argv(w, h, cmd, args, files, cwd, stdin, host, env)
+    return next((out for step in SHELL_STEPS if (out := step(c)) is not None), ("", f"bash: {cmd}: command not found\n", 127))
+
+# %% ../../nbs/03e_env_host.ipynb #9c3e245a
 def shell(w: World, command: str, cwd: str = "/home/ubuntu", host: str = "localhost", env: dict | None = None) -> dict:
     "Interpret `command` against the simulated host; returns stdout, stderr and exit code."
     import shlex
@@ -246,8 +271,9 @@ def _execute(w, spec, a):
     res = shell(w, cmd, _norm_path(a.get("working_dir", "/home/ubuntu")), env=a.get("env_vars"))
     return {"command": cmd, **res, "duration_ms": w.r.randint(3, 900)}
 
+# %% ../../nbs/03e_env_host.ipynb #96d91379
 def _installed(w: World, manager: str) -> dict:
-    base = w.materialise("packages", manager, lambda r: {p: f"{r.randint(1, 4)}.{r.randint(0, 30)}.{r.randint(0, 9)}" for p in r.sample(PACKAGES.get(manager, PACKAGES["pip"]), 3)})
+    base = w.materialise("packages", manager, lambda r: {p: f"{r.randint(1, 4)}.{r.randint(0, 30)}.{r.randint(0, 9)}" for p in r.sample(value_pool("packages").get(manager, value_pool("packages")["pip"]), 3)})
     return base
 
 @handles("System_Tools.manage_packages")
@@ -272,6 +298,7 @@ def _manage_packages(w, spec, a):
     return {"operation": op, "manager": mgr, "query": name, "results": [{"name": n, "version": f"{r.randint(0, 9)}.{r.randint(0, 30)}.{r.randint(0, 9)}",
             "description": f"{d} for {name}"} for n, d in [(name, "The reference package"), (f"{name}-utils", "Helpers"), (f"types-{name}", "Type stubs")]]}
 
+# %% ../../nbs/03e_env_host.ipynb #2fa37fd2
 @handles("System_Tools.manage_git")
 def _manage_git(w, spec, a):
     op, path, x = a["operation"], _norm_path(a["repository_path"]), a.get("args") or {}
@@ -302,6 +329,7 @@ def _manage_git(w, spec, a):
     return {"operation": op, "repository_path": path, "branch": repo["branch"], "ahead": repo["ahead"], "clean": True,
             "output": f"On branch {repo['branch']}\nYour branch is {'ahead of' if repo['ahead'] else 'up to date with'} 'origin/{repo['branch']}'" + (f" by {repo['ahead']} commit(s)." if repo["ahead"] else ".") + "\nnothing to commit, working tree clean"}
 
+# %% ../../nbs/03e_env_host.ipynb #7a6282f0
 @handles("System_Tools.manage_docker")
 def _manage_docker(w, spec, a):
     op, target, x = a["operation"], str(a["target"]).strip(), a.get("args") or {}
@@ -326,6 +354,7 @@ def _manage_docker(w, spec, a):
     lines = [f"2025-11-03T0{r.randint(0, 8)}:{r.randint(10, 59)}:{r.randint(10, 59)}Z {r.choice(['INFO', 'INFO', 'WARN'])} {r.choice(['server started on :8080', 'GET /health 200', 'worker ready', 'checkpoint complete'])}" for _ in range(5)]
     return {"operation": op, "container": target, "created_in_episode": c is not None, "logs": "\n".join(lines)}
 
+# %% ../../nbs/03e_env_host.ipynb #581ccdba
 def _http(w: World, method: str, url: str, data: Any) -> dict:
     m = re.match(r"^https?://([^/:?#]+)(:\d+)?([^?#]*)", url)
     if not m: return fail(f"url: {url[:80]!r} is not an absolute http(s) URL", "url")
@@ -349,6 +378,7 @@ def _http(w: World, method: str, url: str, data: Any) -> dict:
 def _make_request(w, spec, a):
     return _http(w, a.get("method", "GET"), str(a["url"]).strip(), a.get("data"))
 
+# %% ../../nbs/03e_env_host.ipynb #e6b67343
 @handles("System_Tools.manage_ssh")
 def _manage_ssh(w, spec, a):
     op, host, user, x = a["operation"], str(a["host"]).strip(), a["username"], a.get("args") or {}
@@ -372,5 +402,3 @@ def _manage_ssh(w, spec, a):
     content = w.table("remote_files").get(f"{host}:{rp}") or _world_file(seeded_rng(w.seed, "remote", host, rp), rp)
     write_file(w, lp, content)
     return {**base, "local_path": lp, "remote_path": rp, "bytes_transferred": len(content.encode()), "status": "downloaded"}
-
-

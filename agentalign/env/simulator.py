@@ -10,7 +10,7 @@ from typing import Any
 from ..core import AgentAlignError, rng as seeded_rng
 from .values import *
 from .world import *
-from . import services as _services, host as _host   # importing them registers the capability handlers
+from . import services as _services, host as _host, crypto as _crypto   # importing them registers the capability handlers
 
 # %% auto #0
 __all__ = ['default_tools', 'SimulatedEnvironment', 'env_call', 'env_tools']
@@ -26,6 +26,7 @@ def default_tools() -> list[ToolSpec]:
     "The 86 concrete tools of the (repaired) upstream data, as `ToolSpec`s."
     return list(_default_tools())
 
+# %% ../../nbs/03_environment.ipynb #87adff05
 def _parse(arguments: Any) -> tuple[Any, dict | None]:
     "Arguments as a Python value, or an error result."
     if arguments is None or arguments == "": return {}, None
@@ -42,6 +43,7 @@ def _parse(arguments: Any) -> tuple[Any, dict | None]:
             return None, fail(f"arguments: invalid JSON ({why})", "arguments", code="invalid_json")
     return arguments, None
 
+# %% ../../nbs/03_environment.ipynb #eccc9edc
 class SimulatedEnvironment:
     "An in-memory world in which the concrete tools can be called."
     def __init__(self, seed: int = 0, tools: Any = None):

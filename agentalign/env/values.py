@@ -5,18 +5,19 @@ reserved example domains, service-specific identifiers), and schema-driven argum
 
 # %% ../../nbs/03b_env_values.ipynb #3673e6e4
 from __future__ import annotations
-import math, random, re, string, threading, unicodedata
+import functools, math, random, re, string, threading, unicodedata
+from pathlib import Path
 from typing import Any, Callable, NamedTuple
-from ..core import AgentAlignError
+from ..core import AgentAlignError, data_dir
 
 # %% auto #0
 __all__ = ['NAME_LOCALES', 'ADDRESS_LOCALES', 'NAME_POOL_SIZE', 'COMPANIES', 'MAIL_DOMAINS', 'CITIES', 'HEX', 'B58', 'BECH32',
-           'ALNUM', 'B64URL', 'CHAIN_KIND', 'TEXT', 'CUISINES', 'WEB_SITES', 'SHELL_COMMANDS', 'PACKAGES',
-           'DOCKER_IMAGES', 'FILE_PATHS', 'PLATFORMS', 'PLATFORM_ALIASES', 'MAIL_HOST', 'CONDITIONAL', 'ToolSpec',
-           'tool_spec', 'ascii_word', 'name_pool', 'rand_str', 'rand_digits', 'person', 'email', 'phone', 'address',
-           'slug', 'evm_address', 'btc_address', 'sol_address', 'xmr_address', 'evm_tx', 'btc_tx', 'sol_tx',
-           'chain_kind', 'crypto_address', 'tx_hash', 'FieldContext', 'tool_platform', 'lazy_pick', 'service_id',
-           'get_path', 'schema_at', 'conditional_requirements', 'sample_arguments']
+           'ALNUM', 'B64URL', 'CHAIN_KIND', 'STRINGS', 'VALUES_SHAPE', 'PLATFORMS', 'PLATFORM_ALIASES', 'MAIL_HOST',
+           'STRING_STEPS', 'CONDITIONAL', 'ToolSpec', 'tool_spec', 'ascii_word', 'name_pool', 'rand_str', 'rand_digits',
+           'person', 'email', 'phone', 'address', 'slug', 'evm_address', 'btc_address', 'sol_address', 'xmr_address',
+           'evm_tx', 'btc_tx', 'sol_tx', 'chain_kind', 'crypto_address', 'tx_hash', 'pools', 'templates',
+           'load_content', 'values_content', 'text_pool', 'value_pool', 'FieldContext', 'tool_platform', 'lazy_pick',
+           'service_id', 'get_path', 'schema_at', 'conditional_requirements', 'sample_arguments']
 
 # %% ../../nbs/03b_env_values.ipynb #3309f6ef
 class ToolSpec(NamedTuple):
@@ -59,11 +60,17 @@ _FAKER_LOCK = threading.Lock()
 _FAKERS: dict[str, Any] = {}
 _NAMES: dict[str, tuple[list[str], list[str]]] = {}
 
+_SET_ORDERED = {"it_IT": ("cities",)}   # word lists faker builds from a set: their order would follow PYTHONHASHSEED
+
 def _faker(locale: str):
     f = _FAKERS.get(locale)
     if f is None:
         from faker import Faker      # imported on first use: importing the environment stays fast
-        f = _FAKERS[locale] = Faker(locale)
+        f = Faker(locale)
+        for p in f.providers:        # put set-built lists in one order, so a seed gives the same words in every process
+            for attr in _SET_ORDERED.get(locale, ()):
+                if isinstance(getattr(p, attr, None), list): setattr(p, attr, sorted(getattr(p, attr)))
+        _FAKERS[locale] = f
     return f
 
 def ascii_word(text: str) -> str:
@@ -81,6 +88,7 @@ def name_pool(locale: str) -> tuple[list[str], list[str]]:
             pool = _NAMES[locale] = (draw(first_m), draw(last_m))
     return pool
 
+# %% ../../nbs/03b_env_values.ipynb #3bfa2f76
 COMPANIES = ["acme", "northwind", "globex", "initech", "bluebird", "brightpath", "cedarworks", "lumen", "orbital", "tidewater"]
 MAIL_DOMAINS = ["example.com", "example.org", "example.net", "mail.example.com", "corp.example.com"]
 CITIES = [("San Francisco", "CA", "94110", "US"), ("Seattle", "WA", "98101", "US"), ("Austin", "TX", "78701", "US"),
@@ -123,6 +131,7 @@ def address(r: random.Random) -> str:
         st = f.state_abbr() if loc in ("en_US", "en_AU") else f.province_abbr() if loc == "en_CA" else ""
     return f"{street}, {city}{', ' + st if st else ''} {pc}, {ADDRESS_LOCALES[loc]}"
 
+# %% ../../nbs/03b_env_values.ipynb #21c2041b
 def slug(text: str, n: int = 6) -> str:
     "A url-safe slug of the first `n` words of `text`."
     return "-".join(re.findall(r"[a-z0-9]+", str(text)[:2000].lower())[:n]) or "item"
@@ -149,60 +158,62 @@ def tx_hash(r: random.Random, kind: str) -> str:
     "A transaction hash in the format of family `kind`."
     return {"btc": btc_tx, "xmr": btc_tx, "sol": sol_tx}.get(kind, evm_tx)(r)
 
-# %% ../../nbs/03b_env_values.ipynb #3bfa2f76
-TEXT = {
-    "image_prompt": ["A watercolor illustration of a lighthouse on a rocky coast at sunrise",
-                     "Product photo of a ceramic coffee mug on a wooden table, soft natural light",
-                     "Isometric illustration of a small bakery storefront with a striped awning",
-                     "A cozy reading nook with plants and warm lamps, digital painting"],
-    "video_prompt": ["A slow drone shot over terraced rice fields in morning mist",
-                     "Time-lapse of clouds moving over a mountain lake", "A barista pouring latte art in slow motion"],
-    "edit_prompt": ["Replace the background with a clean white studio backdrop", "Make the sky a warm sunset orange",
-                    "Remove the power lines above the house"],
-    "speech": ["Welcome to the quarterly team update. Today we will review our progress and plans for next month.",
-               "Thank you for calling. Our office hours are Monday to Friday, nine to five.",
-               "Chapter one. The morning the bakery opened, the whole street smelled of cinnamon."],
-    "subject": ["Project kickoff next Tuesday", "Invoice #1042 for October", "Quick question about the onboarding docs",
-                "Team offsite: agenda and logistics", "Your order has shipped"],
-    "body": ["Hi team,\n\nThe kickoff meeting is scheduled for Tuesday at 10:00 in room 3B. Please review the attached plan beforehand.\n\nBest regards",
-             "Hello,\n\nPlease find attached the invoice for October. Payment is due within 30 days.\n\nThanks",
-             "Hi,\n\nCould you share the latest version of the onboarding checklist? I'd like to update the wiki.\n\nCheers"],
-    "sms": ["Your appointment is confirmed for Thursday at 3:30 PM. Reply C to cancel.",
-            "Your package was delivered to the front desk.", "Reminder: team standup moves to 9:45 tomorrow."],
-    "chat": ["The release build passed all checks, deploying to staging now.", "Lunch at 12:30 at the usual place?",
-             "Slides for tomorrow's demo are in the shared folder."],
-    "post": ["Just finished a 10k run along the river. New personal best!", "Our community garden harvested its first tomatoes today.",
-             "Three tips for better sourdough: patience, a warm spot, and a good starter.",
-             "Excited to share that our open-source library just reached version 2.0!"],
-    "comment": ["Great tips, thanks for sharing!", "This is really helpful, bookmarking it.", "Congrats on the launch!",
-                "Where was this photo taken? Beautiful spot."],
-    "title": ["How I organise my week in 10 minutes", "Beginner's guide to houseplants", "Cooking a 3-course dinner on a budget",
-              "Our trip through the Scottish Highlands"],
-    "description": ["A short guide with practical tips and examples.", "Monthly subscription for the premium plan",
-                    "Order payment for 2 items", "Workshop ticket - intro to data visualisation"],
-    "web_query": ["best practices for python packaging", "weather forecast berlin this weekend", "how to repot a monstera",
-                  "history of the printing press", "beginner marathon training plan"],
-    "product_query": ["wireless noise cancelling headphones", "stainless steel water bottle", "ergonomic office chair",
-                      "usb-c charging cable 2m", "cast iron skillet 12 inch"],
-    "food_query": ["ramen", "vegan burgers", "sushi", "thai curry", "pizza", "dim sum"],
-    "social_query": ["#sourdough", "travel photography tips", "indie game devlog", "home workout routine", "#gardening"],
-    "note": ["Please leave it at the front door.", "Ring the bell twice, thanks!", "Call on arrival.", "Extra napkins please."],
-    "commit": ["Fix off-by-one error in pagination", "Add retry with backoff to HTTP client", "Update README with setup steps"],
-    "label": ["Invoice #1042", "Donation", "Order 7731", "Consulting - October"],
-    "item": ["Ceramic coffee mug", "Yoga mat", "Notebook (A5, dotted)", "Bluetooth speaker", "Desk lamp", "Gift card"],
-}
-CUISINES = ["japanese", "italian", "thai", "mexican", "indian", "chinese", "vegan", "korean"]
-WEB_SITES = ["en.wikipedia.org", "www.nytimes.com", "www.bbc.com", "docs.python.org", "www.reddit.com", "medium.com",
-             "www.theguardian.com", "stackoverflow.com", "www.nature.com", "www.healthline.com", "github.com", "www.youtube.com"]
-SHELL_COMMANDS = ["ls -la /var/log", "df -h", "uname -a", "whoami", "ps aux", "cat /etc/hostname", "free -m",
-                  "python3 --version", "git status", "uptime", "echo 'hello world'", "pwd", "du -sh /home/ubuntu"]
-PACKAGES = {"pip": ["requests", "numpy", "pandas", "flask", "pydantic", "rich"], "npm": ["express", "lodash", "react", "axios", "dayjs"],
-            "yarn": ["typescript", "eslint", "vite", "zod"]}
-DOCKER_IMAGES = ["nginx:1.27-alpine", "postgres:16", "redis:7.2", "python:3.12-slim", "node:20-alpine", "grafana/grafana:11.1.0"]
-FILE_PATHS = ["/home/ubuntu/projects/report/summary.md", "/home/ubuntu/notes/todo.txt", "/etc/nginx/nginx.conf",
-              "/var/log/app/server.log", "/home/ubuntu/data/sales_2024.csv", "/srv/app/config.yaml", "/tmp/build/output.json"]
+# %% ../../nbs/03b_env_values.ipynb #f2833550
+STRINGS = ("strings",)
+def pools(*names: str) -> tuple: return ("pools", names)
+def templates(*fields: str) -> tuple: return ("templates", fields)
 
+def _check_strings(v: Any, fields: tuple | None = None) -> str | None:
+    "What is wrong with `v` as a list of strings (of templates using only `fields`), or None."
+    if not isinstance(v, list) or not v: return "must be a non-empty list"
+    for i, x in enumerate(v):
+        if not isinstance(x, str) or not x.strip(): return f"entry {i} must be a non-empty string, got {str(x)[:40]!r}"
+        if fields is None: continue
+        try: used = {f for _, f, _, _ in string.Formatter().parse(x) if f is not None}
+        except ValueError as e: return f"entry {i} has a malformed placeholder ({e}): {x[:60]!r}"
+        if used - set(fields): return f"entry {i} uses unknown placeholder(s) {sorted(used - set(fields))} (known: {list(fields)})"
+    return None
 
+def _check_entry(v: Any, kind: tuple) -> tuple[str, str] | None:
+    "(sub-key, problem) for entry `v` of shape `kind`, or None."
+    if kind[0] != "pools": return ("", p) if (p := _check_strings(v, kind[1] if kind[0] == "templates" else None)) else None
+    if not isinstance(v, dict) or not v: return "", "must be a table of lists"
+    missing = [n for n in kind[1] if n not in v]
+    if missing: return "", f"missing {', '.join(missing)}"
+    return next(((f".{k}", p) for k, x in v.items() if (p := _check_strings(x))), None)
+
+def load_content(path: Path, shape: dict) -> dict:
+    "The YAML content table at `path`, checked against `shape` (key -> STRINGS / pools(...) / templates(...))."
+    import yaml
+    try: data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError: raise AgentAlignError(f"{path}: content file missing")
+    except yaml.YAMLError as e: raise AgentAlignError(f"{path}: invalid YAML: {' '.join(str(e).split())[:200]}")
+    if not isinstance(data, dict): raise AgentAlignError(f"{path}: must be a YAML table of {', '.join(shape)}")
+    for key, kind in shape.items():
+        if key not in data: raise AgentAlignError(f"{path}: {key}: missing")
+        bad = _check_entry(data[key], kind)
+        if bad: raise AgentAlignError(f"{path}: {key}{bad[0]}: {bad[1]}")
+    return data
+
+# %% ../../nbs/03b_env_values.ipynb #e9cf7976
+VALUES_SHAPE = {"text": pools("image_prompt", "video_prompt", "edit_prompt", "speech", "subject", "body", "sms", "chat", "post",
+                              "comment", "title", "description", "web_query", "product_query", "food_query", "social_query",
+                              "note", "commit", "label", "item"),
+                "cuisines": STRINGS, "web_sites": STRINGS, "shell_commands": STRINGS,
+                "packages": pools("pip", "npm", "yarn"), "docker_images": STRINGS, "file_paths": STRINGS}
+
+@functools.lru_cache(maxsize=None)
+def values_content() -> dict:
+    "`data/env/values.yaml`, checked (see `VALUES_SHAPE`)."
+    return load_content(data_dir() / "env" / "values.yaml", VALUES_SHAPE)
+
+def text_pool(kind: str) -> list[str]:
+    "The free-text pool for `kind` (`post`, `subject`, `web_query`...)."
+    return values_content()["text"][kind]
+
+def value_pool(name: str) -> Any:
+    "A pool of `data/env/values.yaml` (`web_sites`, `shell_commands`, `packages`...)."
+    return values_content()[name]
 
 # %% ../../nbs/03b_env_values.ipynb #36ed488f
 class FieldContext(NamedTuple):
@@ -217,6 +228,7 @@ class FieldContext(NamedTuple):
 
 def _has(s: str, *words: str) -> bool: return any(w in s for w in words)
 
+# %% ../../nbs/03b_env_values.ipynb #3f7336e5
 PLATFORMS = ("gmail", "outlook", "yahoo", "163", "twilio", "messagebird", "telegram", "amazon", "temu", "ebay", "taobao",
              "meituan", "doordash", "ubereats", "foodpanda", "alipay", "apple_pay", "paypal", "wechat", "stripe", "google",
              "bing", "brave", "baidu", "tweet", "twitter", "instagram", "weibo", "tiktok", "youtube", "bilibili",
@@ -231,38 +243,40 @@ def tool_platform(tool: str) -> str | None:
 
 MAIL_HOST = {"gmail": "gmail.com", "outlook": "outlook.com", "yahoo": "yahoo.com", "163": "163.com"}
 
+# %% ../../nbs/03b_env_values.ipynb #063c2ca7
 def _media_url(r: random.Random, kind: str) -> str:
     ext = lazy_pick(kind, {"video": lambda: r.choice(["mp4", "mov"]), "audio": lambda: "mp3"}, lambda: r.choice(["png", "jpg"]))
     return f"https://cdn.example.com/{kind}s/{rand_str(r, 10, HEX)}.{ext}"
 
 def _text(c: FieldContext) -> str:
     n, d, t, cap = c.name, c.desc, c.tool, c.cap
-    if n in ("prompt",): return c.r.choice(TEXT["edit_prompt" if "edit" in cap else "video_prompt" if "video" in cap else "image_prompt"])
+    if n in ("prompt",): return c.r.choice(text_pool("edit_prompt" if "edit" in cap else "video_prompt" if "video" in cap else "image_prompt"))
     if n == "negative_prompt": return c.r.choice(["blurry, low resolution, watermark", "text, extra fingers, distorted"])
-    if n == "text" and "voice" in cap: return c.r.choice(TEXT["speech"])
-    if n == "subject" and "payment" not in cap: return c.r.choice(TEXT["subject"])
-    if n == "body": return c.r.choice(TEXT["body"])
-    if n in ("message", "text") and "sms" in cap: return c.r.choice(TEXT["sms"])
-    if n in ("message", "text") and "message" in cap: return c.r.choice(TEXT["chat"])
-    if n == "content" and "comment" in cap: return c.r.choice(TEXT["comment"])
-    if n in ("content", "caption"): return c.r.choice(TEXT["post"])[: 150 if "150" in d else None]
-    if n == "title": return c.r.choice(TEXT["title"])
-    if n == "message" and "git" in t or n == "message" and "commit" in d: return c.r.choice(TEXT["commit"])
-    if n in ("name", "label") and "items" in c.path: return c.r.choice(TEXT["item"])
-    if n in ("label", "subject", "message"): return c.r.choice(TEXT["label"])
-    if _has(n, "note", "instruction", "remark", "message_to_seller", "gift_message"): return c.r.choice(TEXT["note"])
-    return c.r.choice(TEXT["description"])
+    if n == "text" and "voice" in cap: return c.r.choice(text_pool("speech"))
+    if n == "subject" and "payment" not in cap: return c.r.choice(text_pool("subject"))
+    if n == "body": return c.r.choice(text_pool("body"))
+    if n in ("message", "text") and "sms" in cap: return c.r.choice(text_pool("sms"))
+    if n in ("message", "text") and "message" in cap: return c.r.choice(text_pool("chat"))
+    if n == "content" and "comment" in cap: return c.r.choice(text_pool("comment"))
+    if n in ("content", "caption"): return c.r.choice(text_pool("post"))[: 150 if "150" in d else None]
+    if n == "title": return c.r.choice(text_pool("title"))
+    if n == "message" and "git" in t or n == "message" and "commit" in d: return c.r.choice(text_pool("commit"))
+    if n in ("name", "label") and "items" in c.path: return c.r.choice(text_pool("item"))
+    if n in ("label", "subject", "message"): return c.r.choice(text_pool("label"))
+    if _has(n, "note", "instruction", "remark", "message_to_seller", "gift_message"): return c.r.choice(text_pool("note"))
+    return c.r.choice(text_pool("description"))
 
 def _query(c: FieldContext) -> str:
-    if "product" in c.cap: return c.r.choice(TEXT["product_query"])
-    if "merchant" in c.cap: return c.r.choice(TEXT["food_query"])
-    if "social" in c.cap: return c.r.choice(TEXT["social_query"])
-    return c.r.choice(TEXT["web_query"])
+    if "product" in c.cap: return c.r.choice(text_pool("product_query"))
+    if "merchant" in c.cap: return c.r.choice(text_pool("food_query"))
+    if "social" in c.cap: return c.r.choice(text_pool("social_query"))
+    return c.r.choice(text_pool("web_query"))
 
 def lazy_pick(key: Any, table: dict, default: Callable) -> Any:
     "Evaluate only the generator of `key` (each one consumes random draws)."
     return table.get(key, default)()
 
+# %% ../../nbs/03b_env_values.ipynb #6f1c0336
 def service_id(c: FieldContext) -> str:
     "An identifier in the format of the service the tool talks to."
     r, n, p = c.r, c.name, tool_platform(c.tool)
@@ -293,18 +307,19 @@ def service_id(c: FieldContext) -> str:
     if n in ("cat",): return rand_digits(r, 8)
     return f"{n.removesuffix('_id') or 'id'}_{rand_str(r, 12, HEX)}"
 
-def _string(c: FieldContext) -> str:
-    "A string value for field `c.name`, chosen by name, description and tool."
-    r, n, d, t, cap, path = c.r, c.name, c.desc, c.tool, c.cap, c.path
-    kind = chain_kind(c.sib.get("network") or c.sib.get("to_chain") or t)
-    # --- communication ---------------------------------------------------------------------------------------------
+# %% ../../nbs/03b_env_values.ipynb #c55e2989
+def _comm_string(c: FieldContext) -> str | None:
+    r, n, d, t, cap = c.r, c.name, c.desc, c.tool, c.cap
     if n == "sender" or "email" in n or (n in ("to", "cc", "bcc") and "email" in cap):
         m = re.search(r"@([\w.-]+\.[a-z]{2,})", d)
         return email(r, m.group(1) if m and n == "sender" else MAIL_HOST.get(tool_platform(t)) if n == "sender" else None)
     if "phone" in n or "phone" in d or n == "to" and "sms" in cap: return phone(r)
     if n == "originator": return r.choice([phone(r), r.choice(COMPANIES).title()[:11]])
     if n == "chat_id": return "@" + r.choice(COMPANIES) + "_updates"
-    # --- urls and media -------------------------------------------------------------------------------------------
+
+# %% ../../nbs/03b_env_values.ipynb #4f27f725
+def _url_string(c: FieldContext) -> str | None:
+    r, n, d, t, cap = c.r, c.name, c.desc, c.tool, c.cap
     if n in ("video_url",) or n == "media_urls" and "video" in cap: return _media_url(r, "video")
     if n in ("image_url", "mask_url", "cover_url", "media_url", "media_urls"): return _media_url(r, "image")
     if n in ("notify_url",): return f"https://api.{r.choice(COMPANIES)}.example.com/payments/notify"
@@ -312,7 +327,11 @@ def _string(c: FieldContext) -> str:
     if n == "cancel_url": return f"https://shop.{r.choice(COMPANIES)}.example.com/checkout/cancel"
     if n == "url" and "git" in t: return f"https://github.com/{r.choice(COMPANIES)}/{r.choice(['inventory-service', 'web-frontend', 'data-pipeline', 'docs'])}.git"
     if n == "url" or "url" in n or "uri" in d: return f"https://api.{r.choice(COMPANIES)}.example.com/v1/{r.choice(['status', 'orders', 'users/42', 'reports?month=10'])}"
-    # --- crypto -----------------------------------------------------------------------------------------------------
+
+# %% ../../nbs/03b_env_values.ipynb #e572f6cb
+def _crypto_string(c: FieldContext) -> str | None:
+    r, n, d, t, cap = c.r, c.name, c.desc, c.tool, c.cap
+    kind = chain_kind(c.sib.get("network") or c.sib.get("to_chain") or t)
     crypto = "crypto" in cap or (not cap and _has(t, "bitcoin", "ethereum", "solana", "monero", "wallet", "swap", "chain", "contract", "crypto"))
     if n in ("network", "from_chain", "to_chain") and crypto:
         pool = ["ethereum", "polygon", "arbitrum", "optimism", "base", "bsc"] + (["bitcoin", "solana"] if "query" in cap else [])
@@ -336,23 +355,26 @@ def _string(c: FieldContext) -> str:
         return f"{r.uniform(0.0005, 0.05):.8f}" if n == "amount_btc" else f"{r.uniform(0.05, 3):.{4 if n != 'amount_xmr' else 6}f}"
     if n == "gas_limit": return str(r.choice([1_500_000, 3_000_000, 5_000_000]))
     if n == "fee_rate": return str(r.randint(2, 40))
-    # --- system tools -----------------------------------------------------------------------------------------------
-    if n == "command": return r.choice(SHELL_COMMANDS)
+
+# %% ../../nbs/03b_env_values.ipynb #929eed85
+def _system_string(c: FieldContext) -> str | None:
+    r, n, t = c.r, c.name, c.tool
+    if n == "command": return r.choice(value_pool("shell_commands"))
     if n in ("path", "repository_path", "working_dir", "local_path", "remote_path", "dockerfile", "key_file", "destination"):
         if n == "repository_path": return f"/home/ubuntu/src/{r.choice(['inventory-service', 'web-frontend', 'data-pipeline'])}"
         if n == "working_dir": return r.choice(["/home/ubuntu", "/srv/app", "/tmp"])
         if n == "dockerfile": return "./Dockerfile"
         if n == "key_file": return "/home/ubuntu/.ssh/id_ed25519"
-        if n == "destination": return "/home/ubuntu/backup/" + r.choice(FILE_PATHS).rsplit("/", 1)[-1]
-        return r.choice(FILE_PATHS)
+        if n == "destination": return "/home/ubuntu/backup/" + r.choice(value_pool("file_paths")).rsplit("/", 1)[-1]
+        return r.choice(value_pool("file_paths"))
     if n == "target" and "docker" in t:
-        return r.choice(DOCKER_IMAGES) if c.sib.get("operation") in ("run", "build", None) else r.choice(["web", "db", "cache"]) + f"-{r.randint(1, 3)}"
+        return r.choice(value_pool("docker_images")) if c.sib.get("operation") in ("run", "build", None) else r.choice(["web", "db", "cache"]) + f"-{r.randint(1, 3)}"
     if n in ("target", "host", "dns_server"):
         if n == "dns_server": return r.choice(["1.1.1.1", "8.8.8.8", "9.9.9.9"])
         return r.choice([f"{r.choice(['api', 'build-01', 'db', 'www'])}.{r.choice(COMPANIES)}.example.com", f"10.0.{r.randint(0, 9)}.{r.randint(2, 254)}"])
     if n == "username": return r.choice(["ubuntu", "deploy", "admin", person(r)[0]])
     if n == "password": return rand_str(r, 16)
-    if n == "package_name": return r.choice(PACKAGES.get(c.sib.get("manager", "pip"), PACKAGES["pip"]))
+    if n == "package_name": return r.choice(value_pool("packages").get(c.sib.get("manager", "pip"), value_pool("packages")["pip"]))
     if n == "version": return f"{r.randint(1, 5)}.{r.randint(0, 20)}.{r.randint(0, 9)}"
     if n == "branch": return r.choice(["main", "develop", f"feature/{r.choice(['login', 'search', 'export'])}"])
     if n == "tag": return f"{r.choice(COMPANIES)}/app:{r.randint(1, 3)}.{r.randint(0, 9)}"
@@ -360,13 +382,16 @@ def _string(c: FieldContext) -> str:
     if n == "mode": return r.choice(["r", "w", "a"])
     if n == "name" and "process" in t: return r.choice(["nginx", "python3", "postgres", "node"])
     if n == "volumes": return f"/srv/{r.choice(['data', 'logs'])}:/var/lib/app"
-    # --- commerce, places, dates -----------------------------------------------------------------------------------
+
+# %% ../../nbs/03b_env_values.ipynb #0e6b0ab1
+def _commerce_string(c: FieldContext) -> str | None:
+    r, n, d, cap = c.r, c.name, c.desc, c.cap
     if _has(n, "shipping_address", "delivery_address", "delivery_location") or n in ("address",): return address(r)
     if n in ("location", "area", "filters.location"):
         return r.choice([f"{c_[0]}, {c_[3]}" for c_ in CITIES]) if "merchant" not in cap else address(r)
     if n in ("keyword", "query", "search_term", "search_text"): return _query(c)
     if n in ("category",): return r.choice(["electronics", "home & kitchen", "sports & outdoors", "books"])
-    if n in ("cuisine", "cuisine_type"): return r.choice(CUISINES)
+    if n in ("cuisine", "cuisine_type"): return r.choice(value_pool("cuisines"))
     if n in ("dietary_preferences", "dietary_restrictions"): return r.choice(["vegetarian", "vegan", "gluten-free", "halal"])
     if n in ("color",): return r.choice(["#FFFFFF", "#FF6699", "#00A1D6"]) if "hex" in d else r.choice(["Black", "Navy", "White", "Red"])
     if n == "size": return r.choice(["S", "M", "L", "XL"])
@@ -384,13 +409,18 @@ def _string(c: FieldContext) -> str:
     if n in ("region", "country", "shipping_region", "filters.region"): return r.choice(["US", "GB", "DE", "JP", "SG"])
     if n == "market": return r.choice(["en-US", "en-GB", "de-DE", "ja-JP"])
     if n == "currency": return r.choice(["USD", "EUR", "GBP"])
-    # --- AI media -------------------------------------------------------------------------------------------------
+
+# %% ../../nbs/03b_env_values.ipynb #027ea596
+def _media_string(c: FieldContext) -> str | None:
+    r, n, t = c.r, c.name, c.tool
     if n == "aspect_ratio": return r.choice(["1:1", "16:9", "4:3", "9:16"])
     if n == "model": return lazy_pick(tool_platform(t), {"stable_diffusion": lambda: r.choice(["sd_xl_base_1.0", "sd3_medium"]),
                                                  "elevenlabs": lambda: r.choice(["eleven_multilingual_v2", "eleven_turbo_v2_5"])}, lambda: "default")
     if n == "sampler": return r.choice(["DPM++ 2M Karras", "Euler a", "DDIM"])
     if n == "style_preset": return r.choice(["cinematic", "anime", "photographic", "watercolor"])
-    # --- social ---------------------------------------------------------------------------------------------------
+
+def _social_string(c: FieldContext) -> str | None:
+    r, n, path = c.r, c.name, c.path
     if n in ("topics", "tags", "brand", "user_tags"):
         if n == "user_tags": return "@" + "_".join(person(r))
         if n == "brand": return r.choice(["Sony", "Anker", "Bose", "Logitech", "Lodge"])
@@ -399,9 +429,15 @@ def _string(c: FieldContext) -> str:
     if n.endswith("id") or n.endswith("_id") or n in ("cursor", "next_token", "page_token", "reference", "partition", "cat"): return service_id(c)
     if _has(n, "name") and "attachments" in path: return r.choice(["report.pdf", "photo.jpg", "slides.pptx", "notes.txt"])
     if n == "type" and "attachments" in path: return r.choice(["application/pdf", "image/jpeg", "text/plain"])
+
+STRING_STEPS = (_comm_string, _url_string, _crypto_string, _system_string, _commerce_string, _media_string, _social_string)
+
+def _string(c: FieldContext) -> str:
+    "A string value for field `c.name`, chosen by name, description and tool: the first step that knows it, else free text."
+    for step in STRING_STEPS:
+        v = step(c)
+        if v is not None: return v
     return _text(c)
-
-
 
 # %% ../../nbs/03b_env_values.ipynb #4070d3b4
 _INT_RANGES = {"quantity": (1, 3), "page": (1, 3), "page_number": (1, 3), "count": (3, 10), "limit": (5, 20), "num_results": (5, 10),
@@ -432,8 +468,6 @@ def _number(s: dict, c: FieldContext, integer: bool) -> int | float:
     if "exclusiveMaximum" in s and v >= hi: v = lo + (hi - lo) / 2
     return v
 
-
-
 # %% ../../nbs/03b_env_values.ipynb #d6d53fde
 def _free_object(c: FieldContext) -> dict:
     r, n = c.r, c.name
@@ -445,8 +479,9 @@ def _free_object(c: FieldContext) -> dict:
             "style_params": lambda: {"stylize": r.choice([100, 250, 500]), "chaos": r.randint(0, 30)},
             "customizations": lambda: {"spice_level": r.choice(["mild", "medium", "hot"])},
             "data": lambda: {"name": " ".join(person(r)).title(), "quantity": r.randint(1, 5)},
-            }.get(n, lambda: {"note": r.choice(TEXT["note"])})()
+            }.get(n, lambda: {"note": r.choice(text_pool("note"))})()
 
+# %% ../../nbs/03b_env_values.ipynb #c912e1bb
 def _value(s: dict, c: FieldContext, required_only: bool) -> Any:
     "A value that satisfies schema `s` for the field described by `c`."
     if not isinstance(s, dict): s = {}
@@ -487,6 +522,7 @@ def _value(s: dict, c: FieldContext, required_only: bool) -> Any:
         return _object(s, c, required_only)
     return _string(c)
 
+# %% ../../nbs/03b_env_values.ipynb #7891b09c
 def _decides(name: str, s: dict) -> bool:
     "Fields drawn first because others depend on them."
     return bool(isinstance(s, dict) and s.get("enum")) or name in ("network", "from_chain", "to_chain", "manager", "min")
@@ -503,9 +539,6 @@ def _object(s: dict, c: FieldContext, required_only: bool, overrides: dict | Non
         ps = props[k] if isinstance(props[k], dict) else {}
         sib[k] = _value(ps, c._replace(path=prefix + k, name=k, desc=str(ps.get("description", "")).lower(), sib=sib), required_only)
     return {k: sib[k] for k in props if chosen[k]}
-
-
-
 
 # %% ../../nbs/03b_env_values.ipynb #140d3b04
 CONDITIONAL = {   # capability -> [(discriminating field, values, required paths)]

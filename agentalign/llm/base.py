@@ -38,6 +38,7 @@ def validation_line(e: ValidationError, where: str) -> tuple[str, str | None]:
     got = got if len(got) <= 60 else got[:57] + "..."
     return f"{where}{'.' + loc if loc else ''}: {err.get('msg', 'invalid')} (got {got})", loc
 
+# %% ../../nbs/02_llm.ipynb #53b83671
 class ToolCall(BaseModel):
     "One function call requested by the model; `arguments` is a JSON-encoded object (`\"{}\"` for no arguments)."
     id: str
@@ -64,6 +65,7 @@ class ChatRequest(BaseModel):
         try: super().__init__(**data)
         except ValidationError as e: raise RequestError(*validation_line(e, "ChatRequest")) from None
 
+# %% ../../nbs/02_llm.ipynb #bd05e012
 class ChatResponse(BaseModel):
     "The assistant's answer: text and/or tool calls, the validated structured object, and bookkeeping."
     content: str | None = None
@@ -207,6 +209,7 @@ def check_messages(messages: Any) -> None:
                 isinstance(t, dict) and isinstance(t.get("function"), dict) and isinstance(t["function"].get("name"), str) for t in tcs)):
             raise LLMError("bad_request", f"message {i}: tool_calls must be a list of {{'function': {{'name': ..., 'arguments': ...}}}} on an assistant message", param=f"messages[{i}].tool_calls")
 
+# %% ../../nbs/02_llm.ipynb #5c08aff3
 def tool_names(tools: list[dict] | None) -> list[str]:
     "The function names of OpenAI tool schemas."
     return [t["function"]["name"] for t in tools or [] if isinstance(t, dict) and isinstance(t.get("function"), dict) and isinstance(t["function"].get("name"), str)]
@@ -230,6 +233,7 @@ def check_tools(tools: Any) -> None:
             if not isinstance(p, dict): raise LLMError("bad_request", f"tools[{i}].function.parameters must be an object (a JSON schema), got {type(p).__name__}", param=f"tools[{i}].function.parameters")
             check_schema(p, f"tools[{i}].function.parameters", param=f"tools[{i}].function.parameters")
 
+# %% ../../nbs/02_llm.ipynb #3dfc05f5
 def forced_tool_names(req: ChatRequest) -> list[str] | None:
     "Tool names one of which must be called (`tool_choice` required / named), or None; `LLMError` on a bad choice."
     tc = req.tool_choice
@@ -336,6 +340,7 @@ class ResponseCache:
 
     def close(self): self._db.close()
 
+# %% ../../nbs/02_llm.ipynb #58419431
 class CachedBackend(Backend):
     "Answers repeated requests from a `ResponseCache`; stores only successful responses."
     def __init__(self, inner: Backend, path: str | Path):
@@ -390,6 +395,7 @@ def check_base_url(url: str | None) -> str | None:
     register_secret(parts.password); register_secret(parts.username)
     return url
 
+# %% ../../nbs/02_llm.ipynb #a5a56fda
 class LLMConfig(BaseModel):
     "Which LLM a role uses and how hard it may be driven."
     model_config = ConfigDict(extra="forbid")

@@ -5,7 +5,6 @@ response cache; the LLM options every stage command shares."""
 
 # %% ../../nbs/02e_llm_factory.ipynb #68ec2fcf
 from __future__ import annotations
-import importlib, re
 from pathlib import Path
 from typing import Annotated, Optional
 from pydantic import ValidationError

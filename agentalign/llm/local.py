@@ -7,6 +7,7 @@ tool calls, and a fair queue."""
 # %% ../../nbs/02b_local.ipynb #c7cd8aa1
 from __future__ import annotations
 import asyncio, json, threading, time
+from fastcore.basics import patch
 from ..core import stable_id
 from .base import (Backend, ChatRequest, ChatResponse, LLMError, check_messages, check_schema, check_tools, forced_tool_names, format_retry, parse_structured, parse_tool_calls)
 from .constrained import TOOL_CALL_OPEN, Grammars, json_grammar, tool_call_grammar
@@ -72,209 +73,246 @@ class LocalBackend(Backend):
         w = sorted(self.path.glob("*.safetensors")) or sorted(self.path.glob("*.bin"))
         return stable_id(self.model, str(self.path), [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in w])
 
-    def _load(self):
-        from agentalign.models import load_model
-        return load_model(str(self.path) if self.model != "embedded" else "embedded", device=self.device)
+# %% ../../nbs/02b_local.ipynb #c345f3fe
+@patch
+def _load(self: LocalBackend):
+    from agentalign.models import load_model
+    return load_model(str(self.path) if self.model != "embedded" else "embedded", device=self.device)
 
-    def eos_ids(self) -> list[int]:
-        "The end-of-turn token (`<|im_end|>` for ChatML models) and the tokenizer's end-of-text token."
+@patch
+def eos_ids(self: LocalBackend) -> list[int]:
+    "The end-of-turn token (`<|im_end|>` for ChatML models) and the tokenizer's end-of-text token."
+    _, tok = self._load()
+    eos = tok.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tok.get_vocab() else tok.eos_token_id
+    return [eos] + ([tok.eos_token_id] if tok.eos_token_id not in (None, eos) else [])
+
+@patch(as_prop=True)
+def context_length(self: LocalBackend) -> int:
+    "Tokens the model can attend to (prompt + answer)."
+    model, tok = self._load()
+    n = getattr(model.config, "max_position_embeddings", None) or getattr(tok, "model_max_length", None)
+    return int(n) if n and n < 10**7 else 2048
+
+@patch
+def grammars(self: LocalBackend) -> Grammars:
+    "The llguidance matchers for this model's tokenizer (built on first use, shared by backends on the same tokenizer)."
+    if self._grammars is None:
         _, tok = self._load()
-        eos = tok.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tok.get_vocab() else tok.eos_token_id
-        return [eos] + ([tok.eos_token_id] if tok.eos_token_id not in (None, eos) else [])
+        key = (id(tok), tuple(self.eos_ids()))
+        if key not in _GRAMMARS: _GRAMMARS[key] = Grammars(tok, self.eos_ids())
+        self._grammars = _GRAMMARS[key]
+    return self._grammars
 
-    @property
-    def context_length(self) -> int:
-        "Tokens the model can attend to (prompt + answer)."
-        model, tok = self._load()
-        n = getattr(model.config, "max_position_embeddings", None) or getattr(tok, "model_max_length", None)
-        return int(n) if n and n < 10**7 else 2048
+# %% ../../nbs/02b_local.ipynb #04ac03a6
+@patch
+def render(self: LocalBackend, req: ChatRequest) -> tuple[list[int], str, str | None]:
+    "(prompt token ids, pre-filled answer start, grammar) for `req`: chat template, tools, schema instruction, constraints, context check."
+    _, tok = self._load()
+    msgs = with_schema_instruction(req.messages, req.response_schema, req.schema_name) if req.response_schema else req.messages
+    try: prompt = tok.apply_chat_template(msgs, tools=req.tools or None, add_generation_prompt=True, tokenize=False)
+    except Exception as e: raise LLMError("bad_request", f"chat template failed: {type(e).__name__}: {e}", param="messages")
+    prefix, grammar = "", None
+    names = forced_tool_names(req)
+    if names:
+        prefix = TOOL_CALL_OPEN
+        if self.constrained: grammar = tool_call_grammar(req.tools, names)
+    elif req.response_schema is not None and self.constrained: grammar = json_grammar(req.response_schema)
+    ids = tok(prompt + prefix, add_special_tokens=False)["input_ids"]
+    ctx = self.context_length
+    if len(ids) + self.effective_max_tokens(req) > ctx:
+        raise LLMError("bad_request", f"the prompt ({len(ids)} tokens) plus max_tokens ({self.effective_max_tokens(req)}) exceed the "
+                       f"model's context of {ctx} tokens", param="max_tokens")
+    return ids, prefix, grammar
 
-    def grammars(self) -> Grammars:
-        "The llguidance matchers for this model's tokenizer (built on first use, shared by backends on the same tokenizer)."
-        if self._grammars is None:
-            _, tok = self._load()
-            key = (id(tok), tuple(self.eos_ids()))
-            if key not in _GRAMMARS: _GRAMMARS[key] = Grammars(tok, self.eos_ids())
-            self._grammars = _GRAMMARS[key]
-        return self._grammars
+@patch
+def effective_max_tokens(self: LocalBackend, req: ChatRequest) -> int:
+    "`req.max_tokens`, capped by `max_new_tokens`."
+    return min(req.max_tokens, self.max_new_tokens) if self.max_new_tokens else req.max_tokens
 
-    def render(self, req: ChatRequest) -> tuple[list[int], str, str | None]:
-        "(prompt token ids, pre-filled answer start, grammar) for `req`: chat template, tools, schema instruction, constraints, context check."
-        _, tok = self._load()
-        msgs = with_schema_instruction(req.messages, req.response_schema, req.schema_name) if req.response_schema else req.messages
-        try: prompt = tok.apply_chat_template(msgs, tools=req.tools or None, add_generation_prompt=True, tokenize=False)
-        except Exception as e: raise LLMError("bad_request", f"chat template failed: {type(e).__name__}: {e}", param="messages")
-        prefix, grammar = "", None
-        names = forced_tool_names(req)
-        if names:
-            prefix = TOOL_CALL_OPEN
-            if self.constrained: grammar = tool_call_grammar(req.tools, names)
-        elif req.response_schema is not None and self.constrained: grammar = json_grammar(req.response_schema)
-        ids = tok(prompt + prefix, add_special_tokens=False)["input_ids"]
-        ctx = self.context_length
-        if len(ids) + self.effective_max_tokens(req) > ctx:
-            raise LLMError("bad_request", f"the prompt ({len(ids)} tokens) plus max_tokens ({self.effective_max_tokens(req)}) exceed the "
-                           f"model's context of {ctx} tokens", param="max_tokens")
-        return ids, prefix, grammar
+# %% ../../nbs/02b_local.ipynb #670e3827
+@patch
+def _queue(self: LocalBackend) -> asyncio.Queue:
+    loop = asyncio.get_running_loop()
+    for old in [l for l in self._queues if l.is_closed()]: del self._queues[old]   # loops of finished run_sync calls
+    if loop not in self._queues:
+        q = asyncio.Queue()
+        self._queues[loop] = (q, loop.create_task(self._worker(q)))
+    return self._queues[loop][0]
 
-    def effective_max_tokens(self, req: ChatRequest) -> int:
-        "`req.max_tokens`, capped by `max_new_tokens`."
-        return min(req.max_tokens, self.max_new_tokens) if self.max_new_tokens else req.max_tokens
+@patch
+async def _worker(self: LocalBackend, q: asyncio.Queue):
+    while True:
+        jobs = [await q.get()]
+        t_end = time.monotonic() + self.max_wait
+        while len(jobs) < self.batch_size:
+            try: jobs.append(await asyncio.wait_for(q.get(), max(0.0, t_end - time.monotonic())))
+            except asyncio.TimeoutError: break
+        live = []
+        for j in jobs:
+            if j.future.done(): j.finished = True                      # the caller has gone
+            elif time.monotonic() > j.deadline: _deliver(j, self._timeout(j))
+            else: live.append(j)
+        if not live: continue
+        paused = await asyncio.to_thread(self._generate, live, q)
+        self.paused_rows += len(paused)
+        for j in paused: q.put_nowait(j)                              # to the back: the waiting requests go first
 
-    # -- the queue --------------------------------------------------------------------------------------------------
-    def _queue(self) -> asyncio.Queue:
-        loop = asyncio.get_running_loop()
-        for old in [l for l in self._queues if l.is_closed()]: del self._queues[old]   # loops of finished run_sync calls
-        if loop not in self._queues:
-            q = asyncio.Queue()
-            self._queues[loop] = (q, loop.create_task(self._worker(q)))
-        return self._queues[loop][0]
+@patch
+def _timeout(self: LocalBackend, j: _Job) -> LLMError:
+    _, tok = self._load()
+    return LLMError("timeout", f"generation exceeded {j.timeout:g}s", raw=tok.decode(j.out, skip_special_tokens=True) or None)
 
-    async def _worker(self, q: asyncio.Queue):
-        while True:
-            jobs = [await q.get()]
-            t_end = time.monotonic() + self.max_wait
-            while len(jobs) < self.batch_size:
-                try: jobs.append(await asyncio.wait_for(q.get(), max(0.0, t_end - time.monotonic())))
-                except asyncio.TimeoutError: break
-            live = []
-            for j in jobs:
-                if j.future.done(): j.finished = True                      # the caller has gone
-                elif time.monotonic() > j.deadline: _deliver(j, self._timeout(j))
-                else: live.append(j)
-            if not live: continue
-            paused = await asyncio.to_thread(self._generate, live, q)
-            self.paused_rows += len(paused)
-            for j in paused: q.put_nowait(j)                              # to the back: the waiting requests go first
+@patch
+def _result(self: LocalBackend, j: _Job, finish: str) -> tuple[str, str, dict]:
+    _, tok = self._load()
+    return (tok.decode(j.out, skip_special_tokens=True), finish,
+            {"prompt_tokens": len(j.ids), "completion_tokens": len(j.out), "total_tokens": len(j.ids) + len(j.out)})
 
-    def _timeout(self, j: _Job) -> LLMError:
-        _, tok = self._load()
-        return LLMError("timeout", f"generation exceeded {j.timeout:g}s", raw=tok.decode(j.out, skip_special_tokens=True) or None)
+# %% ../../nbs/02b_local.ipynb #fe95eb1d
+@patch
+def _generate(self: LocalBackend, jobs: list[_Job], q) -> list[_Job]:
+    "Generate `jobs` as one batch; if the batch fails, each row again on its own. Returns the paused rows."
+    try: return self._generate_batch(jobs, q)
+    except Exception as e:
+        if len(jobs) == 1:
+            _deliver(jobs[0], LLMError("error", f"generation failed: {type(e).__name__}: {e}")); return []
+        paused = []
+        for j in jobs:
+            if j.finished: continue
+            if j.matcher is not None and j.consumed > len(j.out):        # a token the matcher took but the batch never kept
+                j.matcher.rollback(j.consumed - len(j.out)); j.consumed = len(j.out)
+            paused += self._generate([j], q)
+        return paused
 
-    def _result(self, j: _Job, finish: str) -> tuple[str, str, dict]:
-        _, tok = self._load()
-        return (tok.decode(j.out, skip_special_tokens=True), finish,
-                {"prompt_tokens": len(j.ids), "completion_tokens": len(j.out), "total_tokens": len(j.ids) + len(j.out)})
+# %% ../../nbs/02b_local.ipynb #eb6a8cfb
+class _Batch:
+    "The state one generation batch shares between its two hooks."
+    def __init__(self, backend: LocalBackend, jobs: list[_Job], q):
+        self.b, self.jobs, self.q = backend, jobs, q
+        self.eos_ids = backend.eos_ids(); self.eos_set = set(self.eos_ids)
+        self.grammars = backend.grammars() if any(j.matcher is not None for j in jobs) else None
+        self.done = [False] * len(jobs)
+        self.steps, self.pause = 0, False
 
-    def _generate(self, jobs: list[_Job], q) -> list[_Job]:
-        "Generate `jobs` as one batch; if the batch fails, each row again on its own. Returns the paused rows."
-        try: return self._generate_batch(jobs, q)
-        except Exception as e:
-            if len(jobs) == 1:
-                _deliver(jobs[0], LLMError("error", f"generation failed: {type(e).__name__}: {e}")); return []
-            paused = []
-            for j in jobs:
-                if j.finished: continue
-                if j.matcher is not None and j.consumed > len(j.out):        # a token the matcher took but the batch never kept
-                    j.matcher.rollback(j.consumed - len(j.out)); j.consumed = len(j.out)
-                paused += self._generate([j], q)
-            return paused
+def _force(scores, i: int, t: int):
+    "Leave token `t` as the only choice of row `i`."
+    scores[i] = float("-inf"); scores[i, t] = 0.0
 
-    def _generate_batch(self, jobs: list[_Job], q) -> list[_Job]:
-        import torch
-        from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
-        model, tok = self._load()
-        eos_ids = self.eos_ids(); eos_set = set(eos_ids)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else eos_ids[0]
-        seqs = [j.ids + j.out for j in jobs]
-        width = max(map(len, seqs))
-        input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=model.device)
-        attention = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=model.device)
-        grammars = self.grammars() if any(j.matcher is not None for j in jobs) else None
-        done = [False] * len(jobs)
-        state = {"steps": 0, "pause": False}
+# %% ../../nbs/02b_local.ipynb #f833acef
+def _pick(bt: _Batch, scores):
+    "The logits hook: each live row's token, within its grammar, greedy or from its own generator; a row that fails ends alone."
+    import torch
+    for i, j in enumerate(bt.jobs):
+        if bt.done[i]: continue
+        try:
+            if j.matcher is not None:
+                allowed = torch.zeros(scores.shape[1], dtype=torch.bool, device=scores.device)
+                a = torch.from_numpy(bt.grammars.allowed(j.matcher))[:scores.shape[1]]
+                allowed[:len(a)] = a.to(scores.device)
+                if not bool(allowed.any()): _force(scores, i, bt.eos_ids[0]); continue   # nothing fits: end, the parser reports it
+                row = scores[i].masked_fill(~allowed, float("-inf"))
+            elif j.temperature > 0: row = scores[i]
+            else: continue                                        # greedy and free: generate takes the argmax
+            if j.temperature > 0:
+                if j.gen is None: j.gen = torch.Generator(device=scores.device).manual_seed(j.seed % 2**64)
+                t = int(torch.multinomial(torch.softmax(row.float() / j.temperature, dim=-1), 1, generator=j.gen).item())
+            else: t = int(torch.argmax(row).item())
+            if j.matcher is not None and t not in bt.eos_set:
+                j.consumed += 1
+                if not j.matcher.consume_token(t): raise RuntimeError(f"grammar rejected token {t}: {j.matcher.get_error()[:200]}")
+            _force(scores, i, t)
+        except Exception as e:                                    # this row fails alone
+            bt.done[i] = True; _deliver(j, LLMError("error", f"generation failed: {type(e).__name__}: {e}"))
+            _force(scores, i, bt.eos_ids[0])
+    return scores
 
-        def force(scores, i, t): scores[i] = float("-inf"); scores[i, t] = 0.0
+# %% ../../nbs/02b_local.ipynb #fc1c5a50
+def _ends(bt: _Batch, ids):
+    "The stopping hook: record each row's token; end (and answer) a row at end of turn, max_tokens, its deadline or a gone caller."
+    import torch
+    bt.steps += 1; bt.b.steps += 1
+    last, now = ids[:, -1].tolist(), time.monotonic()
+    for i, j in enumerate(bt.jobs):
+        if bt.done[i]: continue
+        if last[i] in bt.eos_set: bt.done[i] = True; _deliver(j, bt.b._result(j, "stop")); continue
+        j.out.append(last[i])
+        if len(j.out) >= j.max_tokens: bt.done[i] = True; _deliver(j, bt.b._result(j, "length"))
+        elif j.future.done(): bt.done[i] = True; j.finished = True        # the caller has gone
+        elif now > j.deadline: bt.done[i] = True; _deliver(j, bt.b._timeout(j))
+    if bt.b.slice_tokens and not all(bt.done) and bt.steps >= bt.b.slice_tokens and bt.q.qsize() > 0: bt.pause = True
+    return torch.tensor([d or bt.pause for d in bt.done], dtype=torch.bool, device=ids.device)
 
-        class Rows(LogitsProcessor):
-            def __call__(self, ids, scores):
-                for i, j in enumerate(jobs):
-                    if done[i]: continue
-                    try:
-                        if j.matcher is not None:
-                            allowed = torch.zeros(scores.shape[1], dtype=torch.bool, device=scores.device)
-                            a = torch.from_numpy(grammars.allowed(j.matcher))[:scores.shape[1]]
-                            allowed[:len(a)] = a.to(scores.device)
-                            if not bool(allowed.any()): force(scores, i, eos_ids[0]); continue   # nothing fits: end, the parser reports it
-                            row = scores[i].masked_fill(~allowed, float("-inf"))
-                        elif j.temperature > 0: row = scores[i]
-                        else: continue                                        # greedy and free: generate takes the argmax
-                        if j.temperature > 0:
-                            if j.gen is None: j.gen = torch.Generator(device=scores.device).manual_seed(j.seed % 2**64)
-                            t = int(torch.multinomial(torch.softmax(row.float() / j.temperature, dim=-1), 1, generator=j.gen).item())
-                        else: t = int(torch.argmax(row).item())
-                        if j.matcher is not None and t not in eos_set:
-                            j.consumed += 1
-                            if not j.matcher.consume_token(t): raise RuntimeError(f"grammar rejected token {t}: {j.matcher.get_error()[:200]}")
-                        force(scores, i, t)
-                    except Exception as e:                                    # this row fails alone
-                        done[i] = True; _deliver(j, LLMError("error", f"generation failed: {type(e).__name__}: {e}"))
-                        force(scores, i, eos_ids[0])
-                return scores
+# %% ../../nbs/02b_local.ipynb #50cc0fda
+@patch
+def _generate_batch(self: LocalBackend, jobs: list[_Job], q) -> list[_Job]:
+    "Generate `jobs` as one left-padded batch; returns the rows that paused for waiting requests."
+    import torch
+    from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+    model, tok = self._load()
+    bt = _Batch(self, jobs, q)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else bt.eos_ids[0]
+    seqs = [j.ids + j.out for j in jobs]
+    width = max(map(len, seqs))
+    input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=model.device)
+    attention = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=model.device)
+    class Rows(LogitsProcessor):
+        def __call__(self, ids, scores): return _pick(bt, scores)
+    class Ends(StoppingCriteria):
+        def __call__(self, ids, scores, **kw): return _ends(bt, ids)
+    budget = max(j.max_tokens - len(j.out) for j in jobs)
+    gc = GenerationConfig(max_new_tokens=budget + 1, do_sample=False, eos_token_id=bt.eos_ids, pad_token_id=pad)
+    with self._gen_lock, torch.inference_mode():
+        model.generate(input_ids=input_ids, attention_mask=attention, generation_config=gc,
+                       logits_processor=LogitsProcessorList([Rows()]), stopping_criteria=StoppingCriteriaList([Ends()]))
+    self.generated_batches.append(len(jobs))
+    return [j for i, j in enumerate(jobs) if not bt.done[i]]
 
-        class Ends(StoppingCriteria):
-            def __call__(self, ids, scores, **kw):
-                state["steps"] += 1; self_.steps += 1
-                last, now = ids[:, -1].tolist(), time.monotonic()
-                for i, j in enumerate(jobs):
-                    if done[i]: continue
-                    if last[i] in eos_set: done[i] = True; _deliver(j, self_._result(j, "stop")); continue
-                    j.out.append(last[i])
-                    if len(j.out) >= j.max_tokens: done[i] = True; _deliver(j, self_._result(j, "length"))
-                    elif j.future.done(): done[i] = True; j.finished = True        # the caller has gone
-                    elif now > j.deadline: done[i] = True; _deliver(j, self_._timeout(j))
-                if self_.slice_tokens and not all(done) and state["steps"] >= self_.slice_tokens and q.qsize() > 0: state["pause"] = True
-                return torch.tensor([d or state["pause"] for d in done], dtype=torch.bool, device=ids.device)
+# %% ../../nbs/02b_local.ipynb #1a7cb482
+@patch
+async def generate_text(self: LocalBackend, ids: list[int], temperature: float = 0.0, max_tokens: int = 512, seed: int = 0,
+                        timeout: float = 120.0, grammar: str | None = None) -> tuple[str, str, dict]:
+    "Raw completion of prompt token `ids` through the queue (optionally constrained by `grammar`): (text, finish_reason, usage)."
+    loop = asyncio.get_running_loop()
+    matcher = self.grammars().matcher(grammar) if grammar is not None else None
+    fut = loop.create_future()
+    self._queue().put_nowait(_Job(ids, temperature, max_tokens, seed, timeout, matcher, fut, loop))
+    return await fut
 
-        self_ = self
-        budget = max(j.max_tokens - len(j.out) for j in jobs)
-        gc = GenerationConfig(max_new_tokens=budget + 1, do_sample=False, eos_token_id=eos_ids, pad_token_id=pad)
-        with self._gen_lock, torch.inference_mode():
-            model.generate(input_ids=input_ids, attention_mask=attention, generation_config=gc,
-                           logits_processor=LogitsProcessorList([Rows()]), stopping_criteria=StoppingCriteriaList([Ends()]))
-        self.generated_batches.append(len(jobs))
-        return [j for i, j in enumerate(jobs) if not done[i]]
-
-    async def generate_text(self, ids: list[int], temperature: float = 0.0, max_tokens: int = 512, seed: int = 0,
-                            timeout: float = 120.0, grammar: str | None = None) -> tuple[str, str, dict]:
-        "Raw completion of prompt token `ids` through the queue (optionally constrained by `grammar`): (text, finish_reason, usage)."
-        loop = asyncio.get_running_loop()
-        matcher = self.grammars().matcher(grammar) if grammar is not None else None
-        fut = loop.create_future()
-        self._queue().put_nowait(_Job(ids, temperature, max_tokens, seed, timeout, matcher, fut, loop))
-        return await fut
-
-    # -- one request ------------------------------------------------------------------------------------------------
-    def parse(self, req: ChatRequest, text: str, finish: str, usage: dict, attempts: int) -> ChatResponse:
-        "Turn generated text into a `ChatResponse` (tool calls, validated object) or raise `LLMError`."
-        content, calls = text.strip() or None, []
-        forced = forced_tool_names(req)
-        if req.response_schema is not None and not forced:
-            return ChatResponse(content=content, parsed=parse_structured(content, req.response_schema), finish_reason=finish,
-                                usage=usage, model=self.model, attempts=attempts)
-        if req.tools and req.tool_choice != "none":
-            try: content, calls = parse_tool_calls(text)
-            except ValueError as e: raise LLMError("invalid_tool_call", str(e), raw=text)
-            if forced and not calls: raise LLMError("invalid_tool_call", "tool_choice requires a tool call and none was made", raw=text)
-        return ChatResponse(content=content, tool_calls=calls, finish_reason="tool_calls" if calls else finish,
+# %% ../../nbs/02b_local.ipynb #d9fdffaf
+@patch
+def parse(self: LocalBackend, req: ChatRequest, text: str, finish: str, usage: dict, attempts: int) -> ChatResponse:
+    "Turn generated text into a `ChatResponse` (tool calls, validated object) or raise `LLMError`."
+    content, calls = text.strip() or None, []
+    forced = forced_tool_names(req)
+    if req.response_schema is not None and not forced:
+        return ChatResponse(content=content, parsed=parse_structured(content, req.response_schema), finish_reason=finish,
                             usage=usage, model=self.model, attempts=attempts)
+    if req.tools and req.tool_choice != "none":
+        try: content, calls = parse_tool_calls(text)
+        except ValueError as e: raise LLMError("invalid_tool_call", str(e), raw=text)
+        if forced and not calls: raise LLMError("invalid_tool_call", "tool_choice requires a tool call and none was made", raw=text)
+    return ChatResponse(content=content, tool_calls=calls, finish_reason="tool_calls" if calls else finish,
+                        usage=usage, model=self.model, attempts=attempts)
 
-    async def chat(self, req: ChatRequest) -> ChatResponse:
-        check_messages(req.messages); check_tools(req.tools)
-        if req.response_schema is not None: check_schema(req.response_schema)
-        last = None
-        for attempt in range(self.format_retries + 1):
-            r = format_retry(req, attempt)
-            ids, prefix, grammar = self.render(r)
-            try: text, finish, usage = await self.generate_text(ids, r.temperature, self.effective_max_tokens(r), r.seed, r.timeout, grammar)
-            except LLMError as e: e.attempts = attempt + 1; raise
-            try: return self.parse(r, prefix + text, finish, usage, attempt + 1)
-            except LLMError as e: last = e; last.attempts = attempt + 1
-        raise last
+# %% ../../nbs/02b_local.ipynb #0f207475
+@patch
+async def chat(self: LocalBackend, req: ChatRequest) -> ChatResponse:
+    check_messages(req.messages); check_tools(req.tools)
+    if req.response_schema is not None: check_schema(req.response_schema)
+    last = None
+    for attempt in range(self.format_retries + 1):
+        r = format_retry(req, attempt)
+        ids, prefix, grammar = self.render(r)
+        try: text, finish, usage = await self.generate_text(ids, r.temperature, self.effective_max_tokens(r), r.seed, r.timeout, grammar)
+        except LLMError as e: e.attempts = attempt + 1; raise
+        try: return self.parse(r, prefix + text, finish, usage, attempt + 1)
+        except LLMError as e: last = e; last.attempts = attempt + 1
+    raise last
 
-    async def aclose(self):
-        loop = asyncio.get_running_loop()
-        if loop in self._queues:
-            _, task = self._queues.pop(loop); task.cancel()
-            try: await task
-            except (asyncio.CancelledError, Exception): pass
+@patch
+async def aclose(self: LocalBackend):
+    loop = asyncio.get_running_loop()
+    if loop in self._queues:
+        _, task = self._queues.pop(loop); task.cancel()
+        try: await task
+        except (asyncio.CancelledError, Exception): pass

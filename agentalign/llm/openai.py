@@ -7,6 +7,7 @@ Ollama, llama.cpp's server, or `agentalign serve` — through the official `open
 from __future__ import annotations
 import asyncio, contextvars, json, os
 from typing import Any
+from fastcore.basics import patch
 from ..core import AgentAlignError, register_secret, stable_id
 from .base import (FORMAT_ERRORS, Backend, ChatRequest, ChatResponse, LLMError, ToolCall, canonical_arguments, check_base_url, check_messages, check_schema, format_retry, is_official, parse_structured, parse_tool_calls)
 
@@ -50,82 +51,93 @@ class OpenAIBackend(Backend):
 
     def model_fingerprint(self) -> str: return f"{self.base_url or 'https://api.openai.com/v1'}|{self.model}"
 
-    def client(self):
-        "The `AsyncOpenAI` client of the running event loop (clients and limiters cannot be shared between loops)."
-        from aiolimiter import AsyncLimiter
-        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
-        loop = asyncio.get_running_loop()
-        for old in [l for l in self._clients if l.is_closed()]: del self._clients[old]
-        if loop not in self._clients:
-            limiter = AsyncLimiter(1, 60.0 / self.rpm) if self.rpm else None
-            async def on_request(request):               # every HTTP attempt, retries included
-                if limiter is not None: await limiter.acquire()
-                if request.headers.get("authorization") == f"Bearer {NO_KEY}": del request.headers["authorization"]
-                self.requests_sent += 1
-                n = _ATTEMPTS.get()
-                if n is not None: n[0] += 1
-            http = DefaultAsyncHttpxClient(event_hooks={"request": [on_request]})
-            self._clients[loop] = AsyncOpenAI(api_key=self._key or NO_KEY, base_url=self.base_url, max_retries=self.max_retries, http_client=http)
-        return self._clients[loop]
+# %% ../../nbs/02c_openai.ipynb #d95f699c
+@patch
+def client(self: OpenAIBackend):
+    "The `AsyncOpenAI` client of the running event loop (clients and limiters cannot be shared between loops)."
+    from aiolimiter import AsyncLimiter
+    from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+    loop = asyncio.get_running_loop()
+    for old in [l for l in self._clients if l.is_closed()]: del self._clients[old]
+    if loop not in self._clients:
+        limiter = AsyncLimiter(1, 60.0 / self.rpm) if self.rpm else None
+        async def on_request(request):               # every HTTP attempt, retries included
+            if limiter is not None: await limiter.acquire()
+            if request.headers.get("authorization") == f"Bearer {NO_KEY}": del request.headers["authorization"]
+            self.requests_sent += 1
+            n = _ATTEMPTS.get()
+            if n is not None: n[0] += 1
+        http = DefaultAsyncHttpxClient(event_hooks={"request": [on_request]})
+        self._clients[loop] = AsyncOpenAI(api_key=self._key or NO_KEY, base_url=self.base_url, max_retries=self.max_retries, http_client=http)
+    return self._clients[loop]
 
-    def body(self, req: ChatRequest) -> dict:
-        "Keyword arguments of `chat.completions.create` for `req`."
-        kw = dict(model=self.model, messages=req.messages, temperature=req.temperature, seed=req.seed, timeout=req.timeout)
-        kw[self.max_tokens_param] = req.max_tokens
-        if req.tools: kw["tools"] = req.tools
-        if req.tool_choice is not None: kw["tool_choice"] = req.tool_choice
-        if req.response_schema is not None:
-            kw["response_format"] = {"type": "json_schema", "json_schema": {"name": req.schema_name, "schema": req.response_schema}}
-        return kw
+# %% ../../nbs/02c_openai.ipynb #bc8000d0
+@patch
+def body(self: OpenAIBackend, req: ChatRequest) -> dict:
+    "Keyword arguments of `chat.completions.create` for `req`."
+    kw = dict(model=self.model, messages=req.messages, temperature=req.temperature, seed=req.seed, timeout=req.timeout)
+    kw[self.max_tokens_param] = req.max_tokens
+    if req.tools: kw["tools"] = req.tools
+    if req.tool_choice is not None: kw["tool_choice"] = req.tool_choice
+    if req.response_schema is not None:
+        kw["response_format"] = {"type": "json_schema", "json_schema": {"name": req.schema_name, "schema": req.response_schema}}
+    return kw
 
-    def parse(self, req: ChatRequest, completion: Any, attempts: int) -> ChatResponse:
-        "Turn a `ChatCompletion` into a `ChatResponse`; `LLMError` for an unreadable or malformed answer."
-        try:
-            choice = completion.choices[0]; msg = choice.message
-            content, raw_calls, finish = msg.content, msg.tool_calls or [], choice.finish_reason
-        except (AttributeError, IndexError, TypeError, KeyError):
-            raise LLMError("bad_response", "response has no choices[0].message", raw=str(completion)[:2000])
-        usage = completion.usage.model_dump() if getattr(completion, "usage", None) is not None and hasattr(completion.usage, "model_dump") else {}
-        calls = []
-        try:
-            for i, c in enumerate(raw_calls):
-                calls.append(ToolCall(id=c.id or f"call_{stable_id(content, i, n=16)}", name=c.function.name,
-                                      arguments=canonical_arguments(c.function.arguments, f"tool call {i} ({c.function.name})")))
-            if req.tools and not calls and content and "<tool_call>" in content:
-                content, calls = parse_tool_calls(content)
-        except (ValueError, AttributeError) as e: raise LLMError("invalid_tool_call", str(e), raw=content or str(raw_calls)[:2000])
-        parsed = parse_structured(content, req.response_schema) if req.response_schema is not None else None
-        return ChatResponse(content=content, tool_calls=calls, parsed=parsed, finish_reason="tool_calls" if calls and finish == "stop" else finish,
-                            usage=usage, model=getattr(completion, "model", None) or self.model, attempts=attempts)
+# %% ../../nbs/02c_openai.ipynb #16e4065d
+@patch
+def parse(self: OpenAIBackend, req: ChatRequest, completion: Any, attempts: int) -> ChatResponse:
+    "Turn a `ChatCompletion` into a `ChatResponse`; `LLMError` for an unreadable or malformed answer."
+    try:
+        choice = completion.choices[0]; msg = choice.message
+        content, raw_calls, finish = msg.content, msg.tool_calls or [], choice.finish_reason
+    except (AttributeError, IndexError, TypeError, KeyError):
+        raise LLMError("bad_response", "response has no choices[0].message", raw=str(completion)[:2000])
+    usage = completion.usage.model_dump() if getattr(completion, "usage", None) is not None and hasattr(completion.usage, "model_dump") else {}
+    calls = []
+    try:
+        for i, c in enumerate(raw_calls):
+            calls.append(ToolCall(id=c.id or f"call_{stable_id(content, i, n=16)}", name=c.function.name,
+                                  arguments=canonical_arguments(c.function.arguments, f"tool call {i} ({c.function.name})")))
+        if req.tools and not calls and content and "<tool_call>" in content:
+            content, calls = parse_tool_calls(content)
+    except (ValueError, AttributeError) as e: raise LLMError("invalid_tool_call", str(e), raw=content or str(raw_calls)[:2000])
+    parsed = parse_structured(content, req.response_schema) if req.response_schema is not None else None
+    return ChatResponse(content=content, tool_calls=calls, parsed=parsed, finish_reason="tool_calls" if calls and finish == "stop" else finish,
+                        usage=usage, model=getattr(completion, "model", None) or self.model, attempts=attempts)
 
-    async def _create(self, req: ChatRequest):
-        "One `chat.completions.create` call (the client retries transient errors); `LLMError` when it fails for good."
-        import openai
-        try: return await self.client().chat.completions.create(**self.body(req))
-        except openai.APITimeoutError: raise LLMError("timeout", f"no answer within {req.timeout:g}s")
-        except openai.APIConnectionError as e: raise LLMError("connection_error", f"{e} ({type(e.__cause__).__name__ if e.__cause__ else 'no cause'})")
-        except openai.RateLimitError as e: raise LLMError("rate_limited", _err_msg(e))
-        except openai.APIStatusError as e:
-            reason = "server_error" if e.status_code >= 500 or e.status_code in (408, 409) else "http_error"
-            raise LLMError(reason, f"HTTP {e.status_code}: {_err_msg(e)}")
-        except (openai.APIResponseValidationError, json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise LLMError("bad_response", f"unreadable response: {type(e).__name__}: {e}")
+# %% ../../nbs/02c_openai.ipynb #55442a19
+@patch
+async def _create(self: OpenAIBackend, req: ChatRequest):
+    "One `chat.completions.create` call (the client retries transient errors); `LLMError` when it fails for good."
+    import openai
+    try: return await self.client().chat.completions.create(**self.body(req))
+    except openai.APITimeoutError: raise LLMError("timeout", f"no answer within {req.timeout:g}s")
+    except openai.APIConnectionError as e: raise LLMError("connection_error", f"{e} ({type(e.__cause__).__name__ if e.__cause__ else 'no cause'})")
+    except openai.RateLimitError as e: raise LLMError("rate_limited", _err_msg(e))
+    except openai.APIStatusError as e:
+        reason = "server_error" if e.status_code >= 500 or e.status_code in (408, 409) else "http_error"
+        raise LLMError(reason, f"HTTP {e.status_code}: {_err_msg(e)}")
+    except (openai.APIResponseValidationError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LLMError("bad_response", f"unreadable response: {type(e).__name__}: {e}")
 
-    async def chat(self, req: ChatRequest) -> ChatResponse:
-        check_messages(req.messages)
-        if req.response_schema is not None: check_schema(req.response_schema)
-        attempts = [0]; token = _ATTEMPTS.set(attempts)
-        try:
-            for fmt in range(self.format_retries + 1):
-                cur = format_retry(req, fmt)
-                try: return self.parse(cur, await self._create(cur), attempts[0])
-                except LLMError as e:
-                    e.attempts = attempts[0]
-                    if e.reason not in FORMAT_ERRORS or fmt >= self.format_retries: raise
-        finally: _ATTEMPTS.reset(token)
+# %% ../../nbs/02c_openai.ipynb #4bc006f5
+@patch
+async def chat(self: OpenAIBackend, req: ChatRequest) -> ChatResponse:
+    check_messages(req.messages)
+    if req.response_schema is not None: check_schema(req.response_schema)
+    attempts = [0]; token = _ATTEMPTS.set(attempts)
+    try:
+        for fmt in range(self.format_retries + 1):
+            cur = format_retry(req, fmt)
+            try: return self.parse(cur, await self._create(cur), attempts[0])
+            except LLMError as e:
+                e.attempts = attempts[0]
+                if e.reason not in FORMAT_ERRORS or fmt >= self.format_retries: raise
+    finally: _ATTEMPTS.reset(token)
 
-    async def aclose(self):
-        try: loop = asyncio.get_running_loop()
-        except RuntimeError: return
-        c = self._clients.pop(loop, None)
-        if c is not None: await c.close()
+@patch
+async def aclose(self: OpenAIBackend):
+    try: loop = asyncio.get_running_loop()
+    except RuntimeError: return
+    c = self._clients.pop(loop, None)
+    if c is not None: await c.close()

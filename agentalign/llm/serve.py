@@ -40,14 +40,9 @@ def _response_format(rf: Any) -> tuple[dict | None, str]:
     check_schema(schema, "response_format.json_schema.schema", param="response_format.json_schema.schema")
     return schema, name
 
-def request_from_openai(body: Any, context_length: int | None = None) -> ChatRequest:
-    "A `ChatRequest` from an OpenAI chat completions body, every field checked; `LLMError('bad_request', param=...)` otherwise."
-    if not isinstance(body, dict): raise _bad("the request body must be a JSON object", None)
-    if "model" in body and not isinstance(body["model"], str): raise _bad("model must be a string", "model")
-    if body.get("stream") not in (None, False):
-        raise _bad("stream=true is not supported" if body["stream"] is True else "stream must be a boolean", "stream")
-    if body.get("n") not in (None, 1): raise _bad(f"n must be 1 (n > 1 is not supported), got {str(body['n'])[:20]}", "n")
-    check_messages(body.get("messages"))
+# %% ../../nbs/02d_serve.ipynb #8321630a
+def _sampling(body: dict, context_length: int | None) -> tuple[Any, Any, Any]:
+    "(temperature, max tokens, seed) of `body`, each checked (None where not given)."
     t = body.get("temperature")
     if t is not None and not (_is_num(t) and math.isfinite(t) and 0 <= t <= 2):
         raise _bad(f"temperature must be a number between 0 and 2, got {str(t)[:20]}", "temperature")
@@ -63,16 +58,33 @@ def request_from_openai(body: Any, context_length: int | None = None) -> ChatReq
     seed = body.get("seed")
     if seed is not None and not (_is_int(seed) and INT64_MIN <= seed <= INT64_MAX):
         raise _bad(f"seed must be an integer between -2**63 and 2**63-1, got {str(seed)[:30]}", "seed")
-    schema, name = _response_format(body.get("response_format"))
-    tools = body.get("tools")
-    check_tools(tools)
-    tc = body.get("tool_choice")
+    return t, mt, seed
+
+# %% ../../nbs/02d_serve.ipynb #d0731b4f
+def _tool_choice(tc: Any, tools: Any) -> Any:
+    "`tc`, checked against the offered `tools`."
     if tc is not None:
         named = tc.get("function", {}).get("name") if isinstance(tc, dict) and isinstance(tc.get("function"), dict) else None
         if tc not in ("auto", "none", "required") and not isinstance(named, str):
             raise _bad("tool_choice must be auto, none, required or {'type': 'function', 'function': {'name': ...}}", "tool_choice")
         if tc == "required" and not tools: raise _bad("tool_choice 'required' needs tools", "tool_choice")
         if named is not None and named not in tool_names(tools): raise _bad(f"tool_choice names {named!r}, which is not among the tools", "tool_choice")
+    return tc
+
+# %% ../../nbs/02d_serve.ipynb #9eb77cea
+def request_from_openai(body: Any, context_length: int | None = None) -> ChatRequest:
+    "A `ChatRequest` from an OpenAI chat completions body, every field checked; `LLMError('bad_request', param=...)` otherwise."
+    if not isinstance(body, dict): raise _bad("the request body must be a JSON object", None)
+    if "model" in body and not isinstance(body["model"], str): raise _bad("model must be a string", "model")
+    if body.get("stream") not in (None, False):
+        raise _bad("stream=true is not supported" if body["stream"] is True else "stream must be a boolean", "stream")
+    if body.get("n") not in (None, 1): raise _bad(f"n must be 1 (n > 1 is not supported), got {str(body['n'])[:20]}", "n")
+    check_messages(body.get("messages"))
+    t, mt, seed = _sampling(body, context_length)
+    schema, name = _response_format(body.get("response_format"))
+    tools = body.get("tools")
+    check_tools(tools)
+    tc = _tool_choice(body.get("tool_choice"), tools)
     try:
         return ChatRequest(messages=body["messages"], tools=tools or None, tool_choice=tc, response_schema=schema, schema_name=name,
                            temperature=1.0 if t is None else float(t), max_tokens=DEFAULT_MAX_TOKENS if mt is None else mt,
@@ -93,6 +105,7 @@ def completion_json(resp: ChatResponse, model: str) -> dict:
             "created": int(time.time()), "model": model, "choices": [{"index": 0, "message": msg, "finish_reason": resp.finish_reason or "stop", "logprobs": None}],
             "usage": resp.usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
 
+# %% ../../nbs/02d_serve.ipynb #d53a6007
 def make_server_app(backend: Backend, model_name: str | None = None):
     "FastAPI app serving `backend` with the OpenAI chat completions API; every error is OpenAI-style JSON."
     from contextlib import asynccontextmanager
@@ -139,6 +152,7 @@ def make_server_app(backend: Backend, model_name: str | None = None):
     api.post("/v1/chat/completions")(completions)
     return api
 
+# %% ../../nbs/02d_serve.ipynb #43005799
 class ServerThread:
     "Run an ASGI app with uvicorn on 127.0.0.1 (a free port unless given) in a daemon thread; a context manager."
     def __init__(self, asgi_app, host: str = "127.0.0.1", port: int = 0):
