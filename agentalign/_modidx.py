@@ -757,8 +757,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                     'agentalign/llm/local.py'),
                                       'agentalign.llm.local.LocalBackend._result': ( 'local.html#localbackend._result',
                                                                                      'agentalign/llm/local.py'),
-                                      'agentalign.llm.local.LocalBackend._timeout': ( 'local.html#localbackend._timeout',
-                                                                                      'agentalign/llm/local.py'),
                                       'agentalign.llm.local.LocalBackend._worker': ( 'local.html#localbackend._worker',
                                                                                      'agentalign/llm/local.py'),
                                       'agentalign.llm.local.LocalBackend.aclose': ( 'local.html#localbackend.aclose',

@@ -398,7 +398,7 @@ def check_base_url(url: str | None) -> str | None:
 # %% ../../nbs/02_llm.ipynb #a5a56fda
 class LLMConfig(BaseModel):
     "Which LLM a role uses and how hard it may be driven."
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)   # a config file's "4" is not a number
     backend: Literal["local", "openai"] = "local"
     model: str = "embedded"
     base_url: str | None = None
