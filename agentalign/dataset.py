@@ -456,7 +456,7 @@ def token_stats(rows: list[dict], model: str) -> tuple[dict, dict[str, list[int]
 
 # %% ../nbs/08_dataset.ipynb #79ef0ea8
 def _decontaminate(rows: list[dict]) -> tuple[list[dict], list[Failure], str]:
-    from agentalign.chains import load_decontaminator
+    from agentalign.decontamination import load_decontaminator
     dec, note = load_decontaminator()
     if dec is None: return rows, [], f"not re-checked ({note}); see the quality stage's decontamination check."
     keep, fails = [], []

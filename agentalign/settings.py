@@ -13,9 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from .core import AgentAlignError, data_dir, expect, read_text, redact_obj, validate_config
 
 # %% auto #0
+<<<<<<< HEAD
 __all__ = ['PRESETS', 'M', 'PresetOpt', 'ConfigOpt', 'ShowSettingsOpt', 'StageConfig', 'PipelineSection', 'discover',
            'known_roles', 'deep_merge', 'merge_llm', 'merge_stage', 'stage_part', 'load_config_file', 'check_layer',
            'preset_path', 'Settings', 'resolve', 'settings_json', 'given', 'command_settings', 'stage_param']
+=======
+__all__ = ['PRESETS', 'M', 'PresetOpt', 'ConfigOpt', 'ShowSettingsOpt', 'OverwriteOpt', 'StageConfig', 'PipelineSection',
+           'discover', 'known_roles', 'deep_merge', 'merge_llm', 'merge_stage', 'stage_part', 'load_config_file',
+           'check_layer', 'preset_path', 'Settings', 'resolve', 'settings_json', 'given', 'command_settings']
+>>>>>>> layout
 
 # %% ../nbs/00a_settings.ipynb #5b38b6f0
 _REGISTRY: dict[str, type] = {}
@@ -198,6 +204,7 @@ from typing import Annotated
 PresetOpt = Annotated[Optional[str], typer.Option("--preset", help="Preset layered under --config: tiny | small | paper | none [default: none: the stage's defaults].")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML/YAML file: the stage's table, [roles.<role>] and [pipeline] set any setting.")]
 ShowSettingsOpt = Annotated[bool, typer.Option("--show-settings", help="Print the resolved settings as JSON and stop.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace this stage's results made with other settings or inputs.")]
 
 def command_settings(cls: Type[M], preset: str | None, config: str | Path | None, show: bool = False, **options) -> M:
     "The settings of a stage command: preset < config file < the `options` given (`a__b` for a role's field); `show` prints them and exits."

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Iterable
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from .core import AgentAlignError, data_dir, rng, stable_id, validate_config
+from .content import check_keys, check_texts, load_once, read_yaml
 from .chains import PlanStep
 from .env.simulator import SimulatedEnvironment
 from .refusal import is_refusal
@@ -17,8 +18,8 @@ from .refusal import is_refusal
 # %% auto #0
 __all__ = ['SHRINK_STEPS', 'SLOT_KEYS', 'ADDRESS_RE', 'ANSWERS_FILE', 'Phrase', 'FACT_KEYS', 'KEY_FACT_KEYS', 'compact_result',
            'CompactEnvironment', 'find_slot_value', 'link_arguments', 'PlanCall', 'execute_plan', 'AnswerPhrases',
-           'read_yaml', 'check_keys', 'check_placeholders', 'check_answer_phrases', 'answer_phrases', 'step_facts',
-           'key_facts', 'answer_draft', 'plan_messages', 'validate_messages', 'strip_format_errors', 'tool_match']
+           'check_answer_phrases', 'answer_phrases', 'step_facts', 'key_facts', 'answer_draft', 'plan_messages',
+           'validate_messages', 'strip_format_errors', 'tool_match']
 
 # %% ../nbs/07a_trajectories.ipynb #d19a9856
 _KEEP_FIRST = ("error", "code", "message", "field", "status", "id")
@@ -173,58 +174,21 @@ class AnswerPhrases(BaseModel):
     last_step_lead: Phrase                                   # the last of several steps
     closings: list[str] = Field(min_length=1)                # "" = no closing sentence
 
-def read_yaml(path: Path) -> Any:
-    "The content of the YAML file `path`; a missing or unreadable file is one `AgentAlignError` line naming it."
-    import yaml
-    if not path.is_file(): raise AgentAlignError(f"{path}: file not found")
-    try: return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e: raise AgentAlignError(f"{path}: not readable YAML ({' '.join(str(e).split())})")
-
-# %% ../nbs/07a_trajectories.ipynb #466ca2bb
-def check_keys(where: str | Path, table: str, got: dict, want: Iterable[str], what: str) -> None:
-    "Every name in `want` is a key of `got`, and no other name is."
-    want = list(want)
-    missing = [k for k in want if k not in got]
-    if missing: raise AgentAlignError(f"{where}: {table}: no entry for {what} {missing[0]}")
-    unknown = [k for k in got if k not in want]
-    if unknown: raise AgentAlignError(f"{where}: {table}.{unknown[0]}: not a {what} of the taxonomy")
-
-def _entries(table: Any, pre: str = "") -> list[tuple[str, str]]:
-    "(position, text) of every string in a table: a string, a list, a dict, or a dict of lists."
-    if isinstance(table, str): return [(pre, table)]
-    items = table.items() if isinstance(table, dict) else enumerate(table)
-    return [x for k, v in items for x in _entries(v, f"{pre}.{k}" if pre else str(k))]
-
-def check_placeholders(where: str | Path, table: str, entries: Any, allowed: Iterable[str] = (), required: Iterable[str] = ()) -> None:
-    "Every text of `entries` has well-formed `{name}` placeholders, only `allowed` names, and all `required` ones."
-    import string
-    allowed, required = set(allowed), set(required)
-    for pos, text in _entries(entries):
-        at = f"{where}: {table}{'.' + pos if pos else ''}"
-        try: names = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
-        except ValueError as e: raise AgentAlignError(f"{at}: malformed placeholder ({e}): {text!r}")
-        bad = sorted(names - allowed)
-        if bad: raise AgentAlignError(f"{at}: placeholder {{{bad[0]}}} not allowed (allowed: {', '.join(sorted(allowed)) or 'none, plain text only'})")
-        if required - names: raise AgentAlignError(f"{at}: needs the placeholder {{{sorted(required - names)[0]}}}: {text!r}")
-
 # %% ../nbs/07a_trajectories.ipynb #7580a85a
 def check_answer_phrases(p: AnswerPhrases, where: str | Path) -> AnswerPhrases:
     "`p` after the completeness and form checks (one `AgentAlignError` line naming `where` and the entry)."
     from agentalign.taxonomy import load_taxonomy
-    check_keys(where, "done", p.done, load_taxonomy().capabilities, "capability")
+    check_keys(f"{where}: done", p.done, load_taxonomy().capabilities, "capability")
     short = [c for c, v in p.done.items() if len(v.split()) < 2]
     if short: raise AgentAlignError(f"{where}: done.{short[0]}: needs a verb and its object, got {p.done[short[0]]!r}")
-    for name in AnswerPhrases.model_fields: check_placeholders(where, name, getattr(p, name))
+    for name in AnswerPhrases.model_fields: check_texts(f"{where}: {name}", getattr(p, name))
     return p
 
-@functools.lru_cache(maxsize=16)
-def _answer_phrases(path: Path, mtime_ns: int) -> AnswerPhrases:
-    return check_answer_phrases(validate_config(AnswerPhrases, read_yaml(path), str(path)), path)
+_answer_phrases = load_once(lambda path: check_answer_phrases(validate_config(AnswerPhrases, read_yaml(path, "phrase file"), str(path)), path))
 
 def answer_phrases(path: str | Path | None = None) -> AnswerPhrases:
     "The checked answer phrases of `path` (default: `data/phrases/answers.yaml`), read once per version of the file."
-    path = Path(path) if path else data_dir() / ANSWERS_FILE
-    return _answer_phrases(path, path.stat().st_mtime_ns if path.is_file() else 0)
+    return _answer_phrases(Path(path) if path else data_dir() / ANSWERS_FILE)
 
 # %% ../nbs/07a_trajectories.ipynb #ec310253
 FACT_KEYS = ("status", "message_id", "order_id", "payment_id", "transaction_id", "tx_hash", "txid", "hash", "contract_address", "wallet_id",

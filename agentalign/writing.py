@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from .core import AgentAlignError, data_dir, rng, validate_config
 from .chains import PlanStep
 from .refusal import is_refusal, refusal_verdict
-from .trajectories import PlanCall, Phrase, answer_phrases, check_keys, check_placeholders, read_yaml
+from .trajectories import PlanCall, Phrase, answer_phrases
+from .content import check_keys, check_texts, load_once, read_yaml
 
 # %% auto #0
 __all__ = ['REFUSALS_FILE', 'REFUSER_SYSTEM', 'REWRITE_SYSTEM', 'REWRITE_TONES', 'ECHOES', 'NOTE_SYSTEM', 'ANSWER_SYSTEM', 'Item',
@@ -59,23 +60,20 @@ def check_refusal_phrases(p: RefusalPhrases, where: str | Path) -> RefusalPhrase
     "`p` after the completeness and placeholder checks (one `AgentAlignError` line naming `where` and the entry)."
     from agentalign.taxonomy import load_taxonomy
     tax = load_taxonomy()
-    check_keys(where, "concerns", p.concerns, [s for _, s in tax.subcategories], "subcategory")
-    for table in ("category_concerns", "severity", "alternatives"): check_keys(where, table, getattr(p, table), tax.categories, "category")
+    check_keys(f"{where}: concerns", p.concerns, [s for _, s in tax.subcategories], "subcategory")
+    for table in ("category_concerns", "severity", "alternatives"): check_keys(f"{where}: {table}", getattr(p, table), tax.categories, "category")
     empty = [c for c, alts in p.alternatives.items() if not alts]
     if empty: raise AgentAlignError(f"{where}: alternatives.{empty[0]}: no alternative")
     for name in RefusalPhrases.model_fields:
         templated = name in ("reasons", "self_harm_reasons")
-        check_placeholders(where, name, getattr(p, name), ("concern", "severity") if templated else (), ("concern",) if templated else ())
+        check_texts(f"{where}: {name}", getattr(p, name), ("concern", "severity") if templated else (), ("concern",) if templated else ())
     return p
 
-@functools.lru_cache(maxsize=16)
-def _refusal_phrases(path: Path, mtime_ns: int) -> RefusalPhrases:
-    return check_refusal_phrases(validate_config(RefusalPhrases, read_yaml(path), str(path)), path)
+_refusal_phrases = load_once(lambda path: check_refusal_phrases(validate_config(RefusalPhrases, read_yaml(path, "phrase file"), str(path)), path))
 
 def refusal_phrases(path: str | Path | None = None) -> RefusalPhrases:
     "The checked refusal phrases of `path` (default: `data/phrases/refusals.yaml`), read once per version of the file."
-    path = Path(path) if path else data_dir() / REFUSALS_FILE
-    return _refusal_phrases(path, path.stat().st_mtime_ns if path.is_file() else 0)
+    return _refusal_phrases(Path(path) if path else data_dir() / REFUSALS_FILE)
 
 # %% ../nbs/07b_writing.ipynb #fcf46aac
 def concern(category: str, subcategory: str) -> str:

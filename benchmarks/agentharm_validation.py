@@ -10,7 +10,7 @@ A configuration is `ROWSxBUDGET`: at most ROWS samples in flight (= rows per bat
 
     nice -n 10 env OMP_NUM_THREADS=1 AGENTALIGN_TORCH_THREADS=1 HF_HUB_OFFLINE=1 \\
         .venv/bin/python benchmarks/agentharm_validation.py                    # --limit 4 --configs 1xinf,8xinf,8x4096
-    # the measurements quoted in nbs/10_agentharm.ipynb (each line: one command)
+    # batch size against memory, as the token budget of nbs/10b_agentharm_provider.ipynb was chosen (each line: one command)
     ... benchmarks/agentharm_validation.py --limit 2 --configs 1xinf,4xinf,4x8192,4x16384
     ... benchmarks/agentharm_validation.py --limit 8 --configs 16xinf,16x4096
     ... benchmarks/agentharm_validation.py --limit 16 --configs 32xinf,32x16384,32x8192

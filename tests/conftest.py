@@ -147,6 +147,16 @@ class ScriptedServer:
     def succeeded(self) -> int: return sum(e["status"] == 200 for e in self.completions)
     def sent_authorization(self) -> list[str]: return [e["headers"]["authorization"] for e in self.log if "authorization" in e["headers"]]
     def hits(self, key: Callable[[dict], Any]) -> Counter: return Counter(key(e["body"]) for e in self.completions)
+    def settle(self, quiet: float = 0.3, limit: float = 60.0) -> int:
+        "Wait until every request received so far is answered and none came for `quiet` seconds (a killed client's last ones); the requests then."
+        n, still = -1, 0.0
+        for _ in range(int(limit / 0.05)):
+            busy = any(e["status"] is None for e in self.completions)
+            still = 0.0 if busy or self.requests != n else still + 0.05
+            n = self.requests
+            if still >= quiet: break
+            time.sleep(0.05)
+        return self.requests
 
 
 @pytest.fixture

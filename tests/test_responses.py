@@ -274,7 +274,7 @@ def test_bad_input_is_one_line(tmp_path, scripted_server):
     ("refusals.yaml", lambda d: d["reasons"].__setitem__(0, "It is {concern."), "reasons.0: malformed placeholder"),
     ("answers.yaml", lambda d: d["closings"].__setitem__(0, {"text": "x"}), "closings.0: Input should be a valid string"),
     ("answers.yaml", lambda d: d["done"].pop("Search.web_search"), "done: no entry for capability Search.web_search"),
-    ("answers.yaml", lambda d: d["openings"].__setitem__(1, "Done {x}."), "openings.1: placeholder {x} not allowed"),
+    ("answers.yaml", lambda d: d["openings"].__setitem__(1, "Done {x}."), "openings.1: unknown placeholder {x}"),
 ])
 def test_broken_phrase_file_is_one_line(tmp_path, scripted_server, name, edit, msg):
     "A phrase file with a missing table, an empty list or a malformed entry: `respond` exits 2 with one line naming the file and the entry, before any request."

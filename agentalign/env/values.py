@@ -9,6 +9,7 @@ import functools, math, random, re, string, threading, unicodedata
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 from ..core import AgentAlignError, data_dir
+from ..content import read_yaml, text_list, text_map
 
 # %% auto #0
 __all__ = ['NAME_LOCALES', 'ADDRESS_LOCALES', 'NAME_POOL_SIZE', 'COMPANIES', 'MAIL_DOMAINS', 'CITIES', 'HEX', 'B58', 'BECH32',
@@ -163,36 +164,20 @@ STRINGS = ("strings",)
 def pools(*names: str) -> tuple: return ("pools", names)
 def templates(*fields: str) -> tuple: return ("templates", fields)
 
-def _check_strings(v: Any, fields: tuple | None = None) -> str | None:
-    "What is wrong with `v` as a list of strings (of templates using only `fields`), or None."
-    if not isinstance(v, list) or not v: return "must be a non-empty list"
-    for i, x in enumerate(v):
-        if not isinstance(x, str) or not x.strip(): return f"entry {i} must be a non-empty string, got {str(x)[:40]!r}"
-        if fields is None: continue
-        try: used = {f for _, f, _, _ in string.Formatter().parse(x) if f is not None}
-        except ValueError as e: return f"entry {i} has a malformed placeholder ({e}): {x[:60]!r}"
-        if used - set(fields): return f"entry {i} uses unknown placeholder(s) {sorted(used - set(fields))} (known: {list(fields)})"
-    return None
-
-def _check_entry(v: Any, kind: tuple) -> tuple[str, str] | None:
-    "(sub-key, problem) for entry `v` of shape `kind`, or None."
-    if kind[0] != "pools": return ("", p) if (p := _check_strings(v, kind[1] if kind[0] == "templates" else None)) else None
-    if not isinstance(v, dict) or not v: return "", "must be a table of lists"
-    missing = [n for n in kind[1] if n not in v]
-    if missing: return "", f"missing {', '.join(missing)}"
-    return next(((f".{k}", p) for k, x in v.items() if (p := _check_strings(x))), None)
+def _check_kind(v: Any, kind: tuple, where: str) -> None:
+    if kind[0] == "pools":
+        got = text_map(v, where, text_list)
+        miss = [n for n in kind[1] if n not in got]
+        if miss: raise AgentAlignError(f"{where}: missing {', '.join(miss)}")
+    else: text_list(v, where, allowed=kind[1] if kind[0] == "templates" else ())
 
 def load_content(path: Path, shape: dict) -> dict:
     "The YAML content table at `path`, checked against `shape` (key -> STRINGS / pools(...) / templates(...))."
-    import yaml
-    try: data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError: raise AgentAlignError(f"{path}: content file missing")
-    except yaml.YAMLError as e: raise AgentAlignError(f"{path}: invalid YAML: {' '.join(str(e).split())[:200]}")
+    data = read_yaml(path)
     if not isinstance(data, dict): raise AgentAlignError(f"{path}: must be a YAML table of {', '.join(shape)}")
     for key, kind in shape.items():
         if key not in data: raise AgentAlignError(f"{path}: {key}: missing")
-        bad = _check_entry(data[key], kind)
-        if bad: raise AgentAlignError(f"{path}: {key}{bad[0]}: {bad[1]}")
+        _check_kind(data[key], kind, f"{path}: {key}")
     return data
 
 # %% ../../nbs/03b_env_values.ipynb #e9cf7976
