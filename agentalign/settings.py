@@ -13,15 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from .core import AgentAlignError, data_dir, expect, read_text, redact_obj, validate_config
 
 # %% auto #0
-<<<<<<< HEAD
-__all__ = ['PRESETS', 'M', 'PresetOpt', 'ConfigOpt', 'ShowSettingsOpt', 'StageConfig', 'PipelineSection', 'discover',
-           'known_roles', 'deep_merge', 'merge_llm', 'merge_stage', 'stage_part', 'load_config_file', 'check_layer',
-           'preset_path', 'Settings', 'resolve', 'settings_json', 'given', 'command_settings', 'stage_param']
-=======
 __all__ = ['PRESETS', 'M', 'PresetOpt', 'ConfigOpt', 'ShowSettingsOpt', 'OverwriteOpt', 'StageConfig', 'PipelineSection',
            'discover', 'known_roles', 'deep_merge', 'merge_llm', 'merge_stage', 'stage_part', 'load_config_file',
-           'check_layer', 'preset_path', 'Settings', 'resolve', 'settings_json', 'given', 'command_settings']
->>>>>>> layout
+           'check_layer', 'preset_path', 'Settings', 'resolve', 'settings_json', 'given', 'command_settings',
+           'stage_param']
 
 # %% ../nbs/00a_settings.ipynb #5b38b6f0
 _REGISTRY: dict[str, type] = {}
