@@ -363,12 +363,12 @@ def make_trainer(base: Path, cfg: SFTConfig, tok, ex: Examples, args_kw: dict, p
     return trainer, counter
 
 # %% ../nbs/08a_sft.ipynb #b9e5a044
-def fit(trainer, counter: TokenCounter, cfg: SFTConfig, out: Path, log: list) -> dict:
-    "Train, then evaluate on the validation examples (if any); returns the losses, the tokens trained and the seconds."
-    last = None
-    if cfg.save_steps and (out / "trainer").is_dir():
+def fit(trainer, counter: TokenCounter, cfg: SFTConfig, log: list) -> dict:
+    "Train (from the last checkpoint, if any), then evaluate on the validation examples (if any); returns the losses, the tokens trained and the seconds."
+    last, ckpt = None, Path(trainer.args.output_dir)
+    if cfg.save_steps and ckpt.is_dir():
         from transformers.trainer_utils import get_last_checkpoint
-        last = get_last_checkpoint(str(out / "trainer"))
+        last = get_last_checkpoint(str(ckpt))
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=last)
     seconds = time.time() - t0
@@ -429,23 +429,21 @@ def run_sft(run: RunDir | str | Path, cfg: SFTConfig | None = None, *, overwrite
     "Fine-tune `cfg.base_model` on the run's dataset (see the table above); returns the summary."
     cfg = cfg or SFTConfig()
     run = run if isinstance(run, RunDir) else RunDir(run)
-    data_files = [run.require("dataset", f"data/{s}.jsonl", "agentalign export") for s in ("train", "validation")]
+    run.require_done("dataset", "agentalign export")                 # finished, and its files unchanged since
+    data = run.path / "dataset" / "hf"                                  # what training reads
     base = resolve_base_model(cfg.base_model)
     rank, size = world()
     if rank == 0:
-        with run.open_stage("sft", cfg, inputs=data_files, overwrite=overwrite,
-                            outputs=("records.jsonl", "failures.jsonl", "summary.json", "log.jsonl", "train_config.json")) as st:
-            if not overwrite and _model_complete(st.path / "model") and (st.path / "summary.json").is_file():
-                return read_json(st.path / "summary.json")          # finished with these settings and this dataset
-            return _train(run, cfg, base, st)
+        if not overwrite and run.status("sft", cfg)[0] == "done": return read_json(run.path / "sft" / "summary.json")
+        with run.open_stage("sft", cfg, inputs=[data], overwrite=overwrite) as st: return _train(run, cfg, base, st)
     return _train(run, cfg, base, None)
 
 def _train(run: RunDir, cfg: SFTConfig, base: Path, st) -> dict:
     "The steps above, in order; only rank 0 (`st` given) saves and writes."
     import torch, transformers
     t0 = time.time()
-    out = run.stage("sft")
-    args_kw, resolved = train_settings(cfg, out / "trainer")
+    out = st.path if st is not None else None                           # rank 0 writes the stage's folder (a staged one on overwrite)
+    args_kw, resolved = train_settings(cfg, run.path / ".trainer" / "sft")   # checkpoints: the same place for every rank
     if resolved["device"] == "cpu": torch.set_num_threads(resolved["threads"])
     transformers.set_seed(cfg.seed)
     tok = load_tokenizer(base)
@@ -454,7 +452,7 @@ def _train(run: RunDir, cfg: SFTConfig, base: Path, st) -> dict:
     resolved["loss_impl"] = "plain" if plain else "fused"
     log: list[dict] = []
     trainer, counter = make_trainer(base, cfg, tok, ex, args_kw, plain, log)
-    fitted = fit(trainer, counter, cfg, out, log)
+    fitted = fit(trainer, counter, cfg, log)
     if st is None: return {"rank": world()[0]}
     model_dir = save_model(trainer, tok, cfg, base, out)
     write_jsonl(out / "log.jsonl", log)
