@@ -1042,7 +1042,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'agentalign.settings.stage_part': ('settings.html#stage_part', 'agentalign/settings.py')},
             'agentalign.sft': { 'agentalign.sft.Examples': ('sft.html#examples', 'agentalign/sft.py'),
                                 'agentalign.sft.SFTConfig': ('sft.html#sftconfig', 'agentalign/sft.py'),
-                                'agentalign.sft.SFTConfig._check': ('sft.html#sftconfig._check', 'agentalign/sft.py'),
                                 'agentalign.sft.SFTConfig.lr': ('sft.html#sftconfig.lr', 'agentalign/sft.py'),
                                 'agentalign.sft.SFTConfig.render_kw': ('sft.html#sftconfig.render_kw', 'agentalign/sft.py'),
                                 'agentalign.sft.TokenCounter': ('sft.html#tokencounter', 'agentalign/sft.py'),

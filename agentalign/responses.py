@@ -438,6 +438,7 @@ def run_responses(run: RunDir | str | Path, cfg: ResponsesConfig | dict, *, over
     t0 = time.time()
     with run.open_stage("responses", cfg, inputs=[src], overwrite=overwrite) as st:
         items, skipped, bad = load_inputs(src, cfg.limit)
+        if not items and not bad: raise AgentAlignError(f"{src}: no kept item to respond to ({skipped.get('lines', 0)} line(s))")
         for f in bad: print(f"warning: skipped {f.detail}", file=sys.stderr)
         refuser, agent = backends or _backends(cfg, run)
         outcomes = run_sync(respond_all(items, cfg, refuser, agent, progress)) if items else []
