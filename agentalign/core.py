@@ -254,10 +254,14 @@ NEUTRAL_KEYS = frozenset({"concurrency", "rpm", "figures", "progress", "batch_si
                           "workers", "overwrite", "backoff_base", "format_retries", "cache"})
 
 def config_identity(cfg: Any) -> Any:
-    "The part of a configuration that can change results: JSON-normalised, without `NEUTRAL_KEYS` at any depth."
+    """The part of a configuration that can change results: JSON-normalised, without `NEUTRAL_KEYS` at any depth, with
+    URL credentials and secret-named fields blanked. It depends on the settings alone (not on the secrets a process
+    happens to know), so two processes compute the same identity."""
     if isinstance(cfg, BaseModel): cfg = cfg.model_dump(mode="json")
-    if isinstance(cfg, dict): return {k: config_identity(v) for k, v in sorted(cfg.items()) if k not in NEUTRAL_KEYS}
+    if isinstance(cfg, dict): return {k: ("***" if _SECRET_FIELD.match(str(k)) and isinstance(v, str) and v else config_identity(v))
+                                      for k, v in sorted(cfg.items()) if k not in NEUTRAL_KEYS}
     if isinstance(cfg, (list, tuple)): return [config_identity(x) for x in cfg]
+    if isinstance(cfg, str): return _URL_CRED.sub(lambda m: m.group("scheme") + "***@", cfg)
     return json.loads(json.dumps(cfg, default=str))
 
 def _flat(obj: Any, pre: str = "") -> dict:
@@ -392,7 +396,7 @@ def _changed_inputs(run: RunDir, inputs: dict) -> list[str]:
 def status(self: RunDir, stage: str, settings: Any = None) -> tuple[str, str]:
     """(status, why) of `stage`: new, incomplete, done, partial, stale, damaged or changed (see the table above);
     `settings` (a settings object or its identity) is compared with what the stage was made with."""
-    folder, want = self.path / stage, (None if settings is None else redact_obj(config_identity(settings)))
+    folder, want = self.path / stage, (None if settings is None else config_identity(settings))
     m, cfg = self.read_marker(stage), _read_or_none(folder / "config.json")
     if m is None:
         if not isinstance(cfg, dict): return "new", ""
@@ -417,7 +421,7 @@ def require_done(self: RunDir, stage: str, hint: str = "") -> dict:
 # %% ../nbs/00_core.ipynb #d4c883df
 def _identity(run: RunDir, config: Any, inputs: Iterable[str | Path]) -> dict:
     rel = lambda p: str(Path(p).relative_to(run.path)) if Path(p).is_absolute() and Path(p).is_relative_to(run.path) else str(p)
-    return redact_obj({"config": config_identity(config), "inputs": {rel(p): file_fingerprint(p) for p in inputs}})
+    return {"config": config_identity(config), "inputs": {rel(p): file_fingerprint(p) for p in inputs}}
 
 def _refusal(name: str, folder: Path, old: dict, new: dict) -> AgentAlignError:
     what = config_diff((old or {}).get("config", {}), new["config"])
@@ -457,7 +461,7 @@ def open_stage(self: RunDir, name: str, config: Any, inputs: Iterable[str | Path
         cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
         ident = _identity(self, cfg, inputs)
         work = self._workdir(name, ident, overwrite)
-        sett = redact_obj(config_identity(settings if settings is not None else cfg))
+        sett = config_identity(settings if settings is not None else cfg)
         try: write_json(work / "config.json", {"stage": name, "identity": ident, "settings": sett, "config": cfg, "opened": time.strftime("%Y-%m-%dT%H:%M:%S")})
         except OSError as e: raise _os_error(work, e, "write the stage's settings")
         yield Stage(self, name, cfg, work, ident, sett)

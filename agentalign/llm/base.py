@@ -392,7 +392,7 @@ def check_base_url(url: str | None) -> str | None:
     except ValueError as e: raise AgentAlignError(f"--base-url {redact(url)!r}: not a URL ({e})")
     if parts.scheme not in ("http", "https") or not host:
         raise AgentAlignError(f"--base-url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {redact(url)!r}")
-    register_secret(parts.password); register_secret(parts.username)
+    register_secret(parts.password)                                       # a user name is no secret
     return url
 
 # %% ../../nbs/02_llm.ipynb #a5a56fda
