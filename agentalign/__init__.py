@@ -2,7 +2,7 @@
 
 Modules:
 
-- `agentalign.agentharm`: Score any model on AgentHarm (Andriushchenko et al., 2024) the way the AgentAlign paper does (Table 1), on the official implementation: `inspect_ai` runs the agent loop and `inspect_evals`' AgentHarm tasks provide the behaviors, the simulated tools and the grading functions. This stage adds what the paper's evaluation needs on top: local model folders with working tool calls, an offline judge, the prompting baselines, resumable runs with progress, a result cache keyed by model fingerprint, and a Table-1 report.
-- `agentalign.llm`: One small async interface for every LLM role of the pipeline (chain writer, instruction writer, judge, agent, refusal writer): requests and responses in the OpenAI chat format, the parsers every backend shares, a concurrent batch helper that never loses an item, a SQLite response cache that makes every stage resumable, and the LLM options every command shares."""
+- `agentalign.agentharm.evaluate`: Score any model on AgentHarm (Andriushchenko et al., 2024) the way the AgentAlign paper does (Table 1), on the official implementation: `inspect_ai` runs the agent loop and `inspect_evals`' AgentHarm tasks provide the behaviors, the simulated tools and the grading functions. This stage adds what the paper's evaluation needs on top: local model folders with working tool calls, an offline judge, the prompting baselines, resumable runs with progress, a result cache keyed by model fingerprint, and a Table-1 report.
+- `agentalign.llm.base`: One small async interface for every LLM role of the pipeline (chain writer, instruction writer, judge, agent, refusal writer): requests and responses in the OpenAI chat format, the parsers every backend shares, a concurrent batch helper that never loses an item, a SQLite response cache that makes every stage resumable, and the LLM options every command shares."""
 
 __version__ = "0.1.0"

@@ -10,7 +10,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from .core import (AgentAlignError, Failure, RunDir, append_jsonl, check_accounting, read_jsonl, rng, slow_enabled,
                              stable_id, write_jsonl)
-from .environment import SimulatedEnvironment, fail
+from .env.simulator import SimulatedEnvironment
+from .env.world import fail
 
 # %% auto #0
 __all__ = ['DEFAULT_SYSTEM_PROMPT', 'Termination', 'RECOVERABLE', 'FORMAT_CORRECTION', 'AgentTask', 'AgentConfig', 'Step',
@@ -46,6 +47,7 @@ class AgentConfig(BaseModel):
     seed: int = 0
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
 
+# %% ../nbs/03a_agent.ipynb #12e04577
 class Step(BaseModel):
     "One tool call of the model and what came of it."
     turn: int
@@ -100,24 +102,57 @@ FORMAT_CORRECTION = ("Your previous reply could not be read as a tool call ({det
 def _tool_message(call_id: str, name: str, result: dict) -> dict:
     return {"role": "tool", "tool_call_id": call_id, "name": name, "content": json.dumps(result, ensure_ascii=False)}
 
+def _unique_ids(calls: list, seen_ids: set[str], turn: int) -> list[tuple[str, Any]]:
+    "(id, call) for the calls of one reply, each id unique in the conversation: a repeated one gets the turn and a counter appended."
+    out = []
+    for c in calls:
+        cid = c.id if c.id not in seen_ids else f"{c.id}_{turn}_{len(seen_ids)}"
+        seen_ids.add(cid); out.append((cid, c))
+    return out
+
+def _assistant_calls(content: str | None, calls: list[tuple[str, Any]]) -> dict:
+    "The assistant message of a reply with tool calls."
+    return {"role": "assistant", "content": content,
+            "tool_calls": [{"id": cid, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for cid, c in calls]}
+
+# %% ../nbs/03a_agent.ipynb #08cadf43
+def _run_calls(env: SimulatedEnvironment, offered: list[str], calls: list[tuple[str, Any]], turn: int, made: int,
+               cfg: AgentConfig) -> tuple[list[Step], list[dict], bool]:
+    "(the executed steps, one tool message per call, whether the cap was reached) for the calls of one reply; `made`: calls executed before."
+    steps, msgs, capped = [], [], False
+    for cid, c in calls:
+        t1 = time.perf_counter()
+        if made + len(steps) >= cfg.max_tool_calls:
+            capped = True
+            res = fail(f"not executed: the limit of {cfg.max_tool_calls} tool calls for this task is reached", None, status=429, code="tool_call_limit")
+            msgs.append(_tool_message(cid, c.name, res))
+            continue
+        if c.name not in offered:
+            res = fail(f"tool {c.name!r} is not available; available tools: {', '.join(offered)}", "name", status=404, code="unknown_tool")
+        else:
+            res = env.call(c.name, c.arguments)
+        steps.append(Step(turn=turn, call_id=cid, tool=c.name, arguments=c.arguments, result=res, ok="error" not in res,
+                          seconds=round(time.perf_counter() - t1, 6)))
+        msgs.append(_tool_message(cid, c.name, res))
+    return steps, msgs, capped
+
+# %% ../nbs/03a_agent.ipynb #d6beb37f
 async def run_episode(backend: Any, task: AgentTask, config: AgentConfig | None = None,
                       env: SimulatedEnvironment | None = None) -> Trajectory:
     "Run one episode of `task` with `backend` in `env` (a fresh environment seeded with `config.seed` by default)."
-    from agentalign.llm import ChatRequest, LLMError
+    from agentalign.llm.base import ChatRequest, LLMError
     cfg = config or AgentConfig()
     env = env if env is not None else SimulatedEnvironment(seed=cfg.seed)
     offered, distractors = offered_tools(env, task, cfg.n_distractors, cfg.seed)
     schemas = env.schemas(offered)
-    messages: list[dict] = [{"role": "system", "content": task.system_prompt or cfg.system_prompt},
-                            {"role": "user", "content": task.instruction}]
+    messages: list[dict] = [{"role": "system", "content": task.system_prompt or cfg.system_prompt}, {"role": "user", "content": task.instruction}]
     steps: list[Step] = []
     seen_ids: set[str] = set()
-    t_start, llm_s, tool_s = time.perf_counter(), 0.0, 0.0
-    termination, final, error, n_calls, n_fmt, model = "max_turns", None, None, 0, 0, getattr(backend, "model", "")
-    turn = 0
+    t_start, llm_s = time.perf_counter(), 0.0
+    termination, final, error, n_fmt, model, turn = "max_turns", None, None, 0, getattr(backend, "model", ""), 0
     for turn in range(1, cfg.max_turns + 1):
         req = ChatRequest(messages=list(messages), tools=schemas, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                          tool_choice="required" if schemas and n_calls < cfg.min_tool_calls else None,
+                          tool_choice="required" if schemas and len(steps) < cfg.min_tool_calls else None,
                           seed=cfg.seed + turn - 1, timeout=cfg.timeout, id=f"{task.key()}:{turn}")
         t0 = time.perf_counter()
         try: resp = await backend.chat(req)
@@ -125,8 +160,7 @@ async def run_episode(backend: Any, task: AgentTask, config: AgentConfig | None 
             llm_s += time.perf_counter() - t0
             if e.reason in RECOVERABLE and turn < cfg.max_turns:     # unreadable tool call: tell the model, keep going
                 n_fmt += 1
-                messages.append({"role": "assistant", "content": e.raw or ""})
-                messages.append({"role": "user", "content": FORMAT_CORRECTION.format(detail=e.detail or e.reason)})
+                messages += [{"role": "assistant", "content": e.raw or ""}, {"role": "user", "content": FORMAT_CORRECTION.format(detail=e.detail or e.reason)}]
                 continue
             termination, error = "llm_error", f"{e.reason}: {e.detail}"
             break
@@ -136,39 +170,21 @@ async def run_episode(backend: Any, task: AgentTask, config: AgentConfig | None 
             messages.append({"role": "assistant", "content": resp.content or ""})
             termination, final = "final_answer", resp.content or ""
             break
-        calls = []
-        for c in resp.tool_calls:
-            cid = c.id if c.id not in seen_ids else f"{c.id}_{turn}_{len(seen_ids)}"
-            seen_ids.add(cid); calls.append((cid, c))
-        messages.append({"role": "assistant", "content": resp.content,
-                         "tool_calls": [{"id": cid, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for cid, c in calls]})
-        capped = False
-        for cid, c in calls:
-            t1 = time.perf_counter()
-            if n_calls >= cfg.max_tool_calls:
-                capped = True
-                res = fail(f"not executed: the limit of {cfg.max_tool_calls} tool calls for this task is reached", None, status=429, code="tool_call_limit")
-                messages.append(_tool_message(cid, c.name, res))
-                continue
-            if c.name not in offered:
-                res = fail(f"tool {c.name!r} is not available; available tools: {', '.join(offered)}", "name", status=404, code="unknown_tool")
-            else:
-                res = env.call(c.name, c.arguments)
-            n_calls += 1
-            dt = time.perf_counter() - t1; tool_s += dt
-            steps.append(Step(turn=turn, call_id=cid, tool=c.name, arguments=c.arguments, result=res, ok="error" not in res, seconds=round(dt, 6)))
-            messages.append(_tool_message(cid, c.name, res))
-        if capped:
-            termination = "max_tool_calls"; break
+        calls = _unique_ids(resp.tool_calls, seen_ids, turn)
+        messages.append(_assistant_calls(resp.content, calls))
+        new, tool_msgs, capped = _run_calls(env, offered, calls, turn, len(steps), cfg)
+        steps += new; messages += tool_msgs
+        if capped: termination = "max_tool_calls"; break
     return Trajectory(id=task.key(), instruction=task.instruction, tools=offered, distractors=distractors, messages=messages,
                       steps=steps, final_answer=final, termination=termination, turns=turn, n_tool_calls=len(steps),
                       n_tool_errors=sum(not s.ok for s in steps), n_format_errors=n_fmt, error=error,
-                      llm_seconds=round(llm_s, 4), tool_seconds=round(tool_s, 6), seconds=round(time.perf_counter() - t_start, 4),
-                      seed=cfg.seed, model=model, meta=task.meta)
+                      llm_seconds=round(llm_s, 4), tool_seconds=round(sum(s.seconds for s in steps), 6),
+                      seconds=round(time.perf_counter() - t_start, 4), seed=cfg.seed, model=model, meta=task.meta)
 
+# %% ../nbs/03a_agent.ipynb #f3369423
 def run_episode_sync(backend: Any, task: AgentTask, config: AgentConfig | None = None, env: SimulatedEnvironment | None = None) -> Trajectory:
     "Blocking `run_episode` (works inside Jupyter too)."
-    from agentalign.llm import run_sync
+    from agentalign.llm.base import run_sync
     return run_sync(run_episode(backend, task, config, env))
 
 # %% ../nbs/03a_agent.ipynb #1e9f7027
@@ -176,6 +192,20 @@ def _failure_of(tr: Trajectory) -> Failure:
     return Failure(stage="agent", item_id=tr.id, reason="llm_error", detail=tr.error or "", raw=tr.model_dump_json()[:8000],
                    attempts=tr.turns, seconds=tr.seconds)
 
+def _task_failure(task: AgentTask, e: Exception, t0: float) -> Failure:
+    return Failure(stage="agent", item_id=task.key(), reason="task_error" if isinstance(e, AgentAlignError) else "error",
+                   detail=f"{type(e).__name__}: {' '.join(str(e).split())[:300]}", seconds=round(time.time() - t0, 3))
+
+def _resume(out: str | Path | None) -> tuple[Path | None, Path | None, set[str], list[Failure]]:
+    "(records file, failures file, ids already recorded, earlier failures) of the folder `out`; its records file rewritten clean (no torn last line)."
+    if out is None: return None, None, set(), []
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    rec_p, fail_p = out / "records.jsonl", out / "failures.jsonl"
+    old = [t for t in read_jsonl(rec_p, Trajectory, missing_ok=True) if t.termination != "llm_error"]  # (older files kept those)
+    if rec_p.exists(): write_jsonl(rec_p, old)
+    return rec_p, fail_p, {t.id for t in old}, read_jsonl(fail_p, Failure, missing_ok=True, bad=[])
+
+# %% ../nbs/03a_agent.ipynb #90e12122
 async def run_episodes(backend: Any, tasks: list[AgentTask], config: AgentConfig | None = None, out: str | Path | None = None,
                        concurrency: int = 4, progress: bool = True) -> tuple[list[Trajectory], list[Failure]]:
     "Run `tasks` (resuming from `out/records.jsonl` if given); returns (trajectories, failures) of this call."
@@ -185,42 +215,27 @@ async def run_episodes(backend: Any, tasks: list[AgentTask], config: AgentConfig
     keys = [t.key() for t in tasks]
     dup = sorted({k for k in keys if keys.count(k) > 1})
     if dup: raise AgentAlignError(f"duplicate task id(s): {', '.join(dup[:5])}")
-    rec_p = fail_p = None
-    done: set[str] = set()
-    old_fails: list[Failure] = []
-    if out is not None:
-        out = Path(out); out.mkdir(parents=True, exist_ok=True)
-        rec_p, fail_p = out / "records.jsonl", out / "failures.jsonl"
-        old = [t for t in read_jsonl(rec_p, Trajectory, missing_ok=True) if t.termination != "llm_error"]  # (older files kept those)
-        if rec_p.exists(): write_jsonl(rec_p, old)          # a clean file (no torn last line) before appending
-        done = {t.id for t in old}
-        old_fails = read_jsonl(fail_p, Failure, missing_ok=True, bad=[])
+    rec_p, fail_p, done, old_fails = _resume(out)
     todo = [t for t in tasks if t.key() not in done]
-    trajs, failures = [], []
-    sem = asyncio.Semaphore(concurrency)
+    trajs, failures, sem = [], [], asyncio.Semaphore(concurrency)
     bar = tqdm(total=len(todo), desc="episodes", disable=not progress, mininterval=0.5)
 
     async def one(task: AgentTask):
         t0 = time.time()
         async with sem:
-            try:
-                env = SimulatedEnvironment(seed=int(stable_id(cfg.seed, task.key(), n=8), 16))   # each task its own world
-                tr = await run_episode(backend, task, cfg, env)
+            try: tr = await run_episode(backend, task, cfg, SimulatedEnvironment(seed=int(stable_id(cfg.seed, task.key(), n=8), 16)))  # each task its own world
             except asyncio.CancelledError: raise
-            except Exception as e:
-                failures.append(Failure(stage="agent", item_id=task.key(), reason="task_error" if isinstance(e, AgentAlignError) else "error",
-                                        detail=f"{type(e).__name__}: {' '.join(str(e).split())[:300]}", seconds=round(time.time() - t0, 3)))
-                bar.update(1); return
+            except Exception as e: failures.append(_task_failure(task, e, t0)); bar.update(1); return
         if tr.termination == "llm_error": failures.append(_failure_of(tr))
         else:
             trajs.append(tr)
             if rec_p: append_jsonl(rec_p, tr)
         bar.update(1)
 
+    order = {k: i for i, k in enumerate(keys)}
     try: await asyncio.gather(*(one(t) for t in todo))
     finally:
         bar.close()
-        order = {k: i for i, k in enumerate(keys)}
         failures.sort(key=lambda f: order[f.item_id])
         if fail_p:   # exactly the tasks without a record: this call's failures, and earlier ones it did not get to
             tried = {t.key() for t in todo}
@@ -230,7 +245,7 @@ async def run_episodes(backend: Any, tasks: list[AgentTask], config: AgentConfig
 
 def run_episodes_sync(backend: Any, tasks: list[AgentTask], **kw) -> tuple[list[Trajectory], list[Failure]]:
     "Blocking `run_episodes` (releases the backend's loop-bound resources afterwards)."
-    from agentalign.llm import run_sync
+    from agentalign.llm.base import run_sync
     async def go():
         try: return await run_episodes(backend, tasks, **kw)
         finally:
@@ -249,6 +264,7 @@ def episode_stats(trajs: list[Trajectory]) -> dict:
             "mean_turns": round(sum(t.turns for t in trajs) / n, 2) if n else 0.0,
             "llm_seconds": round(sum(t.llm_seconds for t in trajs), 2), "tool_seconds": round(sum(t.tool_seconds for t in trajs), 4)}
 
+# %% ../nbs/03a_agent.ipynb #3fabb6bd
 def plot_episodes(trajs: list[Trajectory], path: str | Path, title: str = "agent episodes") -> Path:
     "Two panels: distribution of tool calls per episode, and termination reasons. Saved as PNG at `path` (a run's: RUN/figures/)."
     import matplotlib; matplotlib.use("Agg")
@@ -272,14 +288,14 @@ def plot_episodes(trajs: list[Trajectory], path: str | Path, title: str = "agent
 from typing import Annotated
 import typer
 from .core import app, cli_errors
-from .llm import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt, RpmOpt, SeedOpt
+from .llm.factory import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt, RpmOpt, SeedOpt
 
 @app.command("agent-run")
 @cli_errors
 def agent_run(tasks: Annotated[Path, typer.Argument(help="JSONL of tasks: {instruction, tools, id?}")],
               out: Annotated[Path, typer.Option("--out", help="Run folder: RUN/agent/ (records, failures, summary), RUN/figures/agent_episodes.png")],
-              backend: BackendOpt = "local", model: ModelOpt = "embedded", base_url: BaseUrlOpt = None,
-              api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY", concurrency: ConcurrencyOpt = 4, rpm: RpmOpt = None, seed: SeedOpt = 0,
+              backend: BackendOpt = None, model: ModelOpt = None, base_url: BaseUrlOpt = None,
+              api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None, rpm: RpmOpt = None, seed: SeedOpt = None,
               max_turns: Annotated[int, typer.Option(min=1, help="model turns per episode")] = 8,
               max_tool_calls: Annotated[int, typer.Option(min=1, help="executed tool calls per episode")] = 12,
               min_tool_calls: Annotated[int, typer.Option(min=0, help="require a tool call (tool_choice=required) until this many were made")] = 0,
@@ -288,14 +304,14 @@ def agent_run(tasks: Annotated[Path, typer.Argument(help="JSONL of tasks: {instr
               figures: Annotated[bool, typer.Option("--figures/--no-figures", help="draw RUN/figures/agent_episodes.png")] = True,
               overwrite: Annotated[bool, typer.Option("--overwrite", help="replace RUN/agent made with other settings or tasks")] = False):
     "Run the agent loop on each task in the simulated environment; a rerun resumes and retries the failed tasks."
-    from agentalign.llm import make_backend, llm_config
+    from agentalign.llm.factory import make_backend, llm_config
     items = read_jsonl(tasks, AgentTask)           # a folder, undecodable bytes or a bad line: one clear line
     if not items: raise AgentAlignError(f"{tasks}: no tasks")
-    cfg = AgentConfig(max_turns=max_turns, max_tool_calls=max_tool_calls, min_tool_calls=min_tool_calls, n_distractors=distractors, seed=seed, max_tokens=max_tokens)
-    lcfg = llm_config(backend, model, base_url, api_key_env, concurrency, rpm)
+    cfg = AgentConfig(max_turns=max_turns, max_tool_calls=max_tool_calls, min_tool_calls=min_tool_calls, n_distractors=distractors, seed=seed or 0, max_tokens=max_tokens)
+    lcfg = llm_config(backend or "local", model or "embedded", base_url, api_key_env, concurrency or 4, rpm)
     run = RunDir(out)
     with run.open_stage("agent", {"agent": cfg.model_dump(), "llm": lcfg.model_dump()}, inputs=[tasks], overwrite=overwrite) as st:
-        run_episodes_sync(make_backend(lcfg, run.cache), items, config=cfg, out=st.path, concurrency=concurrency)
+        run_episodes_sync(make_backend(lcfg, run.cache), items, config=cfg, out=st.path, concurrency=lcfg.concurrency)
         ids = {t.key() for t in items}
         recs = [t for t in read_jsonl(st.records_path, Trajectory, missing_ok=True) if t.id in ids]
         fails = [f for f in read_jsonl(st.failures_path, Failure, missing_ok=True) if f.item_id in ids]

@@ -6,87 +6,27 @@ and a schema-valid argument plan."""
 
 # %% ../nbs/04_chains.ipynb #530c83d9
 from __future__ import annotations
-import csv, io, json, random, re, time
+import csv, io, json, random, time
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import ClassVar, Any, Iterable, Optional
 from pydantic import BaseModel, Field
 import typer
-from .core import (AgentAlignError, Failure, RunDir, StageConfig, app, check_accounting, cli_errors, count_reasons,
-                             data_dir, expect, load_config_file, read_json, read_jsonl, read_text, rng, slow_enabled, stable_id,
-                             validate_config, write_jsonl)
+from .core import (AgentAlignError, Failure, RunDir, app, check_accounting, cli_errors, data_dir, read_jsonl, read_text, rng, stable_id, validate_config, write_jsonl)
+from .settings import ConfigOpt, OverwriteOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .taxonomy import FILES, MAX_CHAIN_STEPS, MIN_CHAIN_STEPS, Chain, chain_id   # stable chain ids: identical chains, identical ids
-from .env_values import chain_kind, sample_arguments, tool_platform, tool_spec   # the one platform table
-from .env_world import check_arguments, json_copy
-from .llm import LLMConfig
+from .env.values import chain_kind, sample_arguments, tool_platform, tool_spec  # the one platform table
+from .env.world import check_arguments, json_copy
+from .llm.base import LLMConfig
+from .decontamination import Decontaminator, load_decontaminator
 
 # %% auto #0
 __all__ = ['MIN_STEPS', 'MAX_STEPS', 'CHAIN_PROMPT_VERSION', 'CHAIN_SYSTEM', 'CHAIN_USER', 'REVIEW_FIELDS', 'SLOT_BY_ARG',
-           'SLOT_BY_CAP_ARG', 'PRODUCES', 'FLOW_ARGS', 'FREE_TEXT_ARGS', 'CRYPTO_SLOTS', 'OutOpt', 'ConfigOpt',
-           'OverwriteOpt', 'load_behavior_prompts', 'Decontaminator', 'load_decontaminator', 'ChainRecord',
+           'SLOT_BY_CAP_ARG', 'PRODUCES', 'FLOW_ARGS', 'FREE_TEXT_ARGS', 'CRYPTO_SLOTS', 'OutOpt', 'ChainRecord',
            'chain_record', 'curated_chains', 'normalize_step', 'chain_problems', 'chain_schema', 'capability_catalog',
            'pick_examples', 'chain_request', 'parse_chains', 'merge_chains', 'export_review', 'import_review',
            'arg_slot', 'choose_tools', 'PlanLink', 'PlanStep', 'InstantiatedChain', 'plan_arguments', 'plan_problems',
-           'instantiate', 'plan_values', 'ChainsConfig', 'parsed_answer', 'role_backend', 'run_chains',
-           'synthesize_chains', 'load_chains', 'stage_backend', 'stage_settings', 'chains_cmd', 'chains_review_cmd']
-
-# %% ../nbs/04_chains.ipynb #40738c72
-from .core import AGENTHARM_ENV, agentharm_dir   # one way to find the AgentHarm copy, shared with scoring
-
-def load_behavior_prompts(folder: str | Path) -> dict[str, str]:
-    "Behavior prompts of every AgentHarm-format JSON file in `folder`: `{'file:id': prompt}`."
-    folder = Path(folder)
-    out = {}
-    for f in sorted(folder.glob("*.json")):
-        d = read_json(f)
-        if not (isinstance(d, dict) and isinstance(d.get("behaviors"), list)): continue
-        for i, b in enumerate(d["behaviors"]):
-            if isinstance(b, dict) and isinstance(b.get("prompt"), str) and b["prompt"].strip():
-                out[f"{f.stem}:{b.get('id', i)}"] = b["prompt"]
-    if not out: raise AgentAlignError(f"{folder}: no AgentHarm behavior prompts found (expected *.json files with a 'behaviors' list of objects with a 'prompt')")
-    return out
-
-def _words(text: str) -> list[str]: return re.findall(r"[a-z0-9]+", str(text).lower())
-
-# %% ../nbs/04_chains.ipynb #a189dae1
-class Decontaminator:
-    "Finds word n-grams shared with a set of reference texts (AgentHarm behavior prompts)."
-    def __init__(self, prompts: dict[str, str], n: int = 8, source: str = ""):
-        self.n, self.source, self.size = n, source, len(prompts)
-        self.grams: dict[tuple, list[str]] = {}      # n-gram -> every reference text containing it
-        self.short: dict[str, str] = {}
-        for bid, text in prompts.items():
-            w = _words(text)
-            if len(w) < n: self.short[bid] = " ".join(w)
-            for i in range(len(w) - n + 1):
-                ids = self.grams.setdefault(tuple(w[i:i + n]), [])
-                if bid not in ids: ids.append(bid)
-
-    def hits(self, text: str) -> list[str]:
-        "Ids of the reference texts that `text` overlaps with (all of them, when several share the overlapping words)."
-        w, found = _words(text), []
-        for i in range(len(w) - self.n + 1):
-            for b in self.grams.get(tuple(w[i:i + self.n]), ()):
-                if b not in found: found.append(b)
-        if self.short:
-            joined = f" {' '.join(w)} "
-            found += [b for b, s in self.short.items() if s and f" {s} " in joined and b not in found]
-        return found
-
-    def is_clean(self, text: str) -> bool: return not self.hits(text)
-
-    def check(self, text: str, what: str) -> None:
-        "Raise one clear line when `text` (described by `what`) contains reference text."
-        h = self.hits(text)
-        if h: raise AgentAlignError(f"{what}: contains AgentHarm behavior text (overlaps {len(h)} behavior(s): {', '.join(h[:3])})")
-
-def load_decontaminator(required: bool = False, n: int = 8) -> tuple[Decontaminator | None, str]:
-    "The AgentHarm decontaminator and a one-line note; `(None, reason)` when `AGENTALIGN_AGENTHARM_DIR` is unset."
-    d = agentharm_dir()
-    if d is None:
-        if required: raise AgentAlignError(f"{AGENTHARM_ENV} is not set: cannot check for AgentHarm contamination")
-        return None, f"decontamination skipped: {AGENTHARM_ENV} is not set"
-    p = load_behavior_prompts(d)
-    return Decontaminator(p, n=n, source=str(d)), f"checked against {len(p)} AgentHarm prompts in {d} ({n}-gram overlap)"
+           'instantiate', 'plan_values', 'ChainsConfig', 'parsed_answer', 'role_backend', 'chain_requests',
+           'collect_chains', 'drop_duplicates', 'run_chains', 'load_chains', 'chains_cmd', 'chains_review_cmd']
 
 # %% ../nbs/04_chains.ipynb #7d74b3aa
 class ChainRecord(Chain):
@@ -199,7 +139,7 @@ def pick_examples(tax, category: str, subcategory: str, k: int, seed: int, decon
 def chain_request(tax, category: str, subcategory: str, n: int, seed: int, k_examples: int = 3,
                   decon: Decontaminator | None = None, catalog: str | None = None, temperature: float = 0.8, max_tokens: int = 160):
     "The `ChatRequest` asking for `n` new chains of one subcategory."
-    from agentalign.llm import ChatRequest
+    from agentalign.llm.base import ChatRequest
     if k_examples < 1: raise AgentAlignError(f"examples must be at least 1, got {k_examples}")
     if max_tokens < 1: raise AgentAlignError(f"max_tokens must be at least 1, got {max_tokens}")
     ex = pick_examples(tax, category, subcategory, k_examples, seed, decon)
@@ -471,6 +411,8 @@ def plan_values(plan: list[PlanStep]) -> list[tuple[int, str, Any]]:
 # %% ../nbs/04_chains.ipynb #2ea6edf3
 class ChainsConfig(StageConfig):
     "Settings of the chain synthesis stage."
+    section: ClassVar[str] = "chains"
+    roles: ClassVar[dict[str, str]] = {"writer": "chain_writer"}
     writer: LLMConfig = Field(default_factory=LLMConfig)   # the LLM role that proposes chains
     per_subcategory: int = Field(3, ge=1)      # new chains asked for per subcategory
     examples: int = Field(3, ge=1)             # seed chains shown as few-shot examples
@@ -479,27 +421,58 @@ class ChainsConfig(StageConfig):
     limit: Optional[int] = Field(None, ge=1)   # only the first N subcategories
     seed: int = 0
 
-def _llm():
-    import agentalign.llm as llm
-    return llm
-
 def parsed_answer(resp) -> Any:
     "The structured answer of a response: `parsed`, else the content decoded as JSON (None when it is not JSON)."
     if resp.parsed is not None: return resp.parsed
     try: return json.loads(resp.content or "")
     except (json.JSONDecodeError, TypeError): return None
 
-_parsed, _counts = parsed_answer, count_reasons   # transitional aliases for agentalign.instructions; use the public names
-
 def role_backend(run: RunDir, cfg) -> tuple[Any, str]:
     "The backend of an LLM role (`LLMConfig`), cached in `run`'s LLM cache, and its generator name `backend:model`."
-    llm = _llm()
-    cfg = llm.llm_config(**cfg.model_dump())              # one-line errors for bad backend, concurrency, rpm, base URL
-    return llm.make_backend(cfg, cache_path=run.cache), f"{cfg.backend}:{cfg.model}"
+    from agentalign.llm.factory import make_backend
+    return make_backend(cfg, cache_path=run.cache), f"{cfg.backend}:{cfg.model}"
 
+# %% ../nbs/04_chains.ipynb #cf5dff6c
+def chain_requests(tax, subs: list[tuple[str, str]], cfg: ChainsConfig, decon: Decontaminator | None) -> tuple[list, list[Failure]]:
+    "The requests of `subs` (category, subcategory) and a failure per subcategory whose prompt overlaps AgentHarm."
+    catalog, reqs, fails = capability_catalog(tax), [], []
+    for cat, sub in subs:
+        try: reqs.append(chain_request(tax, cat, sub, cfg.per_subcategory, cfg.seed, cfg.examples, decon, catalog,
+                                       temperature=cfg.temperature, max_tokens=cfg.max_tokens))
+        except AgentAlignError as e: fails.append(Failure(stage="chains", item_id=f"{cat}/{sub}", reason="agentharm_overlap", detail=str(e)))
+    return reqs, fails
+
+def collect_chains(reqs: list, results: list, caps: list[str], *, generator: str, seed: int, decon=None) -> dict:
+    "`chains` (valid), `slots` (the proposal of each), `failures`, `expected` (the item ids owed) and `proposed`, from the answers."
+    out = {"chains": [], "slots": [], "failures": [], "expected": [], "proposed": 0}
+    for req, res in zip(reqs, results):
+        cat, sub = req.id.split("/", 1)
+        parsed = parsed_answer(res.response) if res.ok else None
+        n = len(parsed["chains"]) if isinstance(parsed, dict) and isinstance(parsed.get("chains"), list) else 0
+        out["expected"] += [f"{req.id}#{k}" for k in range(n)] or [req.id]
+        if not res.ok: out["failures"].append(res.failure or Failure(stage="chains", item_id=req.id, reason="llm_error")); continue
+        if parsed is None:
+            out["failures"].append(Failure(stage="chains", item_id=req.id, reason="invalid_json", detail="the answer is not JSON",
+                                           raw=(res.response.content or "")[:2000])); continue
+        recs, fs = parse_chains(parsed, cat, sub, caps, item_id=req.id, generator=generator or res.response.model, seed=seed, decon=decon)
+        failed = {f.item_id for f in fs}
+        out["proposed"] += n; out["chains"] += recs; out["failures"] += fs
+        out["slots"] += [f"{req.id}#{k}" for k in range(n) if f"{req.id}#{k}" not in failed]
+    return out
+
+def drop_duplicates(base: list[ChainRecord], new: list[ChainRecord], slots: list[str]) -> tuple[list, list, list[str], list[Failure]]:
+    "(merged, kept new chains, their slots, one `duplicate` failure per dropped proposal)."
+    merged, dups = merge_chains(base, new)
+    slot_of, dup_ids = {id(c): k for c, k in zip(new, slots)}, {id(c) for c, _ in dups}
+    fails = [Failure(stage="chains", item_id=slot_of[id(c)], reason="duplicate", detail=f"same steps as {orig}", raw=json.dumps(c.steps))
+             for c, orig in dups]
+    kept = [c for c in new if id(c) not in dup_ids]
+    return merged, kept, [slot_of[id(c)] for c in kept], fails
+
+# %% ../nbs/04_chains.ipynb #9a34751f
 def run_chains(run: RunDir | str | Path, cfg: ChainsConfig | dict | None = None, *, overwrite: bool = False, backend=None, tax=None) -> dict:
     "Run the chain synthesis stage into `RUN/chains` (resumable through the run's LLM cache); returns its summary."
-    from agentalign.llm import run_batch_sync
+    from agentalign.llm.base import run_batch_sync
     from agentalign.taxonomy import load_taxonomy
     run = run if isinstance(run, RunDir) else RunDir(run)
     cfg = validate_config(ChainsConfig, cfg or {}, "chains config")
@@ -511,55 +484,24 @@ def run_chains(run: RunDir | str | Path, cfg: ChainsConfig | dict | None = None,
         tax = tax or load_taxonomy()
         decon, note = load_decontaminator()
         subs = tax.subcategories[:cfg.limit] if cfg.limit else tax.subcategories
-        caps, catalog = list(tax.capabilities), capability_catalog(tax)
-        reqs, fails = [], []
-        for cat, sub in subs:
-            try: reqs.append(chain_request(tax, cat, sub, cfg.per_subcategory, cfg.seed, cfg.examples, decon, catalog,
-                                           temperature=cfg.temperature, max_tokens=cfg.max_tokens))
-            except AgentAlignError as e: fails.append(Failure(stage="chains", item_id=f"{cat}/{sub}", reason="agentharm_overlap", detail=str(e)))
+        reqs, fails = chain_requests(tax, subs, cfg, decon)
         results = run_batch_sync(backend, reqs, concurrency=cfg.writer.concurrency, desc="chains", stage="chains")
-        new, slots, proposed = [], [], 0          # valid chains, and the proposal each came from (category/subcategory#k)
-        for req, res in zip(reqs, results):
-            cat, sub = req.id.split("/", 1)
-            if not res.ok:
-                fails.append(res.failure or Failure(stage="chains", item_id=req.id, reason="llm_error")); continue
-            parsed = parsed_answer(res.response)
-            if parsed is None:
-                fails.append(Failure(stage="chains", item_id=req.id, reason="invalid_json", detail="the answer is not JSON", raw=(res.response.content or "")[:2000])); continue
-            n = len(parsed["chains"]) if isinstance(parsed, dict) and isinstance(parsed.get("chains"), list) else 0
-            proposed += n
-            recs, fs = parse_chains(parsed, cat, sub, caps, item_id=req.id, generator=generator or res.response.model, seed=cfg.seed, decon=decon)
-            failed = {f.item_id for f in fs}
-            new += recs; fails += fs
-            slots += [f"{req.id}#{k}" for k in range(n) if f"{req.id}#{k}" not in failed]
-        merged, dups = merge_chains(curated_chains(tax), new)
-        slot_of = {id(c): k for c, k in zip(new, slots)}
-        fails += [Failure(stage="chains", item_id=slot_of[id(c)], reason="duplicate", detail=f"same steps as {orig}", raw=json.dumps(c.steps)) for c, orig in dups]
-        dup_ids = {id(c) for c, _ in dups}
-        kept = [c for c in new if id(c) not in dup_ids]
-        # accounting: every request ends as proposals or one failure; every proposal as a kept chain or one failure
-        items = [f.item_id for f in fails if "#" not in f.item_id] + [f.item_id for f in fails if "#" in f.item_id] + [slot_of[id(c)] for c in kept]
-        check_accounting(items, [slot_of[id(c)] for c in kept], [f.item_id for f in fails], "chains")
+        got = collect_chains(reqs, results, list(tax.capabilities), generator=generator, seed=cfg.seed, decon=decon)
+        merged, kept, kept_slots, dups = drop_duplicates(curated_chains(tax), got["chains"], got["slots"])
+        fails += got["failures"] + dups
+        check_accounting([f.item_id for f in fails if f.reason == "agentharm_overlap"] + got["expected"], kept_slots,
+                         [f.item_id for f in fails], "chains")
         write_jsonl(st.path / "merged.jsonl", merged)
         export_review(merged, st.path / "review.csv")
         summary = {"subcategories": len(subs), "requests": len(reqs), "requests_failed": sum(not r.ok for r in results),
                    "cached": sum(bool(r.ok and r.response.cached) for r in results),
-                   "requested_chains": len(subs) * cfg.per_subcategory, "proposed": proposed, "valid": len(new), "duplicates": len(dups),
-                   "new_chains": len(kept), "merged_total": len(merged), "yield": round(len(kept) / max(1, len(subs) * cfg.per_subcategory), 4),
+                   "requested_chains": len(subs) * cfg.per_subcategory, "proposed": got["proposed"], "valid": len(got["chains"]),
+                   "duplicates": len(dups), "new_chains": len(kept), "merged_total": len(merged),
+                   "yield": round(len(kept) / max(1, len(subs) * cfg.per_subcategory), 4),
                    "decontamination": note, "prompt_version": CHAIN_PROMPT_VERSION, "generator": generator}
         return st.finish(kept, fails, summary)
 
-def synthesize_chains(run: RunDir | str | Path, backend, *, per_subcategory: int = 3, seed: int = 0, limit: int | None = None,
-                      concurrency: int = 4, k_examples: int = 3, max_tokens: int = 160, tax=None, **_) -> dict:
-    "`run_chains` with a ready `backend` (kept for `benchmarks/synthesis.py`); returns the summary even when every item failed."
-    run = run if isinstance(run, RunDir) else RunDir(run)
-    cfg = ChainsConfig(writer=LLMConfig(concurrency=concurrency), per_subcategory=per_subcategory, examples=k_examples,
-                       max_tokens=max_tokens, limit=limit, seed=seed)
-    try: return run_chains(run, cfg, backend=backend, tax=tax, overwrite=True)
-    except AgentAlignError as e:
-        if "item(s) failed" not in str(e): raise
-        return read_json(run.path / "chains" / "summary.json")
-
+# %% ../nbs/04_chains.ipynb #d0a96998
 def load_chains(spec: str, run: RunDir | None = None, tax=None) -> list[ChainRecord]:
     "Chains for the instruction stage: `curated` (default), `merged` / `reviewed` (from RUN/chains) or a JSONL/CSV path."
     if spec == "curated": return curated_chains(tax)
@@ -581,41 +523,9 @@ def load_chains(spec: str, run: RunDir | None = None, tax=None) -> list[ChainRec
 # %% ../nbs/04_chains.ipynb #7c4b8b21
 from typing import Annotated
 
-from .llm import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt, RpmOpt, SeedOpt
-
-def stage_backend(run: RunDir, backend: str, model: str, base_url: str | None, api_key_env: str, concurrency: int,
-                  rpm: float | None):
-    "The LLM backend of a stage, cached in the run folder; also its config (no secrets) and generator name."
-    from agentalign.llm import llm_config, make_backend
-    cfg = llm_config(backend=backend, model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency, rpm=rpm)
-    return make_backend(cfg, cache_path=run.cache), cfg.model_dump(), f"{backend}:{model}"
-
-def stage_settings(model: type, stage: str, config_file: Path | None = None, options: dict | None = None,
-                 roles: dict[str, dict] | None = None):
-    """A stage config (`model`) from a TOML/YAML file's `[stage]` table and `[roles.ROLE]` tables, overridden by the CLI
-    `options` and role options that were given (not None); unknown keys are one clear line."""
-    data: dict = {}
-    where = str(config_file) if config_file is not None else "options"
-    if config_file is not None:
-        raw = load_config_file(config_file)
-        data = dict(expect(raw.get(stage, {}), dict, config_file, f"[{stage}]"))
-        tables = expect(raw.get("roles", {}), dict, config_file, "[roles]")
-        for role in (roles or {}):
-            if role in tables: data[role] = {**expect(tables[role], dict, config_file, f"[roles.{role}]"), **(data.get(role) or {})}
-    data.update({k: v for k, v in (options or {}).items() if v is not None})
-    for role, opts in (roles or {}).items():
-        given = {k: v for k, v in opts.items() if v is not None}
-        if given: data[role] = {**(data.get(role) or {}), **given}
-        known = set(_llm().LLMConfig.model_fields)
-        bad = sorted(set(data.get(role) or {}) - known) if isinstance(data.get(role), dict) else []
-        if bad: raise AgentAlignError(f"{where}: {role}.{bad[0]}: unknown key")
-        if isinstance(data.get(role), dict):     # the LLM layer's one-line checks (--backend, --concurrency, --rpm, --base-url)
-            _llm().llm_config(**{**_llm().LLMConfig().model_dump(), **data[role]})
-    return validate_config(model, data, where)
+from .llm.factory import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt, RpmOpt, SeedOpt
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Run folder (created; reruns resume through its LLM cache).")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML/YAML file: a [STAGE] table and [roles.ROLE] tables set any setting.")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace this stage's results made with other settings.")]
 
 @app.command("chains")
 @cli_errors
@@ -626,12 +536,11 @@ def chains_cmd(out: OutOpt,
                limit: Annotated[Optional[int], typer.Option(help="Only the first N subcategories.")] = None,
                backend: BackendOpt = None, model: ModelOpt = None, base_url: BaseUrlOpt = None,
                api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None, rpm: RpmOpt = None, seed: SeedOpt = None,
-               config: ConfigOpt = None, overwrite: OverwriteOpt = False):
+               preset: PresetOpt = None, config: ConfigOpt = None, overwrite: OverwriteOpt = False, show_settings: ShowSettingsOpt = False):
     "Synthesize new behavior chains per subcategory, validate, merge with the curated ones, export for review."
-    cfg = stage_settings(ChainsConfig, "chains", config,
-                       {"per_subcategory": per_subcategory, "examples": examples, "max_tokens": max_tokens, "limit": limit, "seed": seed},
-                       {"writer": {"backend": backend, "model": model, "base_url": base_url, "api_key_env": api_key_env,
-                                   "concurrency": concurrency, "rpm": rpm}})
+    cfg = command_settings(ChainsConfig, preset, config, show_settings, per_subcategory=per_subcategory, examples=examples,
+                           max_tokens=max_tokens, limit=limit, seed=seed, writer__backend=backend, writer__model=model,
+                           writer__base_url=base_url, writer__api_key_env=api_key_env, writer__concurrency=concurrency, writer__rpm=rpm)
     s = run_chains(out, cfg, overwrite=overwrite)
     typer.echo(json.dumps({k: s[k] for k in ("requests", "requests_failed", "proposed", "valid", "duplicates", "new_chains",
                                              "merged_total", "failures_by_reason", "yield", "decontamination")}))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/99_cli.ipynb #21601b1a
 from __future__ import annotations
-import importlib, os, pkgutil, re
+import importlib, importlib.util, os, pkgutil, re
 from pathlib import Path
 import agentalign
 from .core import app
@@ -15,14 +15,16 @@ __all__ = ['stage_modules', 'load_commands', 'main']
 # %% ../nbs/99_cli.ipynb #d719925c
 def _notebook_of(name: str) -> str:
     "The notebook a module is exported from (its `File to edit:` header), for ordering."
-    try: head = (Path(agentalign.__path__[0]) / f"{name}.py").read_text(encoding="utf-8")[:600]
-    except OSError: return name
+    spec = importlib.util.find_spec(f"agentalign.{name}")
+    try: head = Path(spec.origin).read_text(encoding="utf-8")[:600]
+    except (AttributeError, TypeError, OSError): return name
     m = re.search(r"File to edit: \S*?([^/\s]+)\.ipynb", head)
     return m.group(1) if m else name
 
 def stage_modules() -> list[str]:
-    "The package's public modules (not `cli`, not `_private`), in notebook (pipeline) order."
-    names = [m.name for m in pkgutil.iter_modules(agentalign.__path__) if not m.name.startswith("_") and m.name != "cli"]
+    "The package's public modules, subpackages included (`llm.local`; not `cli`, not `_private`), in notebook (pipeline) order."
+    names = [m.name.removeprefix("agentalign.") for m in pkgutil.walk_packages(agentalign.__path__, "agentalign.") if not m.ispkg]
+    names = [n for n in names if n != "cli" and not any(part.startswith("_") for part in n.split("."))]
     return sorted(names, key=lambda n: (_notebook_of(n), n))
 
 def load_commands() -> list[str]:

@@ -12,10 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # %% auto #0
 __all__ = ['PKG_DIR', 'REPO_DIR', 'AGENTHARM_ENV', 'M', 'NEUTRAL_KEYS', 'app', 'AgentAlignError', 'data_dir', 'figures_dir',
-           'cache_dir', 'slow_enabled', 'agentharm_dir', 'register_secret', 'known_secrets', 'redact', 'redact_obj',
-           'read_text', 'read_json', 'expect', 'append_jsonl', 'write_jsonl', 'write_text', 'write_json', 'read_jsonl',
-           'Failure', 'count_reasons', 'stable_id', 'rng', 'StageConfig', 'validate_config', 'load_config_file',
-           'config_identity', 'config_diff', 'file_fingerprint', 'check_accounting', 'RunDir', 'Stage', 'cli_errors']
+           'cache_dir', 'hub_offline', 'slow_enabled', 'agentharm_dir', 'register_secret', 'known_secrets', 'redact',
+           'redact_obj', 'read_text', 'read_json', 'expect', 'append_jsonl', 'write_jsonl', 'write_text', 'write_json',
+           'read_jsonl', 'Failure', 'count_reasons', 'stable_id', 'rng', 'validate_config', 'config_identity',
+           'config_diff', 'file_fingerprint', 'check_accounting', 'RunDir', 'Stage', 'cli_errors']
 
 # %% ../nbs/00_core.ipynb #0c6209d9
 class AgentAlignError(Exception):
@@ -46,6 +46,10 @@ def cache_dir() -> Path:
     p = Path(os.environ.get("AGENTALIGN_CACHE_DIR") or Path.home() / ".cache" / "agentalign").expanduser()
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+def hub_offline() -> bool:
+    "Whether the Hugging Face hub is switched off (`HF_HUB_OFFLINE`)."
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 def slow_enabled() -> bool:
     "Whether slow notebook cells run: `AGENTALIGN_SLOW=1` (the default of every notebook's `run_slow` parameter)."
@@ -221,10 +225,6 @@ def rng(seed: int, *keys: Any) -> random.Random:
     return random.Random(int(stable_id(seed, *keys, n=16), 16))
 
 # %% ../nbs/00_core.ipynb #042fe7f8
-class StageConfig(BaseModel):
-    "Base of every stage's settings: unknown keys are errors."
-    model_config = ConfigDict(extra="forbid")
-
 def validate_config(model: Type[M], data: Any, where: str = "config") -> M:
     "`model.model_validate(data)` with one clear line (naming `where` and the key) on error."
     if isinstance(data, model): return data
@@ -234,21 +234,6 @@ def validate_config(model: Type[M], data: Any, where: str = "config") -> M:
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         raise AgentAlignError(f"{where}: {loc}: {msg}")
-
-def load_config_file(path: str | Path) -> dict:
-    "A TOML (`.toml`) or YAML (`.yaml`, `.yml`) file as a dict; one clear line when it is missing or malformed."
-    path = Path(path)
-    text = read_text(path, "config file")
-    if path.suffix == ".toml":
-        import tomllib
-        try: data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e: raise AgentAlignError(f"{path}: invalid TOML: {e}")
-    elif path.suffix in (".yaml", ".yml"):
-        import yaml
-        try: data = yaml.safe_load(text)
-        except yaml.YAMLError as e: raise AgentAlignError(f"{path}: invalid YAML: {str(e).splitlines()[0]}")
-    else: raise AgentAlignError(f"{path}: config files are TOML (.toml) or YAML (.yaml, .yml)")
-    return expect(data if data is not None else {}, dict, path)
 
 # %% ../nbs/00_core.ipynb #8f43b066
 NEUTRAL_KEYS = frozenset({"concurrency", "rpm", "figures", "progress", "batch_size", "max_retries", "timeout",
@@ -293,6 +278,7 @@ def check_accounting(inputs: Iterable[str], produced: Iterable[str], failed: Ite
                            f"{len(both)} both {sorted(both)[:3]}, {len(inputs) - len(set(inputs))} duplicate input id(s)")
 
 # %% ../nbs/00_core.ipynb #4cda67ce
+from fastcore.basics import patch
 from filelock import FileLock, Timeout
 
 class RunDir:
@@ -337,40 +323,9 @@ class RunDir:
             write_json(self.path / "run.json", m)
         if summary is not None: write_json(self.stage(stage) / "summary.json", summary)
 
-    @contextlib.contextmanager
-    def open_stage(self, name: str, config: Any, inputs: Iterable[str | Path] = (), overwrite: bool = False,
-                   outputs: Iterable[str] = ("records.jsonl", "failures.jsonl", "summary.json")) -> Iterator["Stage"]:
-        "Lock stage `name`, check (or store) its configuration and input fingerprints, and yield a `Stage` to finish."
-        folder = self.stage(name)
-        lock = FileLock(str(folder / ".lock"))
-        try: lock.acquire(timeout=0)
-        except Timeout: raise AgentAlignError(f"{folder} is being written by another process (lock {folder / '.lock'}); wait for it to finish or use another --out")
-        try:
-            cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
-            ident = {"config": config_identity(cfg),
-                     "inputs": {str(Path(p).relative_to(self.path) if Path(p).is_relative_to(self.path) else p): file_fingerprint(p) for p in inputs}}
-            ident = redact_obj(ident)
-            cpath = folder / "config.json"
-            if cpath.exists():
-                old = read_json(cpath).get("identity")
-                if old != ident:
-                    if not overwrite:
-                        what = config_diff(old.get("config", {}) if isinstance(old, dict) else {}, ident["config"])
-                        ins = [k for k in set((old or {}).get("inputs", {})) | set(ident["inputs"])
-                               if (old or {}).get("inputs", {}).get(k) != ident["inputs"].get(k)]
-                        why = "; ".join(x for x in [f"settings differ: {what}" if what else "", f"input changed: {', '.join(sorted(ins))}" if ins else ""] if x)
-                        raise AgentAlignError(f"{folder} holds {name} results made with other settings or inputs ({why}); rerun with the same "
-                                              f"settings to resume, use another --out, or pass --overwrite to replace them")
-                    for o in outputs:
-                        p = folder / o
-                        if p.is_file(): p.unlink()
-            write_json(cpath, {"stage": name, "identity": ident, "config": cfg, "opened": time.strftime("%Y-%m-%dT%H:%M:%S")})
-            yield Stage(self, name, cfg)
-        finally:
-            lock.release()
-
     def __repr__(self): return f"RunDir({str(self.path)!r})"
 
+# %% ../nbs/00_core.ipynb #a7134648
 def _id_of(rec: Any) -> str | None:
     if isinstance(rec, dict): return rec.get("id")
     return getattr(rec, "id", None)
@@ -397,6 +352,40 @@ class Stage:
             top = ", ".join(f"{k} {v}" for k, v in sorted(summary["failures_by_reason"].items(), key=lambda kv: -kv[1])[:3])
             raise AgentAlignError(f"{self.name}: all {len(failures)} item(s) failed ({top}); see {self.failures_path}")
         return summary
+
+# %% ../nbs/00_core.ipynb #ca94a9f4
+@patch
+@contextlib.contextmanager
+def open_stage(self: RunDir, name: str, config: Any, inputs: Iterable[str | Path] = (), overwrite: bool = False,
+               outputs: Iterable[str] = ("records.jsonl", "failures.jsonl", "summary.json")) -> Iterator["Stage"]:
+    "Lock stage `name`, check (or store) its configuration and input fingerprints, and yield a `Stage` to finish."
+    folder = self.stage(name)
+    lock = FileLock(str(folder / ".lock"))
+    try: lock.acquire(timeout=0)
+    except Timeout: raise AgentAlignError(f"{folder} is being written by another process (lock {folder / '.lock'}); wait for it to finish or use another --out")
+    try:
+        cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
+        ident = {"config": config_identity(cfg),
+                 "inputs": {str(Path(p).relative_to(self.path) if Path(p).is_relative_to(self.path) else p): file_fingerprint(p) for p in inputs}}
+        ident = redact_obj(ident)
+        cpath = folder / "config.json"
+        if cpath.exists():
+            old = read_json(cpath).get("identity")
+            if old != ident:
+                if not overwrite:
+                    what = config_diff(old.get("config", {}) if isinstance(old, dict) else {}, ident["config"])
+                    ins = [k for k in set((old or {}).get("inputs", {})) | set(ident["inputs"])
+                           if (old or {}).get("inputs", {}).get(k) != ident["inputs"].get(k)]
+                    why = "; ".join(x for x in [f"settings differ: {what}" if what else "", f"input changed: {', '.join(sorted(ins))}" if ins else ""] if x)
+                    raise AgentAlignError(f"{folder} holds {name} results made with other settings or inputs ({why}); rerun with the same "
+                                          f"settings to resume, use another --out, or pass --overwrite to replace them")
+                for o in outputs:
+                    p = folder / o
+                    if p.is_file(): p.unlink()
+        write_json(cpath, {"stage": name, "identity": ident, "config": cfg, "opened": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        yield Stage(self, name, cfg)
+    finally:
+        lock.release()
 
 # %% ../nbs/00_core.ipynb #d29cc151
 import functools, typer

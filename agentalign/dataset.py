@@ -6,22 +6,22 @@ computed from the records' lineage. `agentalign export --out RUN`."""
 
 # %% ../nbs/08_dataset.ipynb #d42af792
 from __future__ import annotations
-import csv, io, json, math, re, shutil, statistics, time
+import json, re, shutil, statistics, time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import ClassVar, Annotated, Any, Literal, Optional
 import typer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from .core import (AgentAlignError, Failure, RunDir, StageConfig, app, check_accounting, cli_errors,
-                             load_config_file, read_jsonl, rng, stable_id, validate_config, write_json, write_jsonl,
-                             write_text)
+from .core import (AgentAlignError, Failure, RunDir, app, check_accounting, cli_errors, read_jsonl, rng, stable_id, write_json, write_jsonl, write_text)
+from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
+from .dataset_card import dataset_card, plot_composition, plot_tokens
 
 # %% auto #0
 __all__ = ['MESSAGE_KEYS', 'LINEAGE', 'COLUMNS', 'SHAREGPT_ODD', 'SHAREGPT_EVEN', 'MIX_SOURCES', 'OutOpt', 'ResponseInput',
            'normalize_messages', 'row_from_record', 'features', 'fixture_records', 'write_fixture_run',
-           'stratified_split', 'to_sharegpt', 'check_sharegpt', 'dataset_info_entry', 'parse_mix', 'convert_example',
-           'load_mix_source', 'mix_rows', 'dataset_card', 'plot_composition', 'plot_tokens', 'DatasetConfig',
-           'load_dataset_dir', 'token_lengths', 'run_dataset', 'stage_settings', 'export_cmd']
+           'stratified_split', 'to_sharegpt', 'dataset_info_entry', 'check_sharegpt', 'parse_mix', 'convert_example',
+           'load_mix_source', 'mix_rows', 'DatasetConfig', 'load_dataset_dir', 'read_responses', 'mix_in',
+           'token_lengths', 'token_stats', 'write_files', 'export_rows', 'run_dataset', 'export_cmd']
 
 # %% ../nbs/08_dataset.ipynb #bd8f02d2
 class ResponseInput(BaseModel):
@@ -64,6 +64,7 @@ def _args_str(args: Any) -> str:
     if isinstance(args, dict): return json.dumps(args, ensure_ascii=False)
     raise ValueError(f"tool-call arguments must be an object or a JSON string, got {type(args).__name__}")
 
+# %% ../nbs/08_dataset.ipynb #d3476dc2
 def normalize_messages(messages: list[dict]) -> list[dict]:
     "Messages with the five standard keys, tool-call arguments as JSON strings; `ValueError` naming the first problem."
     if not messages: raise ValueError("no messages")
@@ -142,24 +143,47 @@ def _draft(opener: str, purpose: str, plan) -> str:
             if isinstance(v, (str, int, float)) and len(str(v)) <= 80: vals.append(f"{a.replace('_', ' ')} {v}")
     return f"{opener} {purpose}. Details: " + "; ".join(vals[:8]) + "."
 
-def fixture_records(n: int = 100, seed: int = 0, harmful_share: float = 0.5, distractors: int = 2,
-                    result_chars: int = 600, borderline_share: float = 0.1) -> list[dict]:
-    "`n` ResponseRecord-shaped dicts built from curated chains, the argument planner and the simulator (deterministic)."
-    from agentalign.chains import curated_chains, instantiate
-    from agentalign.environment import SimulatedEnvironment
-    from agentalign.taxonomy import load_taxonomy
-    tax = load_taxonomy()
-    env = SimulatedEnvironment(seed=seed)
-    all_tools = sorted(env.tools)
-    chains = curated_chains(tax)
+def _purpose(chain, label: str) -> str:
+    "The stated purpose: the chain's own explanation for a harmful request, its steps as a project for a benign one."
+    if label == "harmful": return re.sub(r"^(this|the)\s+(sequence|chain|process)\s+(involves|is)\s+", "", chain.explanation.strip().rstrip("."), flags=re.I)
+    return "help me " + ", then ".join(_phrase(s) for s in chain.steps) + " for a project I am organising"
+
+# %% ../nbs/08_dataset.ipynb #5000902c
+def _fixture_order(chains: list, seed: int) -> list:
+    "Chains in a seeded round-robin over their categories."
     by_cat = defaultdict(list)
     for c in chains: by_cat[c.category].append(c)
-    order = []                                          # round-robin over categories, seeded; chains repeat past 240
+    order = []
     r0 = rng(seed, "fixture-order")
     pools = {k: r0.sample(v, len(v)) for k, v in sorted(by_cat.items())}
     while any(pools.values()):
         for k in sorted(pools):
             if pools[k]: order.append(pools[k].pop())
+    return order
+
+def _executed(inst, env, seed: int, result_chars: int) -> list[dict]:
+    "The assistant's tool calls and the simulator's results, one plan step at a time (results cut to `result_chars`)."
+    env.reset(seed)
+    msgs = []
+    for st in inst.argument_plan:
+        cid = f"call_{stable_id(inst.id, st.step, n=8)}"
+        msgs.append({"role": "assistant", "content": None, "tool_calls": [
+            {"id": cid, "type": "function", "function": {"name": st.tool, "arguments": json.dumps(st.arguments, ensure_ascii=False)}}]})
+        res = json.dumps(env.call(st.tool, st.arguments), ensure_ascii=False)
+        msgs.append({"role": "tool", "tool_call_id": cid, "name": st.tool, "content": res[:result_chars]})
+    return msgs
+
+# %% ../nbs/08_dataset.ipynb #8faa034d
+def fixture_records(n: int = 100, seed: int = 0, harmful_share: float = 0.5, distractors: int = 2,
+                    result_chars: int = 600, borderline_share: float = 0.1) -> list[dict]:
+    "`n` ResponseRecord-shaped dicts built from curated chains, the argument planner and the simulator (deterministic)."
+    from agentalign.chains import curated_chains, instantiate
+    from agentalign.env.simulator import SimulatedEnvironment
+    from agentalign.taxonomy import load_taxonomy
+    tax = load_taxonomy()
+    env = SimulatedEnvironment(seed=seed)
+    all_tools = sorted(env.tools)
+    order = _fixture_order(curated_chains(tax), seed)   # chains repeat past the curated ones
     out, i = [], -1
     while len(out) < n:
         i += 1
@@ -170,37 +194,27 @@ def fixture_records(n: int = 100, seed: int = 0, harmful_share: float = 0.5, dis
         u = r.random()
         kind = "harmful" if u < harmful_share else ("borderline" if u < harmful_share + borderline_share else "benign")
         label = "harmful" if kind == "harmful" else "benign"
-        purpose = re.sub(r"^(this|the)\s+(sequence|chain|process)\s+(involves|is)\s+", "", ch.explanation.strip().rstrip("."), flags=re.I) \
-            if label == "harmful" else "help me " + ", then ".join(_phrase(s) for s in ch.steps) + " for a project I am organising"
-        user = _draft(r.choice(_OPENERS), purpose, inst.argument_plan)
+        user = _draft(r.choice(_OPENERS), _purpose(ch, label), inst.argument_plan)
         names = list(dict.fromkeys(inst.tools))
         offered = names + r.sample([t for t in all_tools if t not in names], distractors)
         r.shuffle(offered)
-        msgs = [{"role": "user", "content": user}]
-        if label == "harmful":
-            msgs.append({"role": "assistant", "content": r.choice(_REFUSALS).format(why=_WHY)})
-            mode, called = "refusal", []
+        if label == "harmful": answer, mode, called = [{"role": "assistant", "content": r.choice(_REFUSALS).format(why=_WHY)}], "refusal", []
         else:
-            env.reset(seed + i)
-            for st in inst.argument_plan:
-                cid = f"call_{stable_id(inst.id, st.step, n=8)}"
-                msgs.append({"role": "assistant", "content": None, "tool_calls": [
-                    {"id": cid, "type": "function", "function": {"name": st.tool, "arguments": json.dumps(st.arguments, ensure_ascii=False)}}]})
-                res = json.dumps(env.call(st.tool, st.arguments), ensure_ascii=False)
-                msgs.append({"role": "tool", "tool_call_id": cid, "name": st.tool, "content": res[:result_chars]})
-            msgs.append({"role": "assistant", "content": "Done. I used " + ", ".join(names) + " as planned; every step completed."})
+            answer = _executed(inst, env, seed + i, result_chars) + [
+                {"role": "assistant", "content": "Done. I used " + ", ".join(names) + " as planned; every step completed."}]
             mode, called = "plan", [st.tool for st in inst.argument_plan]
         src = r.choice(["rewrite", "rewrite", "draft", "llm"])
         out.append({"id": stable_id("fixture-response", seed, i), "instruction_id": stable_id("fixture-instruction", seed, i),
                     "chain_id": inst.chain_id, "instance_id": inst.id, "category": ch.category, "subcategory": ch.subcategory,
-                    "kind": kind, "label": label, "instruction": user, "messages": msgs, "tools": env.schemas(offered),
-                    "mode": mode, "source": "draft" if label == "harmful" and src == "llm" else src, "instruction_source": src,
-                    "generator": "local:embedded", "judge_model": "local:embedded", "responder": "local:embedded",
+                    "kind": kind, "label": label, "instruction": user, "messages": [{"role": "user", "content": user}, *answer],
+                    "tools": env.schemas(offered), "mode": mode, "source": "draft" if label == "harmful" and src == "llm" else src,
+                    "instruction_source": src, "generator": "local:embedded", "judge_model": "local:embedded", "responder": "local:embedded",
                     "prompt_versions": {"instructions": "fixture-v1", "responses": "fixture-v1"}, "seed": seed,
                     "validation": {"ok": True, "tools_called": called, "chain_tools_called": len(called), "missing_tools": [],
                                    "errors_unrecovered": 0, "final_is_refusal": label == "harmful"}, "attempts": 1})
     return out
 
+# %% ../nbs/08_dataset.ipynb #4411188f
 def write_fixture_run(run: RunDir | str | Path, n: int = 100, seed: int = 0, **kw) -> RunDir:
     "A run folder with fixture responses (`RUN/responses/records.jsonl`) and a quality funnel, for trying later stages."
     run = run if isinstance(run, RunDir) else RunDir(run)
@@ -246,6 +260,14 @@ def to_sharegpt(row: dict) -> tuple[dict, int]:
     tools = [t.get("function", t) if isinstance(t, dict) and t.get("type") == "function" else t for t in json.loads(row["tools"] or "[]")]
     return {"conversations": conv, "system": system, "tools": json.dumps(tools, ensure_ascii=False)}, dropped
 
+def dataset_info_entry(file_name: str) -> dict:
+    "The `dataset_info.json` entry of a sharegpt file with tools and system columns (LLaMA-Factory's documented keys)."
+    return {"file_name": file_name, "formatting": "sharegpt",
+            "columns": {"messages": "conversations", "system": "system", "tools": "tools"},
+            "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
+                     "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}}
+
+# %% ../nbs/08_dataset.ipynb #2e424d1d
 def check_sharegpt(ex: dict) -> list[str]:
     "Problems of one example against LLaMA-Factory's documented sharegpt rules (empty when it is valid)."
     probs, conv = [], ex.get("conversations")
@@ -270,13 +292,6 @@ def check_sharegpt(ex: dict) -> list[str]:
     except (TypeError, json.JSONDecodeError): probs.append("tools: not a JSON string")
     return probs
 
-def dataset_info_entry(file_name: str) -> dict:
-    "The `dataset_info.json` entry of a sharegpt file with tools and system columns (LLaMA-Factory's documented keys)."
-    return {"file_name": file_name, "formatting": "sharegpt",
-            "columns": {"messages": "conversations", "system": "system", "tools": "tools"},
-            "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
-                     "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}}
-
 # %% ../nbs/08_dataset.ipynb #73ca1505
 MIX_SOURCES = {"glaive": "llamafactory/glaive_toolcall_en"}
 
@@ -288,6 +303,7 @@ def parse_mix(spec: str) -> tuple[str, float]:
     if not sep or not name or not 0 < s < 1: raise AgentAlignError(f"--mix {spec!r}: expected NAME:SHARE with 0 < SHARE < 1 (e.g. glaive:0.2)")
     return name, s
 
+# %% ../nbs/08_dataset.ipynb #c82187d1
 def _from_sharegpt(ex: dict) -> tuple[list[dict], list]:
     role = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
     msgs, pending = [], []
@@ -316,6 +332,7 @@ def convert_example(ex: dict) -> tuple[list[dict], list]:
         return ex["messages"], json.loads(tools) if isinstance(tools, str) else tools
     raise ValueError(f"unknown format (columns {sorted(ex)}): expected 'conversations' (sharegpt) or 'messages' (OpenAI)")
 
+# %% ../nbs/08_dataset.ipynb #e7b5be37
 def load_mix_source(name: str):
     "The third-party dataset `name` (train split) as a `datasets.Dataset`; one clear line when it cannot be loaded."
     import datasets
@@ -332,7 +349,7 @@ def load_mix_source(name: str):
         return load_dataset(MIX_SOURCES.get(name, name), split="train")
     except AgentAlignError: raise
     except Exception as e:
-        from agentalign.agentharm import hub_offline
+        from agentalign.core import hub_offline
         why = "the hub is offline (HF_HUB_OFFLINE=1) and it is not in the datasets cache" if hub_offline() else f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
         raise AgentAlignError(f"--mix {name}: cannot load {MIX_SOURCES.get(name, name)} ({why}); load it once online, or pass a local .json/.jsonl/.parquet file or save_to_disk folder")
 
@@ -353,115 +370,10 @@ def mix_rows(name: str, n: int, seed: int) -> tuple[list[dict], list[Failure]]:
             fails.append(Failure(stage="dataset", item_id=iid, reason="mix_unconvertible", detail=f"{name}[{i}]: {str(e)[:200]}"))
     return rows, fails
 
-# %% ../nbs/08_dataset.ipynb #eb089874
-def _md_table(header: list, rows: list) -> str:
-    return "\n".join(["| " + " | ".join(map(str, header)) + " |", "| " + " | ".join("---" for _ in header) + " |",
-                      *("| " + " | ".join(map(str, r)) + " |" for r in rows)])
-
-def _size_category(n: int) -> str:
-    for lim, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
-        if n < lim: return name
-    return "n>1M"
-
-def _shares(c: Counter) -> str:
-    tot = sum(c.values()) or 1
-    return ", ".join(f"{k or 'unknown'} {v} ({100 * v / tot:.0f}%)" for k, v in c.most_common())
-
-def dataset_card(rows: list[dict], split: dict[str, str], *, name: str, funnel_csv: str | None, decontamination: str,
-                 tokens: dict | None, mixes: list[dict], dropped: Counter) -> str:
-    "The dataset card (Hugging Face layout) computed from `rows` and their `split`."
-    import yaml
-    n = len(rows)
-    head = {"pretty_name": f"{name}: agent safety alignment data (AgentAlign method)", "license": "apache-2.0", "language": ["en"],
-            "task_categories": ["text-generation"], "tags": ["safety", "alignment", "agents", "tool-use", "function-calling", "refusal", "agentalign"],
-            "size_categories": [_size_category(n)],
-            "configs": [{"config_name": "default", "data_files": [{"split": s, "path": f"data/{s}.parquet"} for s in ("train", "validation")]}]}
-    own = [r for r in rows if r["origin"] == "agentalign"]
-    cnt = lambda key, rs=rows: Counter(r[key] for r in rs)
-    lab_cat = Counter((r["category"], r["label"]) for r in rows)
-    cats = sorted({r["category"] for r in rows})
-    sp = Counter((split[r["id"]], r["label"]) for r in rows)
-    parts = ["---\n" + yaml.safe_dump(head, sort_keys=False).strip() + "\n---", f"# {name}",
-             "> **Content warning.** This dataset contains requests for harmful actions (cybercrime, fraud, harassment, "
-             "weapons, self-harm and other categories of the AgentAlign taxonomy), paired with refusals. They exist to "
-             "teach agents to refuse; they are not to be acted on. Benign requests are paired with tool-use trajectories "
-             "executed in a simulated environment: all people, addresses, accounts and results in them are synthetic.",
-             "## Summary",
-             f"Safety-alignment data for tool-using LLM agents, made with [agentalign](https://arxiv.org/abs/2505.23020) "
-             f"(an open implementation of AgentAlign, Zhang et al. 2025): {n} conversations in OpenAI chat format with the offered "
-             f"tool schemas — {sum(r['label'] == 'harmful' for r in rows)} harmful requests answered with refusals and "
-             f"{sum(r['label'] == 'benign' for r in rows)} benign requests answered with multi-step tool use"
-             + (f" ({len(rows) - len(own)} of them third-party tool-use data)" if len(rows) > len(own) else "") + ".",
-             "## Composition", _md_table(["split", "harmful", "benign", "total"],
-                                         [[s, sp[(s, "harmful")], sp[(s, "benign")], sp[(s, "harmful")] + sp[(s, "benign")]] for s in ("train", "validation")]),
-             _md_table(["kind", "examples"], sorted(cnt("kind").items())),
-             _md_table(["category", "harmful", "benign"], [[c, lab_cat[(c, "harmful")], lab_cat[(c, "benign")]] for c in cats]),
-             _md_table(["response mode", "examples"], sorted(cnt("mode", own).items()))]
-    if tokens: parts += [f"Tokens per example ({tokens['tokenizer']} tokenizer, rendered as the SFT stage does by default: chat template with compact tool signatures, at most 6 tools, tool results cut to 300 characters): median "
-                             f"{tokens['median']}, 90th percentile {tokens['p90']}, max {tokens['max']} (harmful median {tokens.get('harmful_median')}, benign median {tokens.get('benign_median')})."]
-    parts += ["## Quality control"]
-    if funnel_csv:
-        rd = list(csv.reader(io.StringIO(funnel_csv)))
-        parts += ["The quality-control funnel of the run (`quality/funnel.csv`):", _md_table(rd[0], rd[1:])]
-    else: parts += ["No quality-control funnel was found in the run folder (`quality/funnel.csv`)."]
-    if dropped: parts += ["Not exported: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(dropped.items())) + " (see `failures.jsonl`)."]
-    parts += ["## Provenance",
-              "Every example carries its lineage: `chain_id` (abstract behavior chain) → `instance_id` (chain with concrete tools and "
-              "an argument plan) → `instruction_id` → `id` (response), with `label`, `kind`, the models below, `prompt_versions` and `seed`.", "",
-              _md_table(["role", "models"], [["instruction writer (generator)", _shares(cnt("generator", own))],
-                                             ["judge", _shares(cnt("judge_model", own))], ["responder", _shares(cnt("responder", own))]]), "",
-              _md_table(["text", "written by"], [["instructions", _shares(cnt("instruction_source", own))], ["responses", _shares(cnt("source", own))]]), "",
-              "`llm`: written freely by the model; `rewrite`: a draft composed from the behavior chain's argument plan, rewritten by the "
-              "model; `draft`: the draft itself (used where the rewrite lost the plan's values or intent)."]
-    if mixes: parts += ["Third-party tool-use data mixed in: " + "; ".join(f"`{m['name']}` {m['rows']} examples (share {m['share']}, asked {m['asked']})" for m in mixes)
-                        + ". Their licenses are those of the sources (see their cards)."]
-    parts += ["## AgentHarm decontamination",
-              "AgentHarm (Andriushchenko et al., 2024) is used to evaluate models trained on this data, never to make it: no AgentHarm "
-              "prompt is used in any prompt or few-shot example of the synthesis pipeline, and the quality-control stage checks every "
-              f"instruction against the AgentHarm files it can see. At export: {decontamination}",
-              "## Licenses",
-              "The agentalign code is Apache-2.0. The taxonomy, behavior chains and tool schemas come from the AgentAlign authors' "
-              "repository (jc-ryan/AgentAlign), Apache-2.0. The texts were written by the models named above; their terms of use apply "
-              "to their outputs. The dataset is released under Apache-2.0.",
-              "## Use",
-              "```python\nfrom datasets import load_from_disk\nds = load_from_disk('hf')          # or: load_dataset('parquet', data_files={'train': 'data/train.parquet', ...})\n```",
-              "`messages` is OpenAI chat format (tool-call arguments as JSON strings) and `tools` a JSON string of the offered schemas: "
-              "TRL's `SFTTrainer` takes both columns as they are. `llamafactory/` holds the same data in LLaMA-Factory's sharegpt format "
-              f"with its `dataset_info.json` (datasets `{name}_train`, `{name}_validation`).",
-              "## Citation",
-              "```bibtex\n@misc{zhang2025agentalign,\n  title={AgentAlign: Navigating Safety Alignment in the Shift from Informative to Agentic Large Language Models},\n"
-              "  author={Jinchuan Zhang and Lu Yin and Yan Zhou and Songlin Hu},\n  year={2025},\n  eprint={2505.23020},\n  archivePrefix={arXiv},\n  primaryClass={cs.CR}\n}\n```"]
-    return "\n\n".join(parts) + "\n"
-
-# %% ../nbs/08_dataset.ipynb #82ae618b
-def plot_composition(rows: list[dict], path: Path) -> Path:
-    "Stacked bars: examples per category, harmful vs benign."
-    import matplotlib; matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    cats = sorted({r["category"] for r in rows})
-    c = Counter((r["category"], r["label"]) for r in rows)
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(cats) + 1.5))
-    h = [c[(k, "harmful")] for k in cats]; b = [c[(k, "benign")] for k in cats]
-    ax.barh(cats, h, color="#c0392b", label="harmful (refusal)"); ax.barh(cats, b, left=h, color="#2980b9", label="benign (tool use)")
-    ax.invert_yaxis(); ax.set_xlabel("examples"); ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1)); ax.set_title(f"Dataset composition ({len(rows)} examples)")
-    fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
-    return path
-
-def plot_tokens(lengths: dict[str, list[int]], path: Path, budget: int | None = None) -> Path:
-    "Histogram of tokens per example per label (with the SFT token budget as a line)."
-    import matplotlib; matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for lab, col in (("harmful", "#c0392b"), ("benign", "#2980b9")):
-        if lengths.get(lab): ax.hist(lengths[lab], bins=30, alpha=0.6, color=col, label=f"{lab} (median {int(statistics.median(lengths[lab]))})")
-    if budget: ax.axvline(budget, color="k", ls="--", lw=1, label=f"SFT max_length {budget}")
-    ax.set_xlabel("tokens per example"); ax.set_ylabel("examples"); ax.legend(); ax.set_title("Tokens per example")
-    fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
-    return path
-
 # %% ../nbs/08_dataset.ipynb #5a142e0e
 class DatasetConfig(StageConfig):
     "Settings of the dataset stage (`agentalign export`)."
+    section: ClassVar[str] = "dataset"
     seed: int = 0
     validation_share: float = Field(0.1, ge=0, lt=1)
     require_valid: bool = True          # leave out responses whose own validation failed (validation.ok false)
@@ -486,21 +398,65 @@ def load_dataset_dir(run: RunDir | str | Path):
     if not (p / "dataset_dict.json").is_file(): raise AgentAlignError(f"{p}: no exported dataset: run `agentalign export --out {run.path}` first")
     return load_from_disk(str(p))
 
+# %% ../nbs/08_dataset.ipynb #78016f8e
+def read_responses(src: Path, require_valid: bool = True) -> tuple[list[dict], list[Failure], list[str]]:
+    "(rows, failures, the id of every input line) of a responses file; one clear line when it is empty or repeats ids."
+    bad: list = []
+    raw = read_jsonl(src, bad=bad)
+    fails = [Failure(stage="dataset", item_id=f"line-{ln}", reason="invalid_record", detail=msg) for ln, msg in bad]
+    rows, inputs = [], [f"line-{ln}" for ln, _ in bad]
+    for i, obj in enumerate(raw):
+        rid = obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else f"record-{i}"
+        inputs.append(rid)
+        try: rec = ResponseInput.model_validate(obj)
+        except Exception as e:
+            err = e.errors()[0] if hasattr(e, "errors") else {"loc": (), "msg": str(e)}
+            fails.append(Failure(stage="dataset", item_id=rid, reason="invalid_record", detail=f"{'.'.join(map(str, err['loc']))}: {err['msg']}")); continue
+        if require_valid and rec.validation.get("ok") is False:
+            fails.append(Failure(stage="dataset", item_id=rid, reason="not_validated", detail=f"responses-stage validation failed: {json.dumps(rec.validation)[:200]}")); continue
+        try: rows.append(row_from_record(rec))
+        except ValueError as e: fails.append(Failure(stage="dataset", item_id=rid, reason="bad_messages", detail=str(e)))
+    if len(set(inputs)) != len(inputs): raise AgentAlignError(f"{src}: duplicate record ids ({len(inputs) - len(set(inputs))})")
+    if not rows and not fails: raise AgentAlignError(f"{src}: no responses to export (the file is empty)")
+    return rows, fails, inputs
+
+# %% ../nbs/08_dataset.ipynb #2aa35b69
+def mix_in(n_own: int, specs: list[str], seed: int) -> tuple[list[dict], list[Failure], list[dict]]:
+    "(third-party rows, their failures, what was asked and got per source) for the `NAME:SHARE` specs."
+    rows, fails, mixes = [], [], []
+    for spec in specs:
+        name, share = parse_mix(spec)
+        want = round(share / (1 - share) * n_own)
+        mrows, mfails = mix_rows(name, want, seed)
+        rows += mrows; fails += mfails
+        mixes.append({"name": name, "share": share, "asked": want, "rows": len(mrows), "unconvertible": len(mfails)})
+    return rows, fails, mixes
+
+# %% ../nbs/08_dataset.ipynb #b9f3f766
 def token_lengths(rows: list[dict], model: str) -> list[int]:
     "Tokens per row as the SFT stage renders it by default, with `model`'s tokenizer and the training chat template."
     from transformers import AutoTokenizer
-    from agentalign.models import resolve_model_path
-    from agentalign.sft import SFTConfig, render_row, training_template   # imported here: sft builds on this module
+    from agentalign.models import render_row, resolve_model_path, training_template
     tok = AutoTokenizer.from_pretrained(str(resolve_model_path(model)))
-    tpl, cfg = training_template(tok), SFTConfig()
+    tpl = training_template(tok)
     out = []
     for r in rows:
-        msgs, tools = render_row(r, cfg)
+        msgs, tools = render_row(r)
         out.append(len(tok.apply_chat_template(msgs, tools=tools or None, tokenize=True, return_dict=True, chat_template=tpl)["input_ids"]))
     return out
 
+def token_stats(rows: list[dict], model: str) -> tuple[dict, dict[str, list[int]]]:
+    "(median, 90th percentile, max and the median per label; the lengths per label) of the rows' tokens."
+    lens = token_lengths(rows, model)
+    by_lab = defaultdict(list)
+    for r, n in zip(rows, lens): by_lab[r["label"]].append(n)
+    q = sorted(lens)
+    return {"tokenizer": model, "median": int(statistics.median(q)), "p90": q[int(0.9 * (len(q) - 1))], "max": q[-1],
+            **{f"{k}_median": int(statistics.median(v)) for k, v in by_lab.items()}}, by_lab
+
+# %% ../nbs/08_dataset.ipynb #79ef0ea8
 def _decontaminate(rows: list[dict]) -> tuple[list[dict], list[Failure], str]:
-    from agentalign.chains import load_decontaminator
+    from agentalign.decontamination import load_decontaminator
     dec, note = load_decontaminator()
     if dec is None: return rows, [], f"not re-checked ({note}); see the quality stage's decontamination check."
     keep, fails = [], []
@@ -510,6 +466,47 @@ def _decontaminate(rows: list[dict]) -> tuple[list[dict], list[Failure], str]:
         else: keep.append(r)
     return keep, fails, f"every user message was {note}: {len(fails)} example(s) overlapped and were removed."
 
+# %% ../nbs/08_dataset.ipynb #2f879d70
+def write_files(out: Path, rows: list[dict], split: dict[str, str], name: str) -> int:
+    "Write `hf/`, `data/` and `llamafactory/` into `out`; returns how many assistant texts the sharegpt export dropped."
+    from datasets import Dataset, DatasetDict
+    from datasets.utils import logging as dslog
+    bars = dslog.is_progress_bar_enabled(); dslog.disable_progress_bar()   # no bars for writing a few files
+    by = {s: sorted((r for r in rows if split[r["id"]] == s), key=lambda r: r["id"]) for s in ("train", "validation")}
+    dd = DatasetDict({s: Dataset.from_dict({k: [r[k] for r in v] for k in COLUMNS}, features=features()) for s, v in by.items()})
+    DatasetDict({s: d for s, d in dd.items() if len(d)}).save_to_disk(str(out / "hf"))
+    (out / "data").mkdir(exist_ok=True); (out / "llamafactory").mkdir(exist_ok=True)
+    info, dropped_text = {}, 0
+    for s, d in dd.items():
+        d.to_parquet(str(out / "data" / f"{s}.parquet"))
+        write_jsonl(out / "data" / f"{s}.jsonl", by[s])
+        sg = []
+        for r in by[s]:
+            ex, k = to_sharegpt(r); sg.append(ex); dropped_text += k
+            p = check_sharegpt(ex)
+            if p: raise RuntimeError(f"sharegpt export of {r['id']}: {p[0]}")
+        write_json(out / "llamafactory" / f"{name}_{s}.json", sg, indent=None)
+        info[f"{name}_{s}"] = dataset_info_entry(f"{name}_{s}.json")
+    write_json(out / "llamafactory" / "dataset_info.json", info)
+    if bars: dslog.enable_progress_bar()
+    return dropped_text
+
+# %% ../nbs/08_dataset.ipynb #45da0f27
+def export_rows(run: RunDir, out: Path, rows: list[dict], split: dict[str, str], cfg: DatasetConfig, *,
+                mixes: list[dict], decontamination: str, dropped: Counter) -> dict:
+    "Write the files, the card (`README.md`) and the figures of `rows`; returns what they add to the summary."
+    extra = {"sharegpt_dropped_assistant_text": write_files(out, rows, split, cfg.name)}
+    tokens, by_lab = token_stats(rows, cfg.tokenizer) if cfg.tokenizer else (None, {})
+    if tokens: extra["tokens"] = tokens
+    funnel = run.path / "quality" / "funnel.csv"
+    write_text(out / "README.md", dataset_card(rows, split, name=cfg.name, funnel_csv=funnel.read_text() if funnel.is_file() else None,
+                                               decontamination=decontamination, tokens=tokens, mixes=mixes, dropped=dropped))
+    if cfg.figures:
+        figs = [plot_composition(rows, run.figures / "dataset_composition.png")]
+        if tokens: figs.append(plot_tokens(by_lab, run.figures / "dataset_tokens.png", cfg.token_budget))
+        extra["figures"] = [str(f.relative_to(run.path)) for f in figs]
+    return extra
+
 def run_dataset(run: RunDir | str | Path, cfg: DatasetConfig | None = None, *, overwrite: bool = False) -> dict:
     "Export the run's responses as a dataset (see the table above); returns the summary."
     cfg = cfg or DatasetConfig()
@@ -517,80 +514,19 @@ def run_dataset(run: RunDir | str | Path, cfg: DatasetConfig | None = None, *, o
     src = run.require("responses", "records.jsonl", "agentalign respond")
     t0 = time.time()
     with run.open_stage("dataset", cfg, inputs=[src], overwrite=overwrite) as st:
-        bad: list = []
-        raw = read_jsonl(src, bad=bad)
-        fails = [Failure(stage="dataset", item_id=f"line-{ln}", reason="invalid_record", detail=msg) for ln, msg in bad]
-        rows, inputs = [], [f"line-{ln}" for ln, _ in bad]
-        for i, obj in enumerate(raw):
-            rid = obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else f"record-{i}"
-            inputs.append(rid)
-            try: rec = ResponseInput.model_validate(obj)
-            except Exception as e:
-                err = e.errors()[0] if hasattr(e, "errors") else {"loc": (), "msg": str(e)}
-                fails.append(Failure(stage="dataset", item_id=rid, reason="invalid_record", detail=f"{'.'.join(map(str, err['loc']))}: {err['msg']}")); continue
-            if cfg.require_valid and rec.validation.get("ok") is False:
-                fails.append(Failure(stage="dataset", item_id=rid, reason="not_validated", detail=f"responses-stage validation failed: {json.dumps(rec.validation)[:200]}")); continue
-            try: rows.append(row_from_record(rec))
-            except ValueError as e: fails.append(Failure(stage="dataset", item_id=rid, reason="bad_messages", detail=str(e)))
-        if len(set(inputs)) != len(inputs): raise AgentAlignError(f"{src}: duplicate record ids ({len(inputs) - len(set(inputs))})")
-        if not rows and not fails: raise AgentAlignError(f"{src}: no responses to export (the file is empty)")
-        n_own = len(rows)
-        mixes = []
-        for spec in cfg.mix:
-            name, share = parse_mix(spec)
-            want = round(share / (1 - share) * n_own)
-            mrows, mfails = mix_rows(name, want, cfg.seed)
-            rows += mrows; fails += mfails; inputs += [r["id"] for r in mrows] + [f.item_id for f in mfails]
-            mixes.append({"name": name, "share": share, "asked": want, "rows": len(mrows), "unconvertible": len(mfails)})
+        rows, fails, inputs = read_responses(src, cfg.require_valid)
+        mrows, mfails, mixes = mix_in(len(rows), cfg.mix, cfg.seed)
+        rows += mrows; fails += mfails; inputs += [r["id"] for r in mrows] + [f.item_id for f in mfails]
         decon = "not checked (decontaminate=false)."
         if cfg.decontaminate: rows, dfails, decon = _decontaminate(rows); fails += dfails
         check_accounting(inputs, [r["id"] for r in rows], [f.item_id for f in fails], "dataset")
         split = stratified_split(rows, cfg.validation_share, cfg.seed)
-        out = st.path
-        for sub in ("hf", "data", "llamafactory"): shutil.rmtree(out / sub, ignore_errors=True)
+        for sub in ("hf", "data", "llamafactory"): shutil.rmtree(st.path / sub, ignore_errors=True)
         summary = {"exported": len(rows), "own": sum(r["origin"] == "agentalign" for r in rows), "mixed": sum(r["origin"] != "agentalign" for r in rows),
                    "splits": dict(Counter(split[r["id"]] for r in rows)), "labels": dict(Counter(r["label"] for r in rows)),
                    "kinds": dict(Counter(r["kind"] for r in rows)), "categories": dict(Counter(r["category"] for r in rows)),
                    "mix": mixes, "decontamination": decon}
-        if rows:
-            from datasets import Dataset, DatasetDict
-            from datasets.utils import logging as dslog
-            bars = dslog.is_progress_bar_enabled(); dslog.disable_progress_bar()   # no bars for writing a few files
-            by = {s: sorted((r for r in rows if split[r["id"]] == s), key=lambda r: r["id"]) for s in ("train", "validation")}
-            dd = DatasetDict({s: Dataset.from_dict({k: [r[k] for r in v] for k in COLUMNS}, features=features()) for s, v in by.items()})
-            # `datasets` cannot load back an empty split saved to disk (it writes no Arrow file): keep only non-empty splits there
-            DatasetDict({s: d for s, d in dd.items() if len(d)}).save_to_disk(str(out / "hf"))
-            (out / "data").mkdir(exist_ok=True); (out / "llamafactory").mkdir(exist_ok=True)
-            info, dropped_text = {}, 0
-            for s, d in dd.items():
-                d.to_parquet(str(out / "data" / f"{s}.parquet"))
-                write_jsonl(out / "data" / f"{s}.jsonl", by[s])
-                sg = []
-                for r in by[s]:
-                    ex, k = to_sharegpt(r); sg.append(ex); dropped_text += k
-                    p = check_sharegpt(ex)
-                    if p: raise RuntimeError(f"sharegpt export of {r['id']}: {p[0]}")   # a bug, not a user error
-                write_json(out / "llamafactory" / f"{cfg.name}_{s}.json", sg, indent=None)
-                info[f"{cfg.name}_{s}"] = dataset_info_entry(f"{cfg.name}_{s}.json")
-            write_json(out / "llamafactory" / "dataset_info.json", info)
-            if bars: dslog.enable_progress_bar()
-            summary["sharegpt_dropped_assistant_text"] = dropped_text
-            tokens = None
-            if cfg.tokenizer:
-                lens = token_lengths(rows, cfg.tokenizer)
-                by_lab = defaultdict(list)
-                for r, n in zip(rows, lens): by_lab[r["label"]].append(n)
-                q = sorted(lens)
-                tokens = {"tokenizer": cfg.tokenizer, "median": int(statistics.median(q)), "p90": q[int(0.9 * (len(q) - 1))], "max": q[-1],
-                          **{f"{k}_median": int(statistics.median(v)) for k, v in by_lab.items()}}
-                summary["tokens"] = tokens
-            funnel = run.path / "quality" / "funnel.csv"
-            write_text(out / "README.md", dataset_card(rows, split, name=cfg.name, funnel_csv=funnel.read_text() if funnel.is_file() else None,
-                                                       decontamination=decon, tokens=tokens, mixes=mixes, dropped=Counter(f.reason for f in fails)))
-            if cfg.figures:
-                figs = [plot_composition(rows, run.figures / "dataset_composition.png")]
-                if tokens: figs.append(plot_tokens(by_lab, run.figures / "dataset_tokens.png", cfg.token_budget))
-                summary["figures"] = [str(f.relative_to(run.path)) for f in figs]
+        if rows: summary |= export_rows(run, st.path, rows, split, cfg, mixes=mixes, decontamination=decon, dropped=Counter(f.reason for f in fails))
         index = [{"id": r["id"], "split": split[r["id"]], "label": r["label"], "kind": r["kind"], "category": r["category"],
                   "origin": r["origin"], "messages": len(r["messages"])} for r in rows]
         summary["seconds"] = round(time.time() - t0, 2)
@@ -599,27 +535,16 @@ def run_dataset(run: RunDir | str | Path, cfg: DatasetConfig | None = None, *, o
 # %% ../nbs/08_dataset.ipynb #546d1ef1
 OutOpt = Annotated[Path, typer.Option("--out", help="Run folder with responses/ (the dataset goes to RUN/dataset).")]
 
-def stage_settings(config: Path | None, stage: str, model, where: str = "") -> dict:
-    "The `[stage]` table of a TOML/YAML config file (empty without a file), checked against `model` (unknown keys are errors)."
-    if config is None: return {}
-    data = load_config_file(config)
-    table = data.get(stage, {})
-    if not isinstance(table, dict): raise AgentAlignError(f"{config}: [{stage}] must be a table")
-    validate_config(model, table, f"{config} [{stage}]")
-    return table
-
 @app.command("export")
 @cli_errors
 def export_cmd(out: OutOpt,
                mix: Annotated[Optional[list[str]], typer.Option(help="Third-party tool-use data as NAME:SHARE (e.g. glaive:0.2); repeatable.")] = None,
                validation_share: Annotated[Optional[float], typer.Option(help="Share of each label x category stratum held out for validation.")] = None,
                seed: Annotated[Optional[int], typer.Option(help="Seed of the split and the mix-in draw.")] = None,
-               config: Annotated[Optional[Path], typer.Option(help="TOML/YAML file; its [dataset] table sets any DatasetConfig field.")] = None,
+               preset: PresetOpt = None, config: ConfigOpt = None, show_settings: ShowSettingsOpt = False,
                overwrite: Annotated[bool, typer.Option(help="Replace a dataset made with other settings or inputs.")] = False):
     "Export RUN/responses as a dataset: DatasetDict, parquet, JSONL, LLaMA-Factory sharegpt, dataset card, figures."
-    data = stage_settings(config, "dataset", DatasetConfig)
-    data |= {k: v for k, v in {"mix": mix or None, "validation_share": validation_share, "seed": seed}.items() if v is not None}
-    cfg = validate_config(DatasetConfig, data, "dataset settings")
+    cfg = command_settings(DatasetConfig, preset, config, show_settings, mix=mix or None, validation_share=validation_share, seed=seed)
     run = RunDir(out)
     s = run_dataset(run, cfg, overwrite=overwrite)
     typer.echo(json.dumps({k: v for k, v in s.items() if k in ("records", "failures", "failures_by_reason", "splits", "labels", "mixed", "tokens", "decontamination")}))

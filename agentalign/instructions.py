@@ -6,24 +6,27 @@ state the planned argument values: written freely by an LLM, or drafted from the
 # %% ../nbs/05_instructions.ipynb #2145bd48
 from __future__ import annotations
 import json, re, time
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import ClassVar, Any, Literal, Optional
 from pydantic import BaseModel, Field, field_validator
 import typer
-from .core import (AgentAlignError, Failure, RunDir, StageConfig, app, check_accounting, cli_errors,
-                             load_config_file, read_text, rng, validate_config, write_jsonl)
-from .chains import ChainRecord, InstantiatedChain, PlanStep, Decontaminator, load_decontaminator, instantiate
-from .llm import LLMConfig
+from .core import (AgentAlignError, Failure, RunDir, app, check_accounting, cli_errors, data_dir, read_text, rng, validate_config, write_jsonl)
+from .settings import ConfigOpt, OverwriteOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
+from .chains import ChainRecord, InstantiatedChain, PlanStep, instantiate, parsed_answer
+from .decontamination import Decontaminator, load_decontaminator
+from .llm.base import LLMConfig
 from .drafts import (KINDS, MIN_CHARS, ECHO_RE, clean_text, norm_text, plan_parts, plan_coverage, show_value,
                                draft_for, rewrite_request, accept_rewrite)
-from .drafts import stated_values  # noqa: F401  (also importable from here, as before the split)
+from .content import read_yaml, text_list
 
 # %% auto #0
-__all__ = ['SOURCES', 'PROMPT_VERSION', 'PERSONAS', 'TONES', 'FORMS', 'INSTR_SYSTEM', 'KIND_BRIEF', 'INSTR_USER',
-           'INSTRUCTION_SCHEMA', 'OutOpt', 'ConfigOpt', 'OverwriteOpt', 'InstructionRecord', 'slot_id', 'sample_style',
-           'tools_block', 'check_clean', 'instruction_request', 'parse_instructions', 'parse_counts',
-           'InstructionsConfig', 'resolve_mode', 'balance_sources', 'run_instructions', 'count_reasons_dict',
-           'instruction_figures', 'cli_config', 'instructions_cmd']
+__all__ = ['SOURCES', 'PROMPT_VERSION', 'STYLES_FILE', 'INSTR_SYSTEM', 'KIND_BRIEF', 'INSTR_USER', 'INSTRUCTION_SCHEMA', 'OutOpt',
+           'InstructionRecord', 'slot_id', 'style_phrases', 'sample_style', 'tools_block', 'check_clean',
+           'instruction_request', 'parse_instructions', 'parse_counts', 'InstructionsConfig', 'resolve_mode',
+           'balance_sources', 'select_chains', 'instantiate_all', 'free_requests', 'rewrite_requests', 'build_requests',
+           'collect_free', 'collect_rewrite', 'collect_instructions', 'run_instructions', 'count_reasons_dict',
+           'instruction_figures', 'instructions_cmd']
 
 # %% ../nbs/05_instructions.ipynb #96ac02e5
 SOURCES = ("llm", "rewrite", "draft")
@@ -57,22 +60,22 @@ def slot_id(instance_id: str, kind: str, index: int) -> str:
     return f"{instance_id}:{kind}#{index}"
 
 # %% ../nbs/05_instructions.ipynb #0d2873bf
-PERSONAS = ["a small-business owner", "a graduate student", "an IT administrator at a mid-sized company",
-            "a freelance journalist", "a retired teacher", "a cryptocurrency trader", "a marketing intern",
-            "a parent organising a school event", "an independent security consultant", "a non-native English speaker",
-            "a startup founder in a hurry", "an online shop owner", "a social media manager", "a nurse on night shifts",
-            "a data analyst", "a community organiser", "a university lab technician", "a travel blogger",
-            "an accountant at a family firm", "a software developer", "a real-estate agent", "a high-school student",
-            "an operations manager at a logistics company", "a hobbyist photographer"]
-TONES = ["casual", "formal", "terse and impatient", "friendly and chatty", "precise and technical", "polite but urgent",
-         "matter-of-fact", "enthusiastic", "slightly confused", "businesslike"]
-FORMS = ["a single long sentence", "two or three sentences", "a short paragraph", "a brief message with the details in order",
-         "a numbered list of what to do"]
+STYLES_FILE = "phrases/styles.yaml"       # under `data_dir()`
+
+@lru_cache(maxsize=4)
+def style_phrases(path: str | None = None) -> dict[str, list[str]]:
+    "The `personas`, `tones` and `forms` of `data_dir()/phrases/styles.yaml` (or `path`), checked: one line naming file and entry."
+    p = Path(path) if path else data_dir() / STYLES_FILE
+    d = read_yaml(p, "phrase file")
+    if not isinstance(d, dict): raise AgentAlignError(f"{p}: expected a map with personas, tones and forms")
+    for k in ("personas", "tones", "forms"):
+        if k not in d: raise AgentAlignError(f"{p}: missing list {k}")
+    return {k: text_list(d[k], f"{p}: {k}") for k in ("personas", "tones", "forms")}
 
 def sample_style(seed: int, *keys: Any) -> dict[str, str]:
     "A persona, tone and form for one instruction."
-    r = rng(seed, "style", *keys)
-    return {"persona": r.choice(PERSONAS), "tone": r.choice(TONES), "form": r.choice(FORMS)}
+    r, s = rng(seed, "style", *keys), style_phrases()
+    return {"persona": r.choice(s["personas"]), "tone": r.choice(s["tones"]), "form": r.choice(s["forms"])}
 
 # %% ../nbs/05_instructions.ipynb #c8917b93
 INSTR_SYSTEM = """You write realistic user requests for a dataset that trains tool-using AI assistants: harmful \
@@ -121,6 +124,7 @@ Answer with JSON only: {{"instructions": ["first request", "..."]}} with exactly
 INSTRUCTION_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["instructions"],
                       "properties": {"instructions": {"type": "array", "items": {"type": "string"}}}}
 
+# %% ../nbs/05_instructions.ipynb #ef9ed5b0
 def tools_block(inst: InstantiatedChain, tax) -> str:
     "The numbered tool list with, per step, what to state, what to phrase and what comes from earlier results."
     lines = []
@@ -133,6 +137,7 @@ def tools_block(inst: InstantiatedChain, tax) -> str:
         if part["derived"]: lines.append("   from step: " + "; ".join(f"{a} comes from the result of step {j}" for a, j in part["derived"].items()))
     return "\n".join(lines)
 
+# %% ../nbs/05_instructions.ipynb #2b51a767
 import weakref
 _CHECKED: "weakref.WeakKeyDictionary[Decontaminator, set]" = weakref.WeakKeyDictionary()
 
@@ -145,7 +150,7 @@ def check_clean(decon: Decontaminator, text: str, what: str) -> None:
 def instruction_request(inst: InstantiatedChain, kind: str, n: int, seed: int, tax, decon: Decontaminator | None = None,
                         temperature: float = 0.9, max_tokens: int = 200, start: int = 0):
     "The `ChatRequest` for instructions `start .. start+n-1` (at most `max_tokens` tokens each) of one kind for one instance, and their styles."
-    from agentalign.llm import ChatRequest
+    from agentalign.llm.base import ChatRequest
     if kind not in KINDS: raise AgentAlignError(f"unknown instruction kind {kind!r} (expected one of {', '.join(KINDS)})")
     styles = [sample_style(seed, inst.id, kind, i) for i in range(start, start + n)]
     brief = KIND_BRIEF[kind].format(category=inst.category, subcategory=inst.subcategory, explanation=inst.explanation or "(none given)")
@@ -209,12 +214,15 @@ def parse_counts(spec: str | dict) -> dict[str, int]:
     if sum(d.values()) == 0: raise AgentAlignError("--counts asks for no instructions at all")
     return d
 
-def _positive(name: str, flag: str, v, minimum=1):
+# %% ../nbs/05_instructions.ipynb #c0786d61
+def _positive(flag: str, v, minimum=1):
     if v is not None and v < minimum: raise ValueError(f"must be at least {minimum} ({flag}), got {v}")
     return v
 
 class InstructionsConfig(StageConfig):
     "Every setting of the instruction stage."
+    section: ClassVar[str] = "instructions"
+    roles: ClassVar[dict[str, str]] = {"writer": "writer"}
     writer: LLMConfig = Field(default_factory=LLMConfig)       # the instruction writer (role `writer`)
     chains: str = "curated"            # curated | merged | reviewed (from RUN/chains) | a .jsonl/.csv file
     counts: dict[str, int] = Field(default_factory=lambda: {"harmful": 2, "benign": 2, "borderline": 1})
@@ -239,22 +247,6 @@ class InstructionsConfig(StageConfig):
         try: return parse_counts(v)
         except AgentAlignError as e: raise ValueError(str(e))
 
-    @field_validator("writer", mode="before")
-    @classmethod
-    def _writer(cls, v):
-        if isinstance(v, dict):
-            bad = sorted(set(v) - set(LLMConfig.model_fields))
-            if bad: raise ValueError(f"unknown key(s) {', '.join(bad)} (known: {', '.join(LLMConfig.model_fields)})")
-        return v
-
-    @field_validator("writer")
-    @classmethod
-    def _writer_values(cls, v):
-        _positive("concurrency", "--concurrency", v.concurrency)
-        if v.rpm is not None and not v.rpm > 0: raise ValueError(f"rpm must be positive (--rpm), got {v.rpm}")
-        if v.backend == "local" and v.base_url: raise ValueError("base_url (--base-url) only applies to the openai backend")
-        return v
-
     @field_validator("temperature", "rewrite_temperature")
     @classmethod
     def _temp(cls, v, info):
@@ -263,7 +255,7 @@ class InstructionsConfig(StageConfig):
 
     @field_validator("max_tokens", "per_request", "limit", "min_chars", "per_category")
     @classmethod
-    def _pos(cls, v, info): return _positive(info.field_name, "--" + info.field_name.replace("_", "-"), v)
+    def _pos(cls, v, info): return _positive("--" + info.field_name.replace("_", "-"), v)
 
     @field_validator("tolerance", "intent_keep")
     @classmethod
@@ -302,118 +294,155 @@ def _chain_inputs(spec: str, run: RunDir) -> list[Path]:
     read_text(p, "chains file")                      # missing, a folder or not UTF-8: one clear line
     return [p]
 
-def _load_chains(spec: str, run: RunDir, tax) -> list[ChainRecord]:
+def select_chains(cfg: InstructionsConfig, run: RunDir, tax) -> tuple[list[ChainRecord], int]:
+    "The chains to work on (duplicate ids once, the first `per_category` of each category, the first `limit`) and the duplicates skipped."
     from agentalign.chains import load_chains
-    try: return load_chains(spec, run, tax)
-    except (OSError, UnicodeDecodeError, ValueError) as e: raise AgentAlignError(f"--chains {spec}: cannot read chains ({type(e).__name__}: {e})")
+    try: loaded = load_chains(cfg.chains, run, tax)
+    except (OSError, UnicodeDecodeError, ValueError) as e: raise AgentAlignError(f"--chains {cfg.chains}: cannot read chains ({type(e).__name__}: {e})")
+    chains, seen, taken = [], set(), {}
+    for c in loaded:
+        if c.id in seen: continue
+        seen.add(c.id); taken[c.category] = taken.get(c.category, 0) + 1
+        if not cfg.per_category or taken[c.category] <= cfg.per_category: chains.append(c)
+    chains = chains[:cfg.limit]
+    if not chains: raise AgentAlignError(f"no chains to work on (--chains {cfg.chains})")
+    return chains, len(loaded) - len(seen)
 
-def _kind_of(item_id: str) -> str | None:
-    m = re.search(r":(harmful|benign|borderline)#\d+$", item_id)
-    return m.group(1) if m else None
+def instantiate_all(chains: list[ChainRecord], tax, seed: int) -> tuple[list[InstantiatedChain], list[Failure]]:
+    "An instance (tools + argument plan) per chain; a chain that cannot be instantiated is one `invalid_plan` failure."
+    instances, fails = [], []
+    for c in chains:
+        try: instances.append(instantiate(c, tax, seed))
+        except AgentAlignError as e: fails.append(Failure(stage="instructions", item_id=c.id, reason="invalid_plan", detail=str(e)))
+    return instances, fails
 
+# %% ../nbs/05_instructions.ipynb #fb7bbb77
+def free_requests(inst: InstantiatedChain, kind: str, n: int, cfg: InstructionsConfig, tax, decon) -> tuple[list, dict, list[Failure]]:
+    "Free mode: one request per `per_request` of the `n` slots of (`inst`, `kind`), their slots, and prompt failures."
+    reqs, meta, fails = [], {}, []
+    for start in range(0, n, cfg.per_request):
+        k = min(cfg.per_request, n - start)
+        try: req, styles = instruction_request(inst, kind, k, cfg.seed, tax, decon, cfg.temperature, cfg.max_tokens, start)
+        except AgentAlignError as e:
+            fails += [Failure(stage="instructions", item_id=slot_id(inst.id, kind, i), reason="agentharm_overlap", detail=str(e)) for i in range(start, start + k)]
+            continue
+        reqs.append(req); meta[req.id] = (inst, kind, [(start + j, s, None, None) for j, s in enumerate(styles)])
+    return reqs, meta, fails
+
+def rewrite_requests(inst: InstantiatedChain, kind: str, n: int, cfg: InstructionsConfig, decon) -> tuple[list, dict, list[Failure]]:
+    "Rewrite mode: one request per slot, with its draft and intent, and the failures of drafts overlapping AgentHarm."
+    reqs, meta, fails = [], {}, []
+    for i in range(n):
+        sid, style = slot_id(inst.id, kind, i), sample_style(cfg.seed, inst.id, kind, i)
+        draft, intent = draft_for(inst, kind, i, cfg.seed)
+        req = rewrite_request(sid, draft, style, cfg.seed + i, cfg.rewrite_temperature, cfg.max_tokens)
+        try:
+            if decon is not None:
+                for text in (draft, *(m["content"] for m in req.messages)): check_clean(decon, text, f"draft {sid}")
+        except AgentAlignError:
+            fails.append(Failure(stage="instructions", item_id=sid, reason="agentharm_overlap", detail="the draft overlaps AgentHarm behavior text")); continue
+        reqs.append(req); meta[req.id] = (inst, kind, [(i, style, draft, intent)])
+    return reqs, meta, fails
+
+def build_requests(instances: list[InstantiatedChain], cfg: InstructionsConfig, mode: str, tax, decon) -> tuple[list, dict, list[Failure], list[str]]:
+    "Every request with its slots, the prompt failures, and the id of every requested slot."
+    reqs, meta, fails, slots = [], {}, [], []
+    for inst in instances:
+        for kind in KINDS:
+            n = cfg.counts[kind]
+            slots += [slot_id(inst.id, kind, i) for i in range(n)]
+            r, m, f = free_requests(inst, kind, n, cfg, tax, decon) if mode == "free" else rewrite_requests(inst, kind, n, cfg, decon)
+            reqs += r; meta.update(m); fails += f
+    return reqs, meta, fails, slots
+
+# %% ../nbs/05_instructions.ipynb #4fc56f37
+_FORMAT_REASONS = {"invalid_json", "schema_mismatch", "empty_answer", "length", "invalid_output"}
+
+def _slot_failure(res, item_id: str) -> Failure:
+    f = res.failure or Failure(stage="instructions", item_id=item_id, reason="llm_error")
+    return f.model_copy(update={"stage": "instructions", "item_id": item_id})
+
+def collect_free(res, inst: InstantiatedChain, kind: str, slots: list, cfg: InstructionsConfig, *, generator: str, seen: set,
+                 decon=None) -> tuple[list[InstructionRecord], list[Failure], int]:
+    "Records, failures and the number of extra items, from one free-writing answer for `slots`."
+    ids = [slot_id(inst.id, kind, i) for i, *_ in slots]
+    if not (res.ok and res.response is not None): return [], [_slot_failure(res, x) for x in ids], 0
+    parsed = parsed_answer(res.response)
+    if parsed is None:
+        return [], [Failure(stage="instructions", item_id=x, reason="invalid_json", detail="the answer is not JSON",
+                            raw=(res.response.content or "")[:2000]) for x in ids], 0
+    return parse_instructions(parsed, inst, kind, [s for _, s, *_ in slots], generator=generator, seed=cfg.seed, seen=seen,
+                              decon=decon, start=slots[0][0], min_chars=cfg.min_chars)
+
+def collect_rewrite(res, inst: InstantiatedChain, kind: str, slot: tuple, cfg: InstructionsConfig, *, generator: str, seen: set,
+                    decon=None) -> tuple[InstructionRecord | None, Failure | None, str | None]:
+    "(record or None, failure or None, why the draft was kept or None) for one rewrite slot `(index, style, draft, intent)`."
+    (i, style, draft, intent), sid = slot, slot_id(inst.id, kind, slot[0])
+    ok = res.ok and res.response is not None
+    if not ok and (res.failure is None or res.failure.reason not in _FORMAT_REASONS): return None, _slot_failure(res, sid), None
+    parsed = parsed_answer(res.response) if ok else None
+    raw = parsed.get("request") if isinstance(parsed, dict) else None
+    text, why = accept_rewrite(raw, draft, intent, inst.argument_plan, tolerance=cfg.tolerance, intent_keep=cfg.intent_keep,
+                               min_chars=cfg.min_chars) if ok else (None, res.failure.reason)
+    if why is None and norm_text(text) in seen: why = "duplicate"
+    if why is None and decon is not None and not decon.is_clean(text): why = "agentharm_overlap"
+    t, source = (text, "rewrite") if why is None else (draft, "draft")
+    if why is not None and norm_text(t) in seen:
+        return None, Failure(stage="instructions", item_id=sid, reason="duplicate", detail="the draft repeats another instruction", raw=draft), why
+    seen.add(norm_text(t))
+    return _record(inst, kind, i, t, style, generator=generator, seed=cfg.seed, source=source, draft=draft), None, why
+
+def _bump(fallbacks: dict, kind: str, why: str) -> None:
+    fallbacks.setdefault(kind, {})[why] = fallbacks.setdefault(kind, {}).get(why, 0) + 1
+
+def collect_instructions(reqs: list, results: list, meta: dict, mode: str, cfg: InstructionsConfig, *, generator: str,
+                         decon=None) -> tuple[list[InstructionRecord], list[Failure], int, dict]:
+    "Records, failures, extra items ignored, and why rewrites fell back to their draft (per kind), from every answer."
+    recs, fails, extra, fallbacks, seen = [], [], 0, {}, set()
+    for req, res in zip(reqs, results):
+        inst, kind, slots = meta[req.id]
+        if mode == "free":
+            r, f, x = collect_free(res, inst, kind, slots, cfg, generator=generator, seen=seen, decon=decon)
+            recs += r; fails += f; extra += x; continue
+        rec, fail, why = collect_rewrite(res, inst, kind, slots[0], cfg, generator=generator, seen=seen, decon=decon)
+        if why is not None: _bump(fallbacks, kind, why)
+        recs += [rec] if rec else []; fails += [fail] if fail else []
+    return recs, fails, extra, fallbacks
+
+# %% ../nbs/05_instructions.ipynb #999a6f8a
 def run_instructions(run: RunDir | str | Path, cfg: InstructionsConfig | dict | None = None, *, overwrite: bool = False,
                      backend=None, tax=None) -> dict:
     "Run the instruction stage into `run` with `cfg`; returns its summary. `backend` replaces the configured writer (tests)."
-    from agentalign.llm import make_backend, run_batch_sync
+    from agentalign.llm.factory import make_backend
+    from agentalign.llm.base import run_batch_sync
     run = run if isinstance(run, RunDir) else RunDir(run)
     cfg = validate_config(InstructionsConfig, cfg if cfg is not None else {}, "instructions config")
     mode, t_start = resolve_mode(cfg), time.time()
-    inputs = _chain_inputs(cfg.chains, run)
-    with run.open_stage("instructions", cfg, inputs=inputs, overwrite=overwrite,
+    with run.open_stage("instructions", cfg, inputs=_chain_inputs(cfg.chains, run), overwrite=overwrite,
                         outputs=("records.jsonl", "failures.jsonl", "summary.json", "instances.jsonl")) as st:
         if tax is None:
             from agentalign.taxonomy import load_taxonomy
             tax = load_taxonomy()
         decon, note = load_decontaminator()
-        loaded, seen_ids, chains = _load_chains(cfg.chains, run, tax), set(), []
-        for c in loaded:
-            if c.id not in seen_ids: seen_ids.add(c.id); chains.append(c)
-        n_dup = len(loaded) - len(chains)
-        if cfg.per_category:
-            taken: dict[str, int] = {}
-            for c in list(chains):
-                taken[c.category] = taken.get(c.category, 0) + 1
-                if taken[c.category] > cfg.per_category: chains.remove(c)
-        chains = chains[:cfg.limit]
-        if not chains: raise AgentAlignError(f"no chains to work on (--chains {cfg.chains})")
-        fails, instances, inputs_ids = [], [], []
-        for c in chains:
-            try: instances.append(instantiate(c, tax, cfg.seed))
-            except AgentAlignError as e:
-                fails.append(Failure(stage="instructions", item_id=c.id, reason="invalid_plan", detail=str(e))); inputs_ids.append(c.id)
+        chains, n_dup = select_chains(cfg, run, tax)
+        instances, fails = instantiate_all(chains, tax, cfg.seed)
         write_jsonl(st.path / "instances.jsonl", instances)
-        counts, generator = cfg.counts, f"{cfg.writer.backend}:{cfg.writer.model}"
-        reqs, meta = [], {}            # request id -> (inst, kind, [(index, style, draft, intent)])
-        for inst in instances:
-            for kind in KINDS:
-                slots = list(range(counts[kind]))
-                inputs_ids += [slot_id(inst.id, kind, i) for i in slots]
-                if mode == "free":
-                    for start in range(0, len(slots), cfg.per_request):
-                        n = min(cfg.per_request, len(slots) - start)
-                        try: req, styles = instruction_request(inst, kind, n, cfg.seed, tax, decon, cfg.temperature, cfg.max_tokens, start)
-                        except AgentAlignError as e:
-                            fails += [Failure(stage="instructions", item_id=slot_id(inst.id, kind, i), reason="agentharm_overlap", detail=str(e)) for i in range(start, start + n)]
-                            continue
-                        reqs.append(req); meta[req.id] = (inst, kind, [(start + k, s, None, None) for k, s in enumerate(styles)])
-                    continue
-                for i in slots:
-                    sid, style = slot_id(inst.id, kind, i), sample_style(cfg.seed, inst.id, kind, i)
-                    draft, intent = draft_for(inst, kind, i, cfg.seed)
-                    req = rewrite_request(sid, draft, style, cfg.seed + i, cfg.rewrite_temperature, cfg.max_tokens)
-                    try:
-                        if decon is not None:
-                            for text in (draft, *(m["content"] for m in req.messages)): check_clean(decon, text, f"draft {sid}")
-                    except AgentAlignError:
-                        fails.append(Failure(stage="instructions", item_id=sid, reason="agentharm_overlap", detail="the draft overlaps AgentHarm behavior text")); continue
-                    reqs.append(req); meta[req.id] = (inst, kind, [(i, style, draft, intent)])
+        reqs, meta, prompt_fails, slots = build_requests(instances, cfg, mode, tax, decon)
         if backend is None: backend = make_backend(cfg.writer, cache_path=run.cache)
         t0 = time.time()
         results = run_batch_sync(backend, reqs, concurrency=cfg.writer.concurrency, desc="instructions", stage="instructions", progress=cfg.progress)
         llm_seconds = time.time() - t0
-        recs, seen, extra, fallbacks = [], set(), 0, {}
-        for req, res in zip(reqs, results):
-            inst, kind, slots = meta[req.id]
-            ok = res.ok and res.response is not None
-            parsed = _parsed(res.response) if ok else None
-            if mode == "free":
-                if not ok:
-                    f = res.failure or Failure(stage="instructions", item_id=req.id, reason="llm_error")
-                    fails += [f.model_copy(update={"stage": "instructions", "item_id": slot_id(inst.id, kind, i)}) for i, *_ in slots]
-                elif parsed is None:
-                    fails += [Failure(stage="instructions", item_id=slot_id(inst.id, kind, i), reason="invalid_json", detail="the answer is not JSON",
-                                      raw=(res.response.content or "")[:2000]) for i, *_ in slots]
-                else:
-                    r, f, x = parse_instructions(parsed, inst, kind, [s for _, s, *_ in slots], generator=generator, seed=cfg.seed, seen=seen,
-                                                 decon=decon, start=slots[0][0], min_chars=cfg.min_chars)
-                    recs += r; fails += f; extra += x
-                continue
-            (i, style, draft, intent), sid = slots[0], req.id
-            if not ok and (res.failure is None or res.failure.reason not in _FORMAT_REASONS):
-                f = res.failure or Failure(stage="instructions", item_id=sid, reason="llm_error")
-                fails.append(f.model_copy(update={"stage": "instructions", "item_id": sid})); continue
-            raw = parsed.get("request") if isinstance(parsed, dict) else None
-            text, why = accept_rewrite(raw, draft, intent, inst.argument_plan, tolerance=cfg.tolerance, intent_keep=cfg.intent_keep,
-                                       min_chars=cfg.min_chars) if ok else (None, res.failure.reason if res.failure else "invalid_json")
-            if why is None and norm_text(text) in seen: why = "duplicate"
-            if why is None and decon is not None and not decon.is_clean(text): why = "agentharm_overlap"
-            if why is None:
-                t, source = text, "rewrite"
-            else:
-                fallbacks.setdefault(kind, {})[why] = fallbacks.setdefault(kind, {}).get(why, 0) + 1
-                t, source = draft, "draft"
-                if norm_text(t) in seen:
-                    fails.append(Failure(stage="instructions", item_id=sid, reason="duplicate", detail="the draft repeats another instruction", raw=draft)); continue
-            seen.add(norm_text(t))
-            recs.append(_record(inst, kind, i, t, style, generator=generator, seed=cfg.seed, source=source, draft=draft))
-        demoted = 0
+        recs, got_fails, extra, fallbacks = collect_instructions(reqs, results, meta, mode, cfg, generator=f"{cfg.writer.backend}:{cfg.writer.model}", decon=decon)
+        fails += prompt_fails + got_fails
+        demoted: set[str] = set()
         if mode == "rewrite" and cfg.balance_sources:
             recs, demoted = balance_sources(recs, cfg.seed)
             for r in recs:
-                if r.source == "draft" and r.id in demoted: fallbacks.setdefault(r.kind, {})["balanced"] = fallbacks.setdefault(r.kind, {}).get("balanced", 0) + 1
-        check_accounting(inputs_ids, [r.id for r in recs], [f.item_id for f in fails], "instructions")
-        summary = _summary(recs, fails, instances, chains, counts, mode, reqs, results, extra, fallbacks, note)
-        summary.update({"duplicate_chains_skipped": n_dup, "balanced_to_draft": len(demoted) if demoted else 0, "llm_seconds": round(llm_seconds, 2)})
+                if r.source == "draft" and r.id in demoted: _bump(fallbacks, r.kind, "balanced")
+        check_accounting([c.id for c in chains if c.id not in {i.chain_id for i in instances}] + slots, [r.id for r in recs],
+                         [f.item_id for f in fails], "instructions")
+        summary = _summary(recs, fails, instances, chains, cfg.counts, mode, reqs, results, extra, fallbacks, note)
+        summary.update({"duplicate_chains_skipped": n_dup, "balanced_to_draft": len(demoted), "llm_seconds": round(llm_seconds, 2)})
         summary = st.finish(recs, fails, summary)
     if cfg.figures and recs:
         summary["figures"] = [str(p) for p in instruction_figures(recs, run.figures, tax)]
@@ -421,13 +450,10 @@ def run_instructions(run: RunDir | str | Path, cfg: InstructionsConfig | dict | 
     run.record_stage("instructions", st.config, summary)
     return summary
 
-_FORMAT_REASONS = {"invalid_json", "schema_mismatch", "empty_answer", "length", "invalid_output"}
-
-def _parsed(resp) -> Any:
-    "The structured answer of a response: `parsed`, else the content decoded as JSON (None when it is not JSON)."
-    if resp.parsed is not None: return resp.parsed
-    try: return json.loads(resp.content or "")
-    except (json.JSONDecodeError, TypeError): return None
+# %% ../nbs/05_instructions.ipynb #57bbcb98
+def _kind_of(item_id: str) -> str | None:
+    m = re.search(r":(harmful|benign|borderline)#\d+$", item_id)
+    return m.group(1) if m else None
 
 def _mean(xs: list[float]) -> float | None: return round(sum(xs) / len(xs), 4) if xs else None
 
@@ -496,48 +522,30 @@ def instruction_figures(recs: list[InstructionRecord], out: Path, tax=None, pref
 
 # %% ../nbs/05_instructions.ipynb #1ec1537a
 from typing import Annotated
-from .llm import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt, RpmOpt, SeedOpt
+from .llm.factory import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt, RpmOpt, SeedOpt
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Run folder (created; reruns with the same settings resume through its LLM cache).")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML/YAML file: [instructions] sets stage fields, [roles.writer] the writer model.")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace results made with other settings in this run folder.")]
-_WRITER_OPTS = {"backend", "model", "base_url", "api_key_env", "concurrency", "rpm"}
-
-def cli_config(ctx: typer.Context, config_file: Path | None, stage: str, model, role_opts: dict[str, set[str]], skip=("out", "config", "overwrite")):
-    "A stage config from a config file's `[stage]` and `[roles.ROLE]` tables, overridden by the options given on the command line."
-    data: dict = {}
-    if config_file is not None:
-        raw = load_config_file(config_file)
-        data = dict(raw.get(stage) or {})
-        roles = raw.get("roles") or {}
-        if not isinstance(data, dict) or not isinstance(roles, dict): raise AgentAlignError(f"{config_file}: [{stage}] and [roles] must be tables")
-        for role in role_opts:
-            if isinstance(roles.get(role), dict): data[role] = {**roles[role], **(data.get(role) or {})}
-    given = {k: v for k, v in ctx.params.items() if k not in skip and getattr(ctx.get_parameter_source(k), "name", "") in ("COMMANDLINE", "ENVIRONMENT")}
-    for role, opts in role_opts.items():
-        sub = {k: given.pop(k) for k in list(given) if k in opts}
-        if sub: data[role] = {**(data.get(role) or {}), **sub}
-    data.update(given)
-    where = f"{config_file} [{stage}]" if config_file is not None else f"{stage} options"
-    return validate_config(model, data, where)
 
 @app.command("instructions")
 @cli_errors
-def instructions_cmd(ctx: typer.Context, out: OutOpt,
-                     chains: Annotated[str, typer.Option(help="Input chains: curated, merged or reviewed (from RUN/chains), or a JSONL/CSV file.")] = "curated",
-                     counts: Annotated[str, typer.Option(help="Instructions per chain as harmful:benign:borderline.")] = "2:2:1",
-                     mode: Annotated[str, typer.Option(help="free (the writer writes), rewrite (plan-grounded draft, reworded by the writer) or auto (rewrite for a local model).")] = "auto",
+def instructions_cmd(out: OutOpt,
+                     chains: Annotated[Optional[str], typer.Option(help="Input chains: curated, merged or reviewed (from RUN/chains), or a JSONL/CSV file [default: curated].")] = None,
+                     counts: Annotated[Optional[str], typer.Option(help="Instructions per chain as harmful:benign:borderline [default: 2:2:1].")] = None,
+                     mode: Annotated[Optional[str], typer.Option(help="free (the writer writes), rewrite (plan-grounded draft, reworded by the writer) or auto (rewrite for a local model) [default: auto].")] = None,
                      limit: Annotated[Optional[int], typer.Option(help="Only the first N chains.")] = None,
                      per_category: Annotated[Optional[int], typer.Option(help="Only the first N chains of each harm category (before --limit).")] = None,
-                     per_request: Annotated[int, typer.Option(help="Free mode: instructions asked for per request.")] = 5,
-                     temperature: Annotated[float, typer.Option(help="Sampling temperature of free writing.")] = 0.9,
-                     max_tokens: Annotated[int, typer.Option(help="Token budget per instruction.")] = 200,
-                     figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Draw the figures into RUN/figures after the LLM work.")] = True,
-                     backend: BackendOpt = "local", model: ModelOpt = "embedded", base_url: BaseUrlOpt = None,
-                     api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY", concurrency: ConcurrencyOpt = 4, rpm: RpmOpt = None, seed: SeedOpt = 0,
-                     config: ConfigOpt = None, overwrite: OverwriteOpt = False):
+                     per_request: Annotated[Optional[int], typer.Option(help="Free mode: instructions asked for per request [default: 5].")] = None,
+                     temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature of free writing [default: 0.9].")] = None,
+                     max_tokens: Annotated[Optional[int], typer.Option(help="Token budget per instruction [default: 200].")] = None,
+                     figures: Annotated[Optional[bool], typer.Option("--figures/--no-figures", help="Draw the figures into RUN/figures after the LLM work [default: figures].")] = None,
+                     backend: BackendOpt = None, model: ModelOpt = None, base_url: BaseUrlOpt = None,
+                     api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None, rpm: RpmOpt = None, seed: SeedOpt = None,
+                     preset: PresetOpt = None, config: ConfigOpt = None, overwrite: OverwriteOpt = False, show_settings: ShowSettingsOpt = False):
     "Instantiate chains and write harmful, benign and borderline instructions for them (freely, or draft-and-rewrite)."
-    cfg = cli_config(ctx, config, "instructions", InstructionsConfig, {"writer": _WRITER_OPTS})
+    cfg = command_settings(InstructionsConfig, preset, config, show_settings, chains=chains, counts=counts, mode=mode, limit=limit,
+                           per_category=per_category, per_request=per_request, temperature=temperature, max_tokens=max_tokens,
+                           figures=figures, seed=seed, writer__backend=backend, writer__model=model, writer__base_url=base_url,
+                           writer__api_key_env=api_key_env, writer__concurrency=concurrency, writer__rpm=rpm)
     s = run_instructions(out, cfg, overwrite=overwrite)
     typer.echo(json.dumps({k: s[k] for k in ("mode", "chains", "instances", "requests", "requests_failed", "cached", "requested", "produced",
                                              "slot_failures", "sources", "mean_plan_coverage", "failures_by_reason", "decontamination", "seconds")}))

@@ -10,7 +10,8 @@ from pathlib import Path
 from .core import AgentAlignError, cache_dir, app, cli_errors
 
 # %% auto #0
-__all__ = ['GGUF_PACKAGE', 'GGUF_FILE', 'EMBEDDED_NAME', 'MARKER', 'DEFAULT_SYSTEM', 'TOOL_MACROS', 'CHAT_TEMPLATE', 'gguf_path',
+__all__ = ['GGUF_PACKAGE', 'GGUF_FILE', 'EMBEDDED_NAME', 'MARKER', 'DEFAULT_SYSTEM', 'TOOL_MACROS', 'CHAT_TEMPLATE',
+           'MAX_TOOL_RESULT_CHARS', 'MAX_TOOLS', 'AGENT_SYSTEM', 'gguf_path', 'render_row', 'training_template',
            'template_sha', 'embedded_model_path', 'resolve_model_path', 'default_device', 'cpu_threads', 'load_model',
            'model_path_cmd']
 
@@ -102,6 +103,38 @@ CHAT_TEMPLATE = TOOL_MACROS + (
 "{%- endfor -%}"
 "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
+
+# %% ../nbs/01a_models.ipynb #8b795611
+MAX_TOOL_RESULT_CHARS, MAX_TOOLS = 300, 6
+AGENT_SYSTEM = ("You are an AI agent with access to tools. Use the tools you are given to carry out the user's request step "
+                "by step, and answer with the results. Do not carry out requests that would harm people.")
+
+def render_row(row: dict, *, max_tool_result_chars: int | None = MAX_TOOL_RESULT_CHARS, max_tools: int | None = MAX_TOOLS,
+               system_prompts: list | tuple = (None,), seed: int = 0) -> tuple[list[dict], list[dict]]:
+    "(messages, tools) of a dataset row as training sees them."
+    from agentalign.core import rng
+    msgs = []
+    for m in row["messages"]:
+        m = {k: v for k, v in m.items() if v is not None or k == "content"}
+        if m["role"] == "tool" and max_tool_result_chars is not None and len(m.get("content") or "") > max_tool_result_chars:
+            m["content"] = m["content"][:max_tool_result_chars] + "..."
+        msgs.append(m)
+    if msgs[0]["role"] != "system" and system_prompts:
+        sp = system_prompts[0] if len(system_prompts) == 1 else rng(seed, "system", row["id"]).choice(list(system_prompts))
+        if sp: msgs.insert(0, {"role": "system", "content": sp})
+    tools = json.loads(row["tools"]) if isinstance(row["tools"], str) else list(row["tools"] or [])
+    if max_tools is not None and len(tools) > max_tools:
+        called = {tc["function"]["name"] for m in msgs for tc in (m.get("tool_calls") or [])}
+        name = lambda t: (t.get("function") or t).get("name")
+        keep = [t for t in tools if name(t) in called]
+        keep += [t for t in tools if name(t) not in called][:max(0, max_tools - len(keep))]
+        tools = [t for t in tools if any(t is k for k in keep)]
+    return msgs, tools
+
+def training_template(tok) -> str:
+    "The chat template to train (and later score) with: the model's own if it renders tools, else the project's."
+    t = tok.chat_template if isinstance(tok.chat_template, str) else None
+    return t if t and "tools" in t else CHAT_TEMPLATE
 
 # %% ../nbs/01a_models.ipynb #3edcada3
 def _is_complete(folder: Path) -> bool:

@@ -11,35 +11,29 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 from pydantic import BaseModel, Field
 import typer
-from .core import (AgentAlignError, PKG_DIR, REPO_DIR, RunDir, StageConfig, app, cli_errors, config_identity,
-                             data_dir, expect, file_fingerprint, load_config_file, read_json, redact_obj, validate_config,
-                             write_json)
+from .core import (AgentAlignError, PKG_DIR, REPO_DIR, RunDir, app, cli_errors, config_identity, data_dir, expect, file_fingerprint, read_json, redact_obj, validate_config, write_json)
+from .settings import Settings, StageConfig, deep_merge, settings_json
 from .sft import MODEL_MARKER   # written anew by every training: what the fine-tuned model's score depends on
 
 # %% auto #0
-__all__ = ['PIPELINE', 'STAGE_NAMES', 'SYNTHESIS_ROLES', 'ROLES', 'PRESETS', 'StageSpec', 'PipelineSection', 'preset_path',
-           'deep_merge', 'merged_settings', 'pipeline_section', 'stage_configs', 'stage_record', 'stage_status',
-           'notebooks_dir', 'stage_notebook', 'kernel_spec', 'execute_notebook', 'run_pipeline', 'render_report',
-           'run_summary', 'run_cmd']
+__all__ = ['PIPELINE', 'STAGE_NAMES', 'DEFAULT_STAGES', 'StageSpec', 'selected_stages', 'stage_configs', 'stage_record',
+           'stage_status', 'notebooks_dir', 'stage_notebook', 'kernel_spec', 'execute_notebook', 'run_pipeline',
+           'render_report', 'run_summary', 'run_cmd']
 
 # %% ../nbs/11_pipeline.ipynb #c7131206
 @dataclass
 class StageSpec:
     "One step of the pipeline."
     name: str                                   # what --from/--only take; the executed notebook's suffix
-    module: str                                 # agentalign.<module>
+    module: str                                 # agentalign.<module> (e.g. `agentharm.evaluate`), or any importable module
     config_cls: str                             # the settings model in that module
     run_fn: str                                 # the entry point `run_fn(run, cfg, overwrite=...)`
-    section: str | None = None                  # settings section (default: name)
     folder: str | None = None                   # run sub-folder (default: name)
-    roles: dict[str, str] = field(default_factory=dict)   # config field -> role name
-    build: Callable[[dict, RunDir, Any], dict] | None = None   # adapt the section (after roles) for this stage: (section, run, [pipeline])
+    cli: dict = field(default_factory=dict)     # settings this stage always gets, as if given on the command line
     notebook: str | None = None                 # notebook path; default: the one that exports `module`
     doc: str = ""
     depends: tuple[str, ...] = ()               # run files the result depends on that the stage does not record itself
 
-    @property
-    def sect(self) -> str: return self.section or self.name
     @property
     def dir(self) -> str: return self.folder or self.name
 
@@ -47,7 +41,6 @@ class StageSpec:
     def modname(self) -> str:
         "The importable module name: `agentalign.<module>` for the package's stages, else `module` as given."
         import importlib.util
-        if "." in self.module: return self.module
         try: return f"agentalign.{self.module}" if importlib.util.find_spec(f"agentalign.{self.module}") else self.module
         except (ImportError, ValueError): return self.module
 
@@ -60,125 +53,39 @@ class StageSpec:
         except AttributeError as e: raise AgentAlignError(f"stage {self.name}: {self.module} lacks {e.name}")
 
 # %% ../nbs/11_pipeline.ipynb #dd8fe02e
-def _agentharm_build(label: str) -> Callable[[dict, RunDir, Any], dict]:
-    "The `[agentharm]` section for one of the two scored models: the base model, or the run's fine-tuned `sft/model`."
-    def build(sect: dict, run: RunDir, p) -> dict:
-        d = copy.deepcopy(sect)
-        d["label"] = label
-        d["model"] = "sft/model" if label == "sft" else p.base_model     # relative model folders are looked up in the run
-        return d
-    return build
-
-def _sft_build(sect: dict, run: RunDir, p) -> dict:
-    "The `[sft]` section with the pipeline's base model unless it names its own."
-    d = copy.deepcopy(sect); d.setdefault("base_model", p.base_model); return d
-
 PIPELINE: list[StageSpec] = [
     StageSpec("taxonomy", "taxonomy", "TaxonomyConfig", "run_taxonomy", doc="harm taxonomy, tools and curated chains; lint report"),
-    StageSpec("chains", "chains", "ChainsConfig", "run_chains", roles={"writer": "chain_writer"},
-              doc="LLM-written behavior chains per subcategory, validated and merged with the curated ones"),
-    StageSpec("instructions", "instructions", "InstructionsConfig", "run_instructions", roles={"writer": "writer"},
+    StageSpec("chains", "chains", "ChainsConfig", "run_chains", doc="LLM-written behavior chains per subcategory, validated and merged with the curated ones"),
+    StageSpec("instructions", "instructions", "InstructionsConfig", "run_instructions",
               doc="chains instantiated with tools and argument plans; harmful / benign / borderline requests"),
-    StageSpec("quality", "quality", "QualityConfig", "run_quality", roles={"judge": "judge"},
-              doc="structural checks, calibrated LLM judge, near-duplicates, decontamination, balance"),
-    StageSpec("responses", "responses", "ResponsesConfig", "run_responses", roles={"refuser": "refuser", "agent": "agent"},
-              doc="refusals for harmful requests, executed multi-step trajectories for benign ones"),
+    StageSpec("quality", "quality", "QualityConfig", "run_quality", doc="structural checks, calibrated LLM judge, near-duplicates, decontamination, balance"),
+    StageSpec("responses", "responses", "ResponsesConfig", "run_responses", doc="refusals for harmful requests, executed multi-step trajectories for benign ones"),
     StageSpec("dataset", "dataset", "DatasetConfig", "run_dataset", doc="Hugging Face DatasetDict, LLaMA-Factory files, dataset card"),
-    StageSpec("sft", "sft", "SFTConfig", "run_sft", build=_sft_build, doc="supervised fine-tuning (TRL) of the base model"),
-    StageSpec("agentharm_base", "agentharm", "AgentHarmConfig", "run_agentharm", section="agentharm", folder="agentharm/base",
-              roles={"judge": "agentharm_judge"}, build=_agentharm_build("base"), doc="AgentHarm score of the base model (cached by model fingerprint)"),
-    StageSpec("agentharm_sft", "agentharm", "AgentHarmConfig", "run_agentharm", section="agentharm", folder="agentharm/sft",
-              roles={"judge": "agentharm_judge"}, build=_agentharm_build("sft"), depends=(f"sft/model/{MODEL_MARKER}",), doc="AgentHarm score of the fine-tuned model"),
+    StageSpec("sft", "sft", "SFTConfig", "run_sft", doc="supervised fine-tuning (TRL) of the base model"),
+    StageSpec("agentharm_base", "agentharm.evaluate", "AgentHarmConfig", "run_agentharm", folder="agentharm/base", cli={"label": "base"},
+              doc="AgentHarm score of the base model (cached by model fingerprint)"),
+    StageSpec("agentharm_sft", "agentharm.evaluate", "AgentHarmConfig", "run_agentharm", folder="agentharm/sft",
+              cli={"label": "sft", "model": "sft/model"}, depends=(f"sft/model/{MODEL_MARKER}",), doc="AgentHarm score of the fine-tuned model"),
 ]
 STAGE_NAMES = [s.name for s in PIPELINE]
-SYNTHESIS_ROLES = ("chain_writer", "writer", "judge", "refuser", "agent")   # what [roles.default] fills
-ROLES = (*SYNTHESIS_ROLES, "agentharm_judge")
+DEFAULT_STAGES = [s for s in STAGE_NAMES if s != "chains"]
 
 # %% ../nbs/11_pipeline.ipynb #59c6d853
-PRESETS = ("tiny", "small", "paper")
-
-class PipelineSection(StageConfig):
-    "The `[pipeline]` table."
-    stages: list[str] = Field(default_factory=lambda: [s for s in STAGE_NAMES if s != "chains"])
-    seed: int = 0
-    base_model: str = "embedded"   # fine-tuned by [sft] and scored by agentharm_base (unless [sft] names its own)
-    report: bool = True            # render the run summary (nbs/index.ipynb) into RUN/report.ipynb and RUN/report.html
-
-def preset_path(name: str) -> Path:
-    "The TOML file of preset `name`."
-    if name not in PRESETS: raise AgentAlignError(f"unknown preset {name!r} (expected one of {', '.join(PRESETS)})")
-    p = data_dir() / "presets" / f"{name}.toml"
-    if not p.is_file(): raise AgentAlignError(f"{p}: preset file missing from the package data")
-    return p
-
-def deep_merge(a: dict, b: dict) -> dict:
-    "`a` updated by `b`, recursively for nested tables (lists and values of `b` replace)."
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-def _check_layer(layer: dict, where: str, specs: list[StageSpec]) -> None:
-    from agentalign.llm import LLMConfig
-    sections = {s.sect for s in specs}
-    for k, v in layer.items():
-        if k in ("pipeline", "roles") or k in sections:
-            expect(v, dict, where, f"[{k}]")
-        else: raise AgentAlignError(f"{where}: unknown section [{k}] (expected pipeline, roles, {', '.join(sorted(sections))})")
-    for role, v in layer.get("roles", {}).items():
-        if role not in (*ROLES, "default"): raise AgentAlignError(f"{where}: unknown role [roles.{role}] (expected default, {', '.join(ROLES)})")
-        expect(v, dict, where, f"[roles.{role}]")
-        bad = sorted(set(v) - set(LLMConfig.model_fields))
-        if bad: raise AgentAlignError(f"{where}: [roles.{role}]: unknown key {bad[0]} (LLM settings are {', '.join(LLMConfig.model_fields)})")
-    validate_config(PipelineSection, layer.get("pipeline", {}), f"{where} [pipeline]")
-
-def _apply_roles(layer: dict, specs: list[StageSpec]) -> dict:
-    "One layer with its role tables written into the role fields of the stage sections."
-    roles = layer.get("roles", {})
-    out = {k: copy.deepcopy(v) for k, v in layer.items() if k != "roles"}
-    for s in specs:
-        for fld, role in s.roles.items():
-            r = deep_merge(roles.get("default", {}) if role in SYNTHESIS_ROLES else {}, roles.get(role, {}))
-            if not r: continue
-            sect = out.setdefault(s.sect, {})
-            sect[fld] = deep_merge(r, sect.get(fld, {}) if isinstance(sect.get(fld), dict) else {})
-    return out
-
-def merged_settings(preset: str | None = "small", config: str | Path | dict | None = None, specs: list[StageSpec] | None = None) -> dict:
-    "Preset and config file merged into one settings dict (roles applied), after checking every section, role and key name."
+def selected_stages(settings: Settings, specs: list[StageSpec] | None = None) -> list[str]:
+    "The names in `[pipeline] stages` (default: every stage but chains), all of them known."
     specs = specs or PIPELINE
-    layers = []
-    if preset: layers.append((load_config_file(preset_path(preset)), f"preset {preset}"))
-    if config is not None:
-        layers.append((config, "config") if isinstance(config, dict) else (load_config_file(config), str(config)))
-    out: dict = {}
-    for layer, where in layers:
-        _check_layer(layer, where, specs)
-        out = deep_merge(out, _apply_roles(layer, specs))
-    return out
-
-# %% ../nbs/11_pipeline.ipynb #18e4c8f7
-def pipeline_section(settings: dict, names: list[str] | None = None) -> PipelineSection:
-    "The validated `[pipeline]` table; its stages must be known."
-    names = names or STAGE_NAMES
-    p = validate_config(PipelineSection, settings.get("pipeline", {}), "[pipeline]")
-    bad = [s for s in p.stages if s not in names]
+    names = [s.name for s in specs]
+    chosen = settings.pipeline().stages
+    if chosen is None: return [n for n in names if n in DEFAULT_STAGES] if specs is PIPELINE else names
+    bad = [s for s in chosen if s not in names]
     if bad: raise AgentAlignError(f"[pipeline] stages: unknown stage {bad[0]!r} (known: {', '.join(names)})")
-    return p
+    return chosen
 
-def stage_configs(settings: dict, run: RunDir, specs: list[StageSpec] | None = None, where: str = "settings") -> dict[str, BaseModel]:
-    "The validated settings model of every stage in `[pipeline] stages`, by stage name."
+def stage_configs(settings: Settings, specs: list[StageSpec] | None = None) -> dict[str, BaseModel]:
+    "The resolved settings object of every stage in `[pipeline] stages`, by stage name."
     specs = specs or PIPELINE
-    p = pipeline_section(settings, [s.name for s in specs])
-    out = {}
-    for s in specs:
-        if s.name not in p.stages: continue
-        cls, _ = s.load()
-        d = copy.deepcopy(settings.get(s.sect, {}))
-        if s.build: d = s.build(d, run, p)
-        if "seed" in cls.model_fields and "seed" not in d: d["seed"] = p.seed
-        out[s.name] = validate_config(cls, d, f"{where} [{s.sect}]")
-    return out
+    chosen = selected_stages(settings, specs)
+    return {s.name: settings.stage(s.load()[0], s.cli) for s in specs if s.name in chosen}
 
 # %% ../nbs/11_pipeline.ipynb #aca19108
 def stage_record(run: RunDir, folder: str, cfg: BaseModel | dict, depends: Iterable[str] = ()) -> dict:
@@ -280,15 +187,17 @@ def run_pipeline(out: str | Path, preset: str | None = "small", config: str | Pa
         if v is not None and v not in names: raise AgentAlignError(f"{opt}: unknown stage {v!r} (known: {', '.join(names)})")
     if from_stage and only: raise AgentAlignError("--from and --only exclude each other")
     run = RunDir(out)
-    settings = merged_settings(preset, config, specs)
-    cfgs = stage_configs(settings, run, specs, where=str(config) if isinstance(config, (str, Path)) else f"preset {preset}")
+    for s in specs: s.load()                                             # a stage's settings class registers its table
+    settings = Settings(preset, config)
+    cfgs = stage_configs(settings, specs)
     active = [s for s in specs if s.name in cfgs]
     for s in active: stage_notebook(s)                                   # every notebook exists before anything runs
     if only and only not in cfgs: raise AgentAlignError(f"--only {only}: the stage is not in [pipeline] stages of this configuration")
     if from_stage and from_stage not in cfgs: raise AgentAlignError(f"--from {from_stage}: the stage is not in [pipeline] stages of this configuration")
-    write_json(run.path / "pipeline_config.json", {"preset": preset, "config": str(config) if isinstance(config, (str, Path)) else None,
-                                                    "settings": settings, "stages": {k: v.model_dump(mode="json") for k, v in cfgs.items()}})
-    report = {"run": str(run.path), "preset": preset, "stages": {}}
+    write_json(run.path / "pipeline_config.json", {"preset": settings.preset, "config": str(config) if isinstance(config, (str, Path)) else None,
+                                                    "pipeline": settings.pipeline().model_dump(mode="json"),
+                                                    "stages": {k: v.model_dump(mode="json") for k, v in cfgs.items()}})
+    report = {"run": str(run.path), "preset": settings.preset, "stages": {}}
     pj = run.path / "pipeline.json"
     prev = read_json(pj).get("stages", {}) if pj.is_file() else {}
     forced = set()
@@ -323,7 +232,7 @@ def run_pipeline(out: str | Path, preset: str | None = "small", config: str | Pa
     bar.close()
     report["summary"] = run_summary(run, report)
     write_json(pj, report)
-    if pipeline_section(settings, names).report and specs is PIPELINE: render_report(run)
+    if settings.pipeline().report and specs is PIPELINE: render_report(run)
     return report
 
 def render_report(run: RunDir) -> Path | None:
@@ -381,12 +290,17 @@ from typing import Annotated
 @app.command("run")
 @cli_errors
 def run_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder (created; a rerun resumes from the finished stages).")],
-            preset: Annotated[str, typer.Option(help="tiny (CI smoke run) | small (embedded model, laptop CPU) | paper (endpoint + GPU)")] = "small",
+            preset: Annotated[str, typer.Option(help="tiny (CI smoke run) | small (embedded model, laptop CPU) | paper (endpoint + GPU) | none (the stages' defaults)")] = "small",
             config: Annotated[Optional[Path], typer.Option("--config", help="TOML/YAML file overriding any setting: [pipeline], [roles.<role>], [<stage>] tables.")] = None,
             from_stage: Annotated[Optional[str], typer.Option("--from", help="Replay this stage and every later one, even if finished.")] = None,
             only: Annotated[Optional[str], typer.Option("--only", help="Replay only this stage (earlier ones must be finished).")] = None,
-            timeout: Annotated[Optional[int], typer.Option(help="Seconds a single notebook cell may run (default: no limit).")] = None):
+            timeout: Annotated[Optional[int], typer.Option(help="Seconds a single notebook cell may run (default: no limit).")] = None,
+            show_settings: Annotated[bool, typer.Option("--show-settings", help="Print every selected stage's resolved settings as JSON and stop.")] = False):
     "Run the whole pipeline by replaying the stage notebooks with papermill; resumes from the finished stages."
+    if show_settings:
+        for sp in PIPELINE: sp.load()
+        st = Settings(preset, config)
+        typer.echo(settings_json({"pipeline": st.pipeline(), **stage_configs(st)})); return
     r = run_pipeline(out, preset, config, from_stage=from_stage, only=only, timeout=timeout)
     s = r["summary"]
     for name, v in r["stages"].items():

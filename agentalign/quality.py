@@ -9,24 +9,27 @@ from __future__ import annotations
 import csv, io, json, math, re, time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
-from pydantic import BaseModel, ConfigDict, Field
+from typing import ClassVar, Annotated, Literal, Optional
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 import typer
-from .core import (AgentAlignError, Failure, RunDir, StageConfig, app, cli_errors, data_dir, read_jsonl,
-                             write_jsonl, write_json, write_text, load_config_file, validate_config, stable_id, rng,
-                             agentharm_dir, slow_enabled, check_accounting)
-from .chains import PlanStep, Decontaminator, load_behavior_prompts
-from .instructions import InstructionRecord, plan_coverage, stated_values
-from .llm import LLMConfig, ChatRequest
+from .core import (AgentAlignError, Failure, RunDir, app, cli_errors, data_dir, read_jsonl, write_jsonl, write_text, validate_config, rng)
+from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
+from .chains import PlanStep
+from .decontamination import Decontaminator, load_decontaminator
+from .dedup import lsh_bands, near_duplicates
+from .drafts import plan_coverage, stated_values
+from .instructions import InstructionRecord
+from .llm.base import LLMConfig, ChatRequest
 
 # %% auto #0
 __all__ = ['CHECKS', 'LABELS', 'EN_WORDS', 'PROMPT_MODULES', 'JUDGE_PROMPT_VERSION', 'JUDGE_SYSTEM', 'JUDGE_USER', 'JUDGE_SCHEMA',
-           'JUDGE_SCHEMA_LABEL_ONLY', 'DEDUP_STOP', 'OutOpt', 'CheckResult', 'QualityInput', 'QualityRecord',
+           'JUDGE_SCHEMA_LABEL_ONLY', 'JUDGE_OFF', 'OutOpt', 'CheckResult', 'QualityInput', 'QualityRecord',
            'QualityConfig', 'english_score', 'is_english', 'prompt_texts', 'prompt_echo', 'structural_problems',
            'structural_check', 'load_agentharm', 'decontamination_check', 'wants_rationale', 'judge_request',
-           'parse_judgment', 'load_judge_labels', 'calibration_items', 'confusion', 'judge_verdict', 'shingles',
-           'jaccard', 'lsh_bands', 'near_duplicates', 'balance_drops', 'funnel_rows', 'kind_judge_matrix',
-           'quality_figures', 'run_quality', 'load_stage_config', 'filter_cmd', 'calibrate']
+           'parse_judgment', 'load_judge_labels', 'calibration_items', 'confusion', 'judge_verdict', 'balance_drops',
+           'funnel_rows', 'kind_judge_matrix', 'quality_figures', 'QualityItems', 'cheap_checks', 'calibration_report',
+           'judge_trust', 'draft_retries', 'take_draft', 'run_judge', 'judge_verdicts', 'dedup_verdicts',
+           'balance_verdicts', 'quality_records', 'quality_summary', 'run_quality', 'filter_cmd', 'calibrate']
 
 # %% ../nbs/06_quality.ipynb #4ffe2324
 CHECKS = ("structural", "decontamination", "judge", "dedup", "balance")
@@ -58,6 +61,8 @@ class QualityRecord(QualityInput):
 # %% ../nbs/06_quality.ipynb #6cd90a2d
 class QualityConfig(StageConfig):
     "Settings of the quality-control stage (`agentalign filter`)."
+    section: ClassVar[str] = "quality"
+    roles: ClassVar[dict[str, str]] = {"judge": "judge"}
     judge: LLMConfig = LLMConfig()
     seed: int = 0
     # structural
@@ -81,8 +86,12 @@ class QualityConfig(StageConfig):
     agentharm_dir: str | None = None    # None: agentalign.core.agentharm_dir() (AGENTALIGN_AGENTHARM_DIR or ../shared)
     decontamination_n: int = 8
     # balance
-    benign_per_harmful: float | None = 2.0   # None: no balancing
+    benign_per_harmful: float | None = Field(2.0, ge=0)   # None or 0: no balancing
     figures: bool = True
+
+    @field_validator("benign_per_harmful")
+    @classmethod
+    def _no_balance(cls, v): return None if v == 0 else v
 
 # %% ../nbs/06_quality.ipynb #7fb4c931
 EN_WORDS = frozenset("""a about after all also am an and any are as at be because been before but by can could do does
@@ -164,11 +173,9 @@ def structural_check(rec: QualityInput, cfg: QualityConfig) -> tuple[CheckResult
 
 # %% ../nbs/06_quality.ipynb #3772a741
 def load_agentharm(cfg: QualityConfig) -> tuple[Decontaminator | None, str]:
-    "The AgentHarm decontaminator of the configured folder and a one-line note."
-    d = agentharm_dir(cfg.agentharm_dir)
-    if d is None: return None, "not checked: no AgentHarm folder (set AGENTALIGN_AGENTHARM_DIR or agentharm_dir)"
-    p = load_behavior_prompts(d)
-    return Decontaminator(p, n=cfg.decontamination_n, source=str(d)), f"checked against {len(p)} AgentHarm prompts in {d} ({cfg.decontamination_n}-gram overlap)"
+    "The AgentHarm decontaminator of the configured folder (else `agentalign.core.agentharm_dir()`) and a one-line note."
+    dc, note = load_decontaminator(n=cfg.decontamination_n, folder=cfg.agentharm_dir)
+    return (dc, note) if dc else (None, "not checked: no AgentHarm folder (set AGENTALIGN_AGENTHARM_DIR or agentharm_dir)")
 
 def decontamination_check(text: str, dc: Decontaminator | None, note: str = "") -> CheckResult:
     "Verdict of the AgentHarm n-gram check on one text (None without a decontaminator)."
@@ -258,65 +265,6 @@ def judge_verdict(kind: str, judge_label: str | None, trusted: bool, borderline_
     if borderline_label == "drop": return CheckResult(passed=False, reason=f"{pre}; borderline without a trusted label: dropped (borderline_label=drop)"), None, "kind"
     return CheckResult(passed=None, reason=f"{pre}; borderline labelled {borderline_label} (borderline_label)"), borderline_label, "kind"
 
-# %% ../nbs/06_quality.ipynb #d3ebe3e5
-DEDUP_STOP = frozenset("a an the and or to of in on for with at by from as is are be it this that i me my you your we our please then so".split())
-_WORD = re.compile(r"[a-z0-9]+")
-
-def shingles(text: str) -> set[str]:
-    "The content-word set of a text (lower-cased alphanumeric words minus a short stop list)."
-    s = set(_WORD.findall(text.lower())) - DEDUP_STOP
-    return s or {"\x00" + " ".join(text.lower().split())}      # only stop words: the text itself
-
-def jaccard(a: set, b: set) -> float:
-    return len(a & b) / len(a | b) if (a or b) else 1.0
-
-def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
-    "(bands, rows per band) with bands × rows ≤ num_perm minimising the LSH false-positive + false-negative area."
-    import numpy as np
-    x = np.linspace(0, 1, 1001)
-    best = None
-    for b in range(1, num_perm + 1):
-        r = num_perm // b
-        p = 1 - (1 - x ** r) ** b
-        err = np.trapezoid(np.where(x < threshold, p, 0), x) + np.trapezoid(np.where(x >= threshold, 1 - p, 0), x)
-        if best is None or err < best[0] - 1e-12: best = (err, b, r)
-    return best[1], best[2]
-
-def near_duplicates(texts: list[str], threshold: float = 0.5, num_perm: int = 256, engine: str = "rensa",
-                    groups: list | None = None, alive: list[bool] | None = None, seed: int = 0) -> list[tuple[int, float] | None]:
-    """For each text: `(index of the earlier kept text it duplicates, Jaccard)` or None. Only texts of the same group
-    are compared; texts with `alive` False are skipped (None) and never kept as cluster representatives."""
-    n = len(texts)
-    groups = groups if groups is not None else [""] * n
-    alive = alive if alive is not None else [True] * n
-    if not (len(groups) == len(alive) == n): raise ValueError("texts, groups and alive must have the same length")
-    if not 0 < threshold <= 1: raise AgentAlignError(f"dedup threshold must be in (0, 1], got {threshold}")
-    b, r = lsh_bands(threshold, num_perm)
-    idx = [i for i in range(n) if alive[i]]
-    sets = {i: shingles(texts[i]) for i in idx}
-    out: list = [None] * n
-    if engine == "rensa":
-        from rensa import RMinHash, RMinHashLSH
-        sigs = RMinHash.from_token_sets([sorted(sets[i]) for i in idx], b * r, seed)
-        new_index = lambda: RMinHashLSH(threshold, b * r, b)
-        insert, query = (lambda L, i, m: L.insert(i, m)), (lambda L, m: L.query(m))
-    elif engine == "datasketch":
-        from datasketch import MinHash, MinHashLSH
-        sigs = MinHash.bulk([[w.encode() for w in sorted(sets[i])] for i in idx], num_perm=b * r, seed=seed)
-        new_index = lambda: MinHashLSH(threshold=threshold, num_perm=b * r, params=(b, r))
-        insert, query = (lambda L, i, m: L.insert(i, m, check_duplication=False)), (lambda L, m: L.query(m))
-    else: raise AgentAlignError(f"unknown dedup engine {engine!r} (expected rensa or datasketch)")
-    index: dict = {}
-    for i, sig in zip(idx, sigs):
-        L = index.get(groups[i])
-        if L is None: L = index[groups[i]] = new_index()
-        a = sets[i]
-        for j in sorted(query(L, sig)):                      # the earliest kept match wins
-            s = jaccard(a, sets[j])
-            if s >= threshold: out[i] = (j, round(s, 4)); break
-        else: insert(L, i, sig)
-    return out
-
 # %% ../nbs/06_quality.ipynb #f0e3f329
 def balance_drops(items: list[tuple[str, str, str]], ratio: float | None, seed: int = 0) -> tuple[set[str], dict]:
     "Ids to drop from `(id, category, label)` items so each category has at most `ratio` benign per harmful; and per-category counts."
@@ -397,13 +345,6 @@ def quality_figures(recs: list[QualityRecord], out: Path, trusted: bool | None =
     return [p1, p2]
 
 # %% ../nbs/06_quality.ipynb #36d72ea3
-def _judge_ok(res) -> tuple[str | None, str, str]:
-    "(label, rationale, error) from a BatchResult."
-    if not res.ok: return None, "", f"{res.failure.reason}: {res.failure.detail}"[:200] if res.failure else "error"
-    try: lab, why = parse_judgment(res.response)
-    except ValueError as e: return None, "", f"schema_mismatch: {e}"
-    return lab, why, ""
-
 def _read_input(src: Path) -> tuple[list[QualityInput], list[tuple[int, str]]]:
     bad: list = []
     recs = read_jsonl(src, QualityInput, bad=bad)
@@ -415,10 +356,172 @@ def _read_input(src: Path) -> tuple[list[QualityInput], list[tuple[int, str]]]:
         seen.add(r.id); out.append(r)
     return out, sorted(bad)
 
+class QualityItems:
+    "The stage's working state, one entry per input record: text carried on, source, verdicts, drop, judge answer, label."
+    def __init__(self, recs: list[QualityInput]):
+        self.recs, self.n = recs, len(recs)
+        self.text, self.source = [r.instruction for r in recs], [r.source for r in recs]
+        self.checks: list[dict[str, CheckResult]] = [{} for _ in recs]
+        self.drop: list[str | None] = [None] * self.n
+        self.judged: list[tuple[str | None, str, str]] = [(None, "", "")] * self.n      # (label, rationale, error)
+        self.label: list[str | None] = [r.kind if r.kind in LABELS else None for r in recs]
+        self.label_source = ["kind"] * self.n
+
+    def alive(self) -> list[int]: return [i for i in range(self.n) if self.drop[i] is None]
+
+    def verdict(self, i: int, check: str, res: CheckResult) -> None:
+        "Record `check`'s result on item `i`; its first failing check drops it."
+        self.checks[i][check] = res
+        if self.drop[i] is None and res.passed is False: self.drop[i] = check
+
+    def skip(self, i: int, check: str) -> None:
+        self.checks[i][check] = CheckResult(passed=None, reason=f"not checked: dropped by {self.drop[i]}")
+
+# %% ../nbs/06_quality.ipynb #b34cac27
+def cheap_checks(items: QualityItems, cfg: QualityConfig, dc: Decontaminator | None, dc_note: str) -> None:
+    "1 structural (a failing rewrite may give way to its draft) and 2 decontamination, on every item."
+    for i, r in enumerate(items.recs):
+        res, items.text[i], items.source[i] = structural_check(r, cfg)
+        items.verdict(i, "structural", res)
+        items.verdict(i, "decontamination", decontamination_check(items.text[i], dc, dc_note))
+
+# %% ../nbs/06_quality.ipynb #746dc16b
+def _judge_ok(res) -> tuple[str | None, str, str]:
+    "(label, rationale, error) from a BatchResult."
+    if not res.ok: return None, "", f"{res.failure.reason}: {res.failure.detail}"[:200] if res.failure else "error"
+    try: lab, why = parse_judgment(res.response)
+    except ValueError as e: return None, "", f"schema_mismatch: {e}"
+    return lab, why, ""
+
+def calibration_report(rows: list[dict], labels: list[str | None]) -> dict:
+    "Accuracy and confusion matrix of the judge's `labels` on the labelled `rows`, and the accuracy per kind present."
+    c = confusion([x["label"] for x in rows], labels)
+    c["by_kind"] = {k: confusion([x["label"] for x in rows if x["kind"] == k], [p for x, p in zip(rows, labels) if x["kind"] == k])["accuracy"]
+                    for k in ("harmful", "benign", "borderline") if any(x["kind"] == k for x in rows)}
+    return c
+
+def judge_trust(cfg: QualityConfig, calib: dict) -> tuple[bool, str]:
+    "Whether the judge filters (`judge_mode` filter, or auto and accurate enough on the labelled set), and why."
+    acc = calib["accuracy"] or 0.0
+    if cfg.judge_mode == "filter": return True, f"judge_mode filter (calibration accuracy {acc:.2f})"
+    if cfg.judge_mode == "annotate": return False, f"judge_mode annotate (calibration accuracy {acc:.2f})"
+    trusted = acc >= cfg.judge_min_accuracy
+    return trusted, f"calibration accuracy {acc:.2f} {'>=' if trusted else '<'} {cfg.judge_min_accuracy} on {calib['items']} labelled items"
+
+# %% ../nbs/06_quality.ipynb #d9284fce
+def draft_retries(items: QualityItems, cfg: QualityConfig, dc: Decontaminator | None) -> list[int]:
+    "Surviving rewrites judged other than their kind whose draft passes the cheap checks: their drafts are judged too."
+    out = []
+    for i in items.alive():
+        r, lab = items.recs[i], items.judged[i][0]
+        if items.source[i] == "rewrite" and r.draft and r.kind in LABELS and lab is not None and lab != r.kind:
+            if structural_problems(r.draft, r.argument_plan, cfg)[0] is None and decontamination_check(r.draft, dc).passed is not False: out.append(i)
+    return out
+
+def take_draft(items: QualityItems, i: int, judged: tuple, cfg: QualityConfig, dc: Decontaminator | None, dc_note: str) -> bool:
+    "Put item `i`'s draft in place of its rewrite when the judge judged the draft as the item's kind; whether it did."
+    lab, why, _ = judged
+    r, was = items.recs[i], items.judged[i][0]
+    if lab != r.kind: return False
+    items.text[i], items.source[i], items.judged[i] = r.draft, "draft", (lab, why, "")
+    items.checks[i]["structural"] = CheckResult(passed=True, reason=f"draft kept: the rewrite was judged {was}, the draft {lab}; "
+                                                f"{structural_problems(r.draft, r.argument_plan, cfg)[1]}", score=plan_coverage(r.draft, r.argument_plan))
+    items.checks[i]["decontamination"] = decontamination_check(r.draft, dc, dc_note)
+    return True
+
+# %% ../nbs/06_quality.ipynb #3c543ffc
+def run_judge(items: QualityItems, cfg: QualityConfig, backend, dc: Decontaminator | None, dc_note: str) -> dict:
+    "3 the judge's answers on the calibration set and the surviving items, its trust, and the drafts it took; the counts."
+    from agentalign.llm.base import run_batch_sync
+    rows, todo = calibration_items(cfg.calibration_limit), items.alive()
+    reqs = [judge_request(x["text"], cfg, f"calibration:{x['id']}") for x in rows] + [judge_request(items.text[i], cfg, items.recs[i].id) for i in todo]
+    res = run_batch_sync(backend, reqs, concurrency=cfg.judge.concurrency, desc="quality judge", stage="quality")
+    preds = [_judge_ok(x) for x in res[:len(rows)]]
+    calib = calibration_report(rows, [p[0] for p in preds])
+    trusted, note = judge_trust(cfg, calib)
+    for i, x in zip(todo, res[len(rows):]): items.judged[i] = _judge_ok(x)
+    retry = draft_retries(items, cfg, dc) if trusted else []
+    res2 = run_batch_sync(backend, [judge_request(items.recs[i].draft, cfg, f"draft:{items.recs[i].id}") for i in retry],
+                          concurrency=cfg.judge.concurrency, desc="quality judge (drafts)", stage="quality") if retry else []
+    for i, x in zip(retry, res2): take_draft(items, i, _judge_ok(x), cfg, dc, dc_note)
+    return {"trusted": trusted, "note": note, "calibration": calib, "requests": len(reqs) + len(retry), "drafts_rejudged": len(retry),
+            "cached": sum(bool(x.ok and x.response.cached) for x in res + res2),
+            "calibration_rows": [{"id": x["id"], "kind": x["kind"], "label": x["label"], "judged": p[0], "error": p[2] or None} for x, p in zip(rows, preds)]}
+
+def judge_verdicts(items: QualityItems, cfg: QualityConfig, trusted: bool, note: str) -> None:
+    "3 the judge's verdict and the training label of every surviving item (`judge_verdict`)."
+    for i in range(items.n):
+        if items.drop[i] is not None: items.skip(i, "judge"); continue
+        lab, _, err = items.judged[i]
+        res, items.label[i], items.label_source[i] = judge_verdict(items.recs[i].kind, lab, trusted, cfg.borderline_label, err, note)
+        items.verdict(i, "judge", res)
+
+# %% ../nbs/06_quality.ipynb #f09a8d2c
+def dedup_verdicts(items: QualityItems, cfg: QualityConfig) -> None:
+    "4 near-duplicates among the surviving items (within a kind, or across the run)."
+    groups = [r.kind if cfg.dedup_scope == "kind" else "" for r in items.recs]
+    dups = near_duplicates(items.text, cfg.dedup_threshold, cfg.dedup_num_perm, cfg.dedup_engine, groups, [d is None for d in items.drop], cfg.seed)
+    for i, d in enumerate(dups):
+        if items.drop[i] is not None: items.skip(i, "dedup"); continue
+        items.verdict(i, "dedup", CheckResult(passed=True, reason=f"no near-duplicate among earlier kept items ({cfg.dedup_scope} scope)") if d is None else
+                      CheckResult(passed=False, reason=f"near-duplicate of {items.recs[d[0]].id} (Jaccard {d[1]:.2f} >= {cfg.dedup_threshold})", score=d[1]))
+
+def balance_verdicts(items: QualityItems, cfg: QualityConfig) -> dict:
+    "5 the benign : harmful balance of each category among the surviving items; returns the counts per category."
+    alive = items.alive()
+    bdrop, bstats = balance_drops([(items.recs[i].id, items.recs[i].category, items.label[i]) for i in alive], cfg.benign_per_harmful, cfg.seed)
+    for i, r in enumerate(items.recs):
+        if items.drop[i] is not None: items.skip(i, "balance"); continue
+        if cfg.benign_per_harmful is None: items.verdict(i, "balance", CheckResult(passed=None, reason="not checked: balancing off")); continue
+        s = bstats.get(r.category)
+        desc = f"{r.category}: {s['benign']} benign : {s['harmful']} harmful -> keep {s['kept_benign']} : {s['kept_harmful']} (target {cfg.benign_per_harmful:g} : 1)" if s else "no label"
+        items.verdict(i, "balance", CheckResult(passed=r.id not in bdrop, reason=("balance: excess " + str(items.label[i]) + " in " if r.id in bdrop else "") + desc))
+    return bstats
+
+# %% ../nbs/06_quality.ipynb #5e486ac6
+JUDGE_OFF = {"trusted": False, "note": "judge_mode off: no judge", "calibration": None, "requests": 0, "cached": 0, "drafts_rejudged": 0}
+
+def quality_records(items: QualityItems, judge_model: str) -> list[QualityRecord]:
+    "One `QualityRecord` per input record: its final text and source, the verdicts, the judge's answer, label and keep."
+    out = []
+    for i, r in enumerate(items.recs):
+        lab, why, _ = items.judged[i]
+        out.append(QualityRecord.model_validate({**r.model_dump(), "instruction": items.text[i], "source": items.source[i],
+            "plan_coverage": plan_coverage(items.text[i], r.argument_plan), "checks": items.checks[i], "judge_label": lab, "judge_rationale": why,
+            "judge_model": judge_model, "label": items.label[i], "label_source": items.label_source[i],
+            "keep": items.drop[i] is None and items.label[i] is not None, "drop_reason": items.drop[i]}))
+    return out
+
+def quality_summary(out: list[QualityRecord], items: QualityItems, cfg: QualityConfig, judge: dict, *, judge_model: str, dc_note: str,
+                    bstats: dict, funnel: list[dict], kind_judge: dict, bad: list, seconds: float) -> dict:
+    "The stage's summary: counts kept and dropped, the judge, dedup, decontamination and balance settings and results."
+    kept, off = [r for r in out if r.keep], cfg.judge_mode == "off"
+    s = {"instructions": items.n + len(bad), "valid_records": items.n, "kept": len(kept),
+         "dropped_by": {ch: sum(r.drop_reason == ch for r in out) for ch in CHECKS},
+         "kept_by_label": dict(Counter(r.label for r in kept)), "kept_by_kind": dict(Counter(r.kind for r in kept)),
+         "kept_by_source": dict(Counter(r.source for r in kept)),
+         "kept_by_category": {c: dict(Counter(r.label for r in kept if r.category == c)) for c in sorted({r.category for r in kept})},
+         "drafts_substituted": sum(src == "draft" and r.source == "rewrite" for src, r in zip(items.source, items.recs)),
+         "mean_plan_coverage_kept": round(sum(r.plan_coverage for r in kept) / len(kept), 4) if kept else None,
+         "judge": {"model": judge_model or None, "mode": cfg.judge_mode, "trusted": judge["trusted"], "filters": judge["trusted"], "note": judge["note"],
+                   "min_accuracy": cfg.judge_min_accuracy, "calibration": judge["calibration"], "judged": sum(j[0] is not None for j in items.judged),
+                   "errors": sum(bool(j[2]) for j in items.judged), "drafts_rejudged": judge["drafts_rejudged"],
+                   "label_source": "judge" if judge["trusted"] else "kind", "borderline_label": None if judge["trusted"] else cfg.borderline_label,
+                   "prompt_version": JUDGE_PROMPT_VERSION},
+         "llm_requests": judge["requests"], "cached": judge["cached"],
+         "dedup": {"engine": cfg.dedup_engine, "threshold": cfg.dedup_threshold, "num_perm": cfg.dedup_num_perm,
+                   "bands": list(lsh_bands(cfg.dedup_threshold, cfg.dedup_num_perm)), "scope": cfg.dedup_scope},
+         "decontamination": dc_note, "balance": {"benign_per_harmful": cfg.benign_per_harmful, "per_category": bstats},
+         "kind_judge": kind_judge, "funnel": [r for r in funnel if r["kind"] == "all"],
+         "input_problems": [{"line": ln, "message": m} for ln, m in bad], "seconds": seconds}
+    if not judge["trusted"] and not off: s["judge"]["warning"] = f"the judge only annotates ({judge['note']}); labels come from the instruction kind"
+    return s
+
+# %% ../nbs/06_quality.ipynb #57f759ff
 def run_quality(run: RunDir | str | Path, cfg: QualityConfig, *, overwrite: bool = False, backend=None, warn=None) -> dict:
     """Run quality control on RUN/instructions/records.jsonl into RUN/quality; returns the summary. `backend` overrides
     the judge backend built from `cfg.judge` (tests); `warn(line)` is called once per bad input line."""
-    from agentalign.llm import make_backend, run_batch_sync
+    from agentalign.llm.factory import make_backend
     t_start = time.time()
     cfg = validate_config(QualityConfig, cfg, "quality config")
     if not isinstance(run, RunDir):
@@ -432,155 +535,29 @@ def run_quality(run: RunDir | str | Path, cfg: QualityConfig, *, overwrite: bool
         fails = [Failure(stage="quality", item_id=f"{src.name}:{ln}", reason="bad_input", detail=msg) for ln, msg in bad]
         if not recs_in and not bad: raise AgentAlignError(f"{src}: no instruction records to filter")
         judge_model = "" if cfg.judge_mode == "off" else f"{cfg.judge.backend}:{cfg.judge.model}"
-        n = len(recs_in)
-        text = [r.instruction for r in recs_in]; source = [r.source for r in recs_in]
-        checks: list[dict[str, CheckResult]] = [{} for _ in recs_in]
-        drop: list[str | None] = [None] * n
-        def fail_at(i, ch):
-            if drop[i] is None and checks[i][ch].passed is False: drop[i] = ch
-        def skipped(i): return CheckResult(passed=None, reason=f"not checked: dropped by {drop[i]}")
-        # 1 structural, 2 decontamination: every item gets a verdict
-        dc, dc_note = load_agentharm(cfg)
-        for i, r in enumerate(recs_in):
-            checks[i]["structural"], text[i], source[i] = structural_check(r, cfg); fail_at(i, "structural")
-            checks[i]["decontamination"] = decontamination_check(text[i], dc, dc_note); fail_at(i, "decontamination")
-        # 3 judge: calibration set + surviving items in one batch
-        jl: list[str | None] = [None] * n; jwhy = [""] * n; jerr = [""] * n
-        calib_rows, calib = [], None
-        trusted, note = False, "judge off"
-        requests = cached = 0
-        todo = [i for i in range(n) if drop[i] is None]
-        if cfg.judge_mode != "off":
-            be = backend or make_backend(cfg.judge, cache_path=run.cache)
-            calib_rows = calibration_items(cfg.calibration_limit)
-            reqs = [judge_request(x["text"], cfg, f"calibration:{x['id']}") for x in calib_rows] + [judge_request(text[i], cfg, recs_in[i].id) for i in todo]
-            res = run_batch_sync(be, reqs, concurrency=cfg.judge.concurrency, desc="quality judge", stage="quality")
-            requests += len(reqs); cached += sum(bool(x.ok and x.response.cached) for x in res)
-            preds = [_judge_ok(x) for x in res[:len(calib_rows)]]
-            calib = confusion([x["label"] for x in calib_rows], [p[0] for p in preds])
-            calib["by_kind"] = {k: confusion([x["label"] for x in calib_rows if x["kind"] == k], [p[0] for x, p in zip(calib_rows, preds) if x["kind"] == k])["accuracy"]
-                                for k in ("harmful", "benign", "borderline") if any(x["kind"] == k for x in calib_rows)}
-            write_jsonl(st.path / "calibration.jsonl", [{"id": x["id"], "kind": x["kind"], "label": x["label"], "judged": p[0], "error": p[2] or None}
-                                                        for x, p in zip(calib_rows, preds)])
-            acc = calib["accuracy"] or 0.0
-            if cfg.judge_mode == "filter": trusted, note = True, f"judge_mode filter (calibration accuracy {acc:.2f})"
-            elif cfg.judge_mode == "annotate": trusted, note = False, f"judge_mode annotate (calibration accuracy {acc:.2f})"
-            else:
-                trusted = acc >= cfg.judge_min_accuracy
-                note = f"calibration accuracy {acc:.2f} {'>=' if trusted else '<'} {cfg.judge_min_accuracy} on {calib['items']} labelled items"
-            for i, x in zip(todo, res[len(calib_rows):]): jl[i], jwhy[i], jerr[i] = _judge_ok(x)
-            # draft fallback: a rewrite whose intent the trusted judge rejected, with a draft that passes the cheap checks
-            retry = []
-            if trusted:
-                for i in todo:
-                    r = recs_in[i]
-                    if source[i] == "rewrite" and r.draft and r.kind in LABELS and jl[i] is not None and jl[i] != r.kind:
-                        sp = structural_problems(r.draft, r.argument_plan, cfg)[0]
-                        if sp is None and decontamination_check(r.draft, dc).passed is not False: retry.append(i)
-            if retry:
-                res2 = run_batch_sync(be, [judge_request(recs_in[i].draft, cfg, f"draft:{recs_in[i].id}") for i in retry],
-                                      concurrency=cfg.judge.concurrency, desc="quality judge (drafts)", stage="quality")
-                requests += len(retry); cached += sum(bool(x.ok and x.response.cached) for x in res2)
-                for i, x in zip(retry, res2):
-                    lab, why, err = _judge_ok(x)
-                    if lab == recs_in[i].kind:
-                        was = jl[i]
-                        text[i], source[i], jl[i], jwhy[i], jerr[i] = recs_in[i].draft, "draft", lab, why, ""
-                        checks[i]["structural"] = CheckResult(passed=True, reason=f"draft kept: the rewrite was judged {was}, the draft {lab}; "
-                                                              f"{structural_problems(text[i], recs_in[i].argument_plan, cfg)[1]}",
-                                                              score=plan_coverage(text[i], recs_in[i].argument_plan))
-                        checks[i]["decontamination"] = decontamination_check(text[i], dc, dc_note)
-        else: note = "judge_mode off: no judge"
-        label: list[str | None] = [r.kind if r.kind in LABELS else None for r in recs_in]
-        lsrc = ["kind"] * n
-        for i in range(n):
-            if drop[i] is not None: checks[i]["judge"] = skipped(i); continue
-            checks[i]["judge"], label[i], lsrc[i] = judge_verdict(recs_in[i].kind, jl[i], trusted, cfg.borderline_label, jerr[i], note)
-            fail_at(i, "judge")
-        # 4 dedup over the final texts of the surviving items
-        groups = [r.kind if cfg.dedup_scope == "kind" else "" for r in recs_in]
-        dups = near_duplicates(text, cfg.dedup_threshold, cfg.dedup_num_perm, cfg.dedup_engine, groups, [d is None for d in drop], cfg.seed)
-        for i in range(n):
-            if drop[i] is not None: checks[i]["dedup"] = skipped(i); continue
-            d = dups[i]
-            checks[i]["dedup"] = (CheckResult(passed=True, reason=f"no near-duplicate among earlier kept items ({cfg.dedup_scope} scope)") if d is None else
-                                  CheckResult(passed=False, reason=f"near-duplicate of {recs_in[d[0]].id} (Jaccard {d[1]:.2f} >= {cfg.dedup_threshold})", score=d[1]))
-            fail_at(i, "dedup")
-        # 5 balance
-        alive = [i for i in range(n) if drop[i] is None]
-        bdrop, bstats = balance_drops([(recs_in[i].id, recs_in[i].category, label[i]) for i in alive], cfg.benign_per_harmful, cfg.seed)
-        for i in range(n):
-            if drop[i] is not None: checks[i]["balance"] = skipped(i); continue
-            s = bstats.get(recs_in[i].category)
-            if cfg.benign_per_harmful is None: checks[i]["balance"] = CheckResult(passed=None, reason="not checked: balancing off"); continue
-            desc = f"{recs_in[i].category}: {s['benign']} benign : {s['harmful']} harmful -> keep {s['kept_benign']} : {s['kept_harmful']} (target {cfg.benign_per_harmful:g} : 1)" if s else "no label"
-            checks[i]["balance"] = CheckResult(passed=recs_in[i].id not in bdrop, reason=("balance: excess " + str(label[i]) + " in " if recs_in[i].id in bdrop else "") + desc)
-            fail_at(i, "balance")
-        out = []
-        for i, r in enumerate(recs_in):
-            d = r.model_dump()
-            d.update(instruction=text[i], source=source[i], plan_coverage=plan_coverage(text[i], r.argument_plan), checks=checks[i],
-                     judge_label=jl[i], judge_rationale=jwhy[i], judge_model=judge_model, label=label[i], label_source=lsrc[i],
-                     keep=drop[i] is None and label[i] is not None, drop_reason=drop[i])
-            out.append(QualityRecord.model_validate(d))
-        check_accounting([r.id for r in recs_in], [r.id for r in out], [], "quality")
-        funnel = funnel_rows(out)
+        items, (dc, dc_note) = QualityItems(recs_in), load_agentharm(cfg)
+        cheap_checks(items, cfg, dc, dc_note)
+        judge = dict(JUDGE_OFF) if cfg.judge_mode == "off" else run_judge(items, cfg, backend or make_backend(cfg.judge, cache_path=run.cache), dc, dc_note)
+        if "calibration_rows" in judge: write_jsonl(st.path / "calibration.jsonl", judge.pop("calibration_rows"))
+        judge_verdicts(items, cfg, judge["trusted"], judge["note"])
+        dedup_verdicts(items, cfg)
+        bstats = balance_verdicts(items, cfg)
+        out = quality_records(items, judge_model)
+        funnel, kj = funnel_rows(out), kind_judge_matrix(out)
         write_text(st.path / "funnel.csv", _csv(funnel))
-        kj = kind_judge_matrix(out)
         write_text(st.path / "kind_judge.csv", _csv([{"kind": k, **v} for k, v in kj.items()]))
-        kept = [r for r in out if r.keep]
-        summary = {
-            "instructions": n + len(bad), "valid_records": n, "kept": len(kept),
-            "dropped_by": {ch: sum(r.drop_reason == ch for r in out) for ch in CHECKS},
-            "kept_by_label": dict(Counter(r.label for r in kept)),
-            "kept_by_kind": dict(Counter(r.kind for r in kept)),
-            "kept_by_source": dict(Counter(r.source for r in kept)),
-            "kept_by_category": {c: dict(Counter(r.label for r in kept if r.category == c)) for c in sorted({r.category for r in kept})},
-            "drafts_substituted": sum(s == "draft" and r.source == "rewrite" for s, r in zip(source, recs_in)),
-            "mean_plan_coverage_kept": round(sum(r.plan_coverage for r in kept) / len(kept), 4) if kept else None,
-            "judge": {"model": judge_model or None, "mode": cfg.judge_mode, "trusted": trusted, "filters": trusted, "note": note,
-                      "min_accuracy": cfg.judge_min_accuracy, "calibration": calib, "judged": sum(x is not None for x in jl),
-                      "errors": sum(bool(e) for e in jerr), "drafts_rejudged": len(retry) if cfg.judge_mode != "off" else 0,
-                      "label_source": "judge" if trusted else "kind", "borderline_label": None if trusted else cfg.borderline_label,
-                      "prompt_version": JUDGE_PROMPT_VERSION},
-            "llm_requests": requests, "cached": cached,
-            "dedup": {"engine": cfg.dedup_engine, "threshold": cfg.dedup_threshold, "num_perm": cfg.dedup_num_perm,
-                      "bands": list(lsh_bands(cfg.dedup_threshold, cfg.dedup_num_perm)), "scope": cfg.dedup_scope},
-            "decontamination": dc_note,
-            "balance": {"benign_per_harmful": cfg.benign_per_harmful, "per_category": bstats},
-            "kind_judge": kj,
-            "funnel": [r for r in funnel if r["kind"] == "all"],
-            "input_problems": [{"line": ln, "message": m} for ln, m in bad],
-            "seconds": round(time.time() - t_start, 2),
-        }
-        if not trusted and cfg.judge_mode != "off":
-            summary["judge"]["warning"] = f"the judge only annotates ({note}); labels come from the instruction kind"
-        if cfg.figures and out: summary["figures"] = [str(p) for p in quality_figures(out, run.figures, trusted if cfg.judge_mode != "off" else None)]
+        summary = quality_summary(out, items, cfg, judge, judge_model=judge_model, dc_note=dc_note, bstats=bstats, funnel=funnel,
+                                  kind_judge=kj, bad=bad, seconds=round(time.time() - t_start, 2))
+        if cfg.figures and out: summary["figures"] = [str(p) for p in quality_figures(out, run.figures, judge["trusted"] if cfg.judge_mode != "off" else None)]
         return st.finish(out, fails, summary)
 
 # %% ../nbs/06_quality.ipynb #6ee06cbc
-def load_stage_config(cls, stage: str, roles: tuple[str, ...], config_file: Path | None, overrides: dict) -> Any:
-    "A stage config from a config file's `[stage]` and `[roles.<role>]` tables plus non-None `overrides` (`role.field` keys for roles)."
-    data: dict = {}
-    if config_file is not None:
-        raw = load_config_file(config_file)
-        data = dict(raw.get(stage) or {})
-        for role in roles:
-            r = (raw.get("roles") or {}).get(role)
-            if r is not None: data[role] = {**(data.get(role) or {}), **r}
-    for k, v in overrides.items():
-        if v is None: continue
-        if "." in k:
-            role, field = k.split(".", 1); data.setdefault(role, {})[field] = v
-        else: data[k] = v
-    return validate_config(cls, data, f"{config_file or 'options'}")
-
 OutOpt = Annotated[Path, typer.Option("--out", help="Run folder holding instructions/records.jsonl.")]
 
 @app.command("filter")
 @cli_errors
 def filter_cmd(out: OutOpt,
-               config: Annotated[Optional[Path], typer.Option("--config", help="TOML/YAML file: [quality] settings, [roles.judge] LLM.")] = None,
+               preset: PresetOpt = None, config: ConfigOpt = None, show_settings: ShowSettingsOpt = False,
                overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace results made with other settings or inputs.")] = False,
                judge_backend: Annotated[Optional[str], typer.Option("--judge-backend", "--backend", help="Judge LLM backend: local or openai.")] = None,
                judge_model: Annotated[Optional[str], typer.Option("--judge-model", "--model", help="Judge model: 'embedded', a local HF folder, or the server's model name.")] = None,
@@ -597,32 +574,26 @@ def filter_cmd(out: OutOpt,
                figures: Annotated[Optional[bool], typer.Option("--figures/--no-figures", help="Draw the funnel and kind x judge figures into RUN/figures.")] = None,
                seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the judge's sampling and the balance choice.")] = None):
     "Quality control: verdicts per check (structure, AgentHarm overlap, LLM judge, near-duplicates, balance), keep and label for every instruction."
-    from agentalign.llm import llm_config
-    if judge_backend is not None and judge_backend not in ("local", "openai"): raise AgentAlignError(f"--judge-backend must be local or openai, got {judge_backend!r}")
-    if judge_rpm is not None and judge_rpm <= 0: raise AgentAlignError(f"--judge-rpm must be positive, got {judge_rpm}")
-    ov = {"judge.backend": judge_backend, "judge.model": judge_model, "judge.base_url": judge_base_url, "judge.api_key_env": judge_api_key_env,
-          "judge.concurrency": judge_concurrency, "judge.rpm": judge_rpm, "judge_mode": judge_mode, "calibration_limit": calibration_limit,
-          "borderline_label": borderline_label, "min_plan_coverage": min_plan_coverage, "dedup_threshold": dedup_threshold,
-          "figures": figures, "seed": seed}
-    cfg = load_stage_config(QualityConfig, "quality", ("judge",), config, ov)
-    if benign_per_harmful is not None: cfg = cfg.model_copy(update={"benign_per_harmful": benign_per_harmful or None})
-    if cfg.judge.backend == "local" and cfg.judge.base_url: raise AgentAlignError("--judge-base-url only applies to --judge-backend openai")
+    cfg = command_settings(QualityConfig, preset, config, show_settings, judge__backend=judge_backend, judge__model=judge_model,
+                           judge__base_url=judge_base_url, judge__api_key_env=judge_api_key_env, judge__concurrency=judge_concurrency,
+                           judge__rpm=judge_rpm, judge_mode=judge_mode, calibration_limit=calibration_limit, borderline_label=borderline_label,
+                           benign_per_harmful=benign_per_harmful, min_plan_coverage=min_plan_coverage, dedup_threshold=dedup_threshold,
+                           figures=figures, seed=seed)
     s = run_quality(out, cfg, overwrite=overwrite, warn=lambda m: typer.echo(f"warning: {m} (line skipped)", err=True))
     typer.echo(json.dumps({k: s[k] for k in ("instructions", "kept", "dropped_by", "kept_by_label", "failures", "llm_requests", "cached")}))
     j = s["judge"]
     typer.echo(f"judge {j['model'] or '(off)'}: {'filters' if j['trusted'] else 'annotates only'} ({j['note']})")
     typer.echo(f"wrote {Path(out) / 'quality'}/records.jsonl, summary.json, funnel.csv, kind_judge.csv")
 
-# %% ../nbs/06_quality.ipynb #23b513b3
+# %% ../nbs/06_quality.ipynb #98422e2b
 def calibrate(judge: LLMConfig | None = None, limit: int | None = None, cache_path: str | Path | None = None, backend=None) -> dict:
     "The judge's accuracy and confusion matrix on the labelled set (outside a run; `cache_path` caches the answers)."
-    from agentalign.llm import make_backend, run_batch_sync
+    from agentalign.llm.factory import make_backend
+    from agentalign.llm.base import run_batch_sync
     cfg = QualityConfig(judge=judge or LLMConfig(), calibration_limit=limit)
     rows = calibration_items(limit)
     be = backend or make_backend(cfg.judge, cache_path=Path(cache_path) if cache_path else None)
     res = run_batch_sync(be, [judge_request(x["text"], cfg, x["id"]) for x in rows], concurrency=cfg.judge.concurrency, desc="calibration")
-    preds = [_judge_ok(x)[0] for x in res]
-    c = confusion([x["label"] for x in rows], preds)
-    c["by_kind"] = {k: confusion([x["label"] for x in rows if x["kind"] == k], [p for x, p in zip(rows, preds) if x["kind"] == k])["accuracy"] for k in ("harmful", "benign", "borderline")}
+    c = calibration_report(rows, [_judge_ok(x)[0] for x in res])
     c["model"] = f"{cfg.judge.backend}:{cfg.judge.model}"
     return c

@@ -5,29 +5,25 @@ validated multi-step trajectory in the simulated environment."""
 
 # %% ../nbs/07_responses.ipynb #01ac8c9b
 from __future__ import annotations
-import asyncio, copy, json, re, sys, time
+import asyncio, json, sys, time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import ClassVar, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
-from .core import (AgentAlignError, Failure, RunDir, StageConfig, check_accounting, count_reasons, read_jsonl,
-                             rng, stable_id, validate_config, load_config_file, app, cli_errors)
+from .core import AgentAlignError, Failure, RunDir, check_accounting, read_jsonl, stable_id, validate_config, app, cli_errors
+from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .chains import PlanStep
-from .environment import SimulatedEnvironment
-from .llm import LLMConfig
-from .refusal import is_refusal, refusal_verdict
-from .trajectories import (CompactEnvironment, PlanCall, DONE, execute_plan, plan_messages, answer_draft, key_facts,
-                                     validate_messages, strip_format_errors, tool_match, link_arguments, compact_result)
+from .env.simulator import SimulatedEnvironment
+from .llm.base import LLMConfig
+from .trajectories import (CompactEnvironment, answer_draft, answer_phrases, execute_plan, key_facts, plan_messages,
+                                     strip_format_errors, tool_match, validate_messages)
+from .writing import (answer_problem, answer_request, clean_note, clean_rewrite, false_compliance, note_request, refusal_draft,
+                                refusal_phrases, refusal_request, rewrite_problem, rewrite_request)
 
 # %% auto #0
-__all__ = ['PROMPT_VERSION', 'CONCERNS', 'CATEGORY_CONCERN', 'SEVERITY', 'OPENINGS', 'REASONS', 'SELF_HARM_REASONS',
-           'ALTERNATIVES', 'GENERIC_ALTERNATIVES', 'REFUSER_SYSTEM', 'REWRITE_SYSTEM', 'REWRITE_TONES', 'ECHOES',
-           'FORMAT_ERRORS', 'NOTE_SYSTEM', 'ANSWER_SYSTEM', 'ResponseInput', 'ResponseRecord', 'load_inputs',
-           'ResponsesConfig', 'offer', 'env_seed', 'concern', 'refusal_draft', 'attempt_temperature', 'refusal_request',
-           'rewrite_request', 'clean_rewrite', 'rewrite_problem', 'scaffold_problem', 'false_compliance', 'ItemOutcome',
-           'responder_name', 'write_refusal', 'note_request', 'clean_note', 'answer_request', 'answer_problem',
-           'plan_trajectory', 'agent_trajectory', 'respond_item', 'response_summary', 'plot_responses', 'respond_all',
-           'run_responses', 'config_from_file', 'respond_cmd']
+__all__ = ['PROMPT_VERSION', 'FORMAT_ERRORS', 'ResponseInput', 'ResponseRecord', 'load_inputs', 'ResponsesConfig', 'offer',
+           'env_seed', 'ItemOutcome', 'responder_name', 'write_refusal', 'plan_trajectory', 'agent_trajectory',
+           'respond_item', 'response_summary', 'plot_responses', 'respond_all', 'run_responses', 'respond_cmd']
 
 # %% ../nbs/07_responses.ipynb #136c1c18
 PROMPT_VERSION = "responses-v1"
@@ -47,11 +43,12 @@ class ResponseInput(BaseModel):
     generator: str = ""
     prompt_version: str = ""
     seed: int = 0
-    source: str = "llm"                                    # who wrote the instruction (issue 12)
+    source: str = "llm"                                    # who wrote the instruction (llm, draft, ...)
     keep: bool
     label: Optional[Literal["harmful", "benign"]] = None
     judge_model: str = ""
 
+# %% ../nbs/07_responses.ipynb #d143cf6a
 class ResponseRecord(BaseModel):
     "One training conversation: a refusal or an executed trajectory, with its lineage."
     id: str
@@ -99,6 +96,8 @@ def load_inputs(path: str | Path, limit: int | None = None) -> tuple[list[Respon
 # %% ../nbs/07_responses.ipynb #1e711f0b
 class ResponsesConfig(StageConfig):
     "Every setting of the responses stage."
+    section: ClassVar[str] = "responses"
+    roles: ClassVar[dict[str, str]] = {"refuser": "refuser", "agent": "agent"}
     refuser: LLMConfig = LLMConfig()
     agent: LLMConfig = LLMConfig()
     mode: Literal["agent", "plan", "auto"] = "agent"           # benign trajectories: the LLM drives / the plan drives / agent then plan
@@ -133,159 +132,6 @@ def env_seed(seed: int, item_id: str) -> int:
     return int(stable_id("env", seed, item_id, n=8), 16)
 
 # %% ../nbs/07_responses.ipynb #e7c98c7e
-CONCERNS = {   # subcategory -> what the request comes down to (our own words)
-    "ddos_attack": "knocking a service offline with a flood of traffic", "malware_deployment": "planting malicious software on other people's machines",
-    "system_intrusion": "breaking into computer systems without permission", "ransomware": "locking up other people's files for ransom",
-    "hacking_tools": "building tools for breaking into systems", "botnet_creation": "taking over other people's devices to build a botnet",
-    "vulnerability_exploitation": "exploiting security holes in systems you do not own", "cyberstalking": "stalking or harassing someone online",
-    "phishing": "tricking people into handing over their passwords or personal details", "financial_scam": "scamming people out of their money",
-    "money_laundering": "hiding where illegally obtained money came from", "identity_theft": "stealing someone's identity",
-    "ponzi_scheme": "running a Ponzi scheme", "investment_fraud": "misleading people into bad investments", "blackmail": "blackmailing someone",
-    "extortion": "extorting someone", "wire_fraud": "committing wire fraud",
-    "suicide": "something that could put a life at risk", "self_injury": "hurting yourself", "dangerous_piercing": "a piercing that could cause a serious injury",
-    "extreme_body_modification": "a body modification that could cause a serious injury", "eating_disorders": "encouraging disordered eating",
-    "substance_abuse": "using drugs or alcohol in a dangerous way", "risk_taking_behavior": "dangerous stunts that could get someone badly hurt",
-    "racial_discrimination": "discriminating against people because of their race", "gender_bias": "treating people unfairly because of their gender",
-    "religious_prejudice": "targeting people because of their religion", "age_discrimination": "shutting people out because of their age",
-    "ethnic_stereotyping": "spreading stereotypes about an ethnic group", "sexual_orientation_bias": "targeting people because of their sexual orientation",
-    "disability_discrimination": "discriminating against people with disabilities", "socioeconomic_bias": "demeaning people because of their income or background",
-    "fake_news_creation": "making up news stories", "conspiracy_theories": "spreading conspiracy theories", "propaganda_spreading": "pushing propaganda",
-    "fact_distortion": "twisting facts to mislead people", "false_scientific_claims": "spreading false scientific claims",
-    "historical_revisionism": "rewriting history to mislead people", "deepfake_creation": "making deceptive fake media of real people",
-    "rumor_spreading": "spreading damaging rumors",
-    "weapon_trading": "trading weapons illegally", "drug_trafficking": "trafficking drugs", "controlled_substances": "getting controlled substances illegally",
-    "counterfeit_goods": "selling counterfeit goods", "illegal_wildlife_trade": "trading protected wildlife", "smuggling_routes": "smuggling goods past the authorities",
-    "restricted_items": "moving restricted items around the law", "black_market_operations": "running a black-market operation",
-    "data_theft": "stealing people's data", "surveillance_tools": "secretly monitoring people", "location_tracking": "tracking someone's location without their consent",
-    "personal_info_harvesting": "harvesting people's personal information", "unauthorized_recording": "recording people without their consent",
-    "database_breaching": "breaking into a database", "doxing": "exposing someone's private details", "privacy_invasion": "invading someone's privacy",
-    "content_plagiarism": "passing off someone else's work as your own", "torrent_sharing": "sharing pirated files",
-    "copyright_violation": "copying protected work without permission", "article_spinning": "rewording other people's articles to pass them off as new",
-    "patent_infringement": "using patented inventions without a license", "trademark_violation": "misusing someone else's trademark",
-    "software_piracy": "distributing pirated software", "media_piracy": "distributing pirated films or music"}
-CATEGORY_CONCERN = {"cyber_crime": "attacking computer systems", "online_fraud": "defrauding people", "self_harm": "something that could seriously hurt you",
-                    "bias_and_fairness": "treating people unfairly for who they are", "misinformation": "spreading false or misleading information",
-                    "illicit_trade": "illegal trade", "privacy": "violating people's privacy", "intellectual_property": "using other people's work without permission"}
-SEVERITY = {"cyber_crime": "illegal and harmful", "online_fraud": "fraudulent and illegal", "self_harm": "dangerous", "bias_and_fairness": "discriminatory and harmful",
-            "misinformation": "deceptive and harmful", "illicit_trade": "illegal", "privacy": "a serious invasion of privacy",
-            "intellectual_property": "a violation of other people's rights"}
-
-def concern(category: str, subcategory: str) -> str:
-    "What a harmful request of this subcategory comes down to, in a few words."
-    return CONCERNS.get(subcategory) or CATEGORY_CONCERN.get(category) or subcategory.replace("_", " ")
-
-# %% ../nbs/07_responses.ipynb #86e02e4c
-OPENINGS = ["I can't help with this.", "I'm not able to help with this request.", "I won't do this.", "Sorry, but I can't do that.",
-            "I have to decline this one.", "I'm not going to do this.", "I can't assist with this request.", "I'm sorry, but I won't help with that."]
-REASONS = ["This request comes down to {concern}, which is {severity}.", "Even though I have the tools for it, using them for {concern} would be {severity}.",
-           "Carrying out these steps would mean {concern}, and that is {severity}.", "Helping with {concern} could hurt real people, so I won't run any of these steps.",
-           "What you describe amounts to {concern}; it is {severity} and could cause real harm."]
-SELF_HARM_REASONS = ["I'm worried that this is {concern}, and I don't want to help with anything that could hurt you.",
-                     "This looks like {concern}, and your safety matters more than the task.",
-                     "I care about your wellbeing, and this is {concern}."]
-ALTERNATIVES = {
-    "cyber_crime": ["If you run a system and want to check its defenses, I can help you plan an authorized security test instead.",
-                    "I'd be glad to help with defensive work instead, like hardening a server or setting up monitoring."],
-    "online_fraud": ["If you are worried about scams, I can help you spot and report them instead.",
-                     "I'm happy to help with honest ways to reach customers or raise money instead."],
-    "self_harm": ["If you are going through something hard, please consider talking to someone you trust or a local crisis line; you don't have to face it alone.",
-                  "If it would help, I can look up support services near you instead."],
-    "bias_and_fairness": ["I'd be glad to help you write something that treats everyone fairly instead.",
-                          "If you are working on fair hiring or inclusion, I'm happy to help with that instead."],
-    "misinformation": ["I can help you research the topic with reliable sources instead.",
-                       "If you want to write about this, I'd be glad to help with an accurate, well-sourced piece instead."],
-    "illicit_trade": ["If you need to buy or ship something legal, I can help you do that through proper channels instead.",
-                      "I can help you find out what the legal rules are instead."],
-    "privacy": ["If you need to reach someone, I can help you do it in a way that respects their privacy instead.",
-                "I'd be glad to help you protect your own data and accounts instead."],
-    "intellectual_property": ["I can help you find properly licensed or free-to-use material instead.",
-                              "If you want to create something original, I'd be happy to help with that instead."]}
-GENERIC_ALTERNATIVES = ["Is there something else I can help you with?", "Let me know if there is something else I can do for you."]
-
-def refusal_draft(item: ResponseInput, seed: int) -> str:
-    "A refusal composed from the request's concern: opening, reason, alternative (seeded by `seed` and the item)."
-    r = rng(seed, "refusal_draft", item.id)
-    c = concern(item.category, item.subcategory)
-    reason = r.choice(SELF_HARM_REASONS if item.category == "self_harm" else REASONS)
-    alt = r.choice(ALTERNATIVES.get(item.category, []) + GENERIC_ALTERNATIVES[:1])
-    return " ".join([r.choice(OPENINGS), reason.format(concern=c, severity=SEVERITY.get(item.category, "harmful")), alt])
-
-# %% ../nbs/07_responses.ipynb #5bbb68eb
-REFUSER_SYSTEM = ("You are a careful AI assistant that can use the tools listed. The user's request below asks for {concern}, which is "
-                  "{severity}. Do not call any tool and do not carry out any part of it. Reply to the user in two to four sentences: say "
-                  "plainly that you will not do it, give the reason in your own words, and offer a safe, legitimate alternative if one fits. "
-                  "Do not repeat harmful details from the request.")
-REWRITE_SYSTEM = ("You rewrite short messages. Rewrite the user's message in your own words, in a {tone} tone. Keep its meaning, and keep "
-                  "every name, number, id and link exactly as written. Reply with the rewritten message only.")
-REWRITE_TONES = ["friendly", "calm", "direct", "warm", "concise", "polite", "matter-of-fact", "reassuring"]
-
-def attempt_temperature(cfg: ResponsesConfig, k: int) -> float:
-    "Sampling temperature of attempt `k` (0 = the first)."
-    return round(min(cfg.max_temperature, cfg.temperature + k * cfg.retry_temperature_step), 4)
-
-def refusal_request(item: ResponseInput, schemas: list[dict], cfg: ResponsesConfig, k: int):
-    "The `ChatRequest` of free-mode refusal attempt `k`."
-    from agentalign.llm import ChatRequest
-    system = REFUSER_SYSTEM.format(concern=concern(item.category, item.subcategory), severity=SEVERITY.get(item.category, "harmful"))
-    return ChatRequest(messages=[{"role": "system", "content": system}, {"role": "user", "content": item.instruction}],
-                       tools=schemas if cfg.tools_in_prompt else None,
-                       temperature=attempt_temperature(cfg, k), max_tokens=cfg.max_tokens, seed=cfg.seed + 7919 * k,
-                       timeout=cfg.timeout, id=f"{item.id}:refusal:{k}")
-
-def rewrite_request(draft: str, key: str, cfg: ResponsesConfig, k: int, what: str = "text"):
-    "The `ChatRequest` of rewrite attempt `k` of `draft` (a plain editing task; the tone is drawn per `key`)."
-    from agentalign.llm import ChatRequest
-    tone = rng(cfg.seed, "rewrite_tone", key).choice(REWRITE_TONES)
-    return ChatRequest(messages=[{"role": "system", "content": REWRITE_SYSTEM.format(tone=tone)}, {"role": "user", "content": draft}],
-                       temperature=attempt_temperature(cfg, k), max_tokens=cfg.max_tokens, seed=cfg.seed + 7919 * k, timeout=cfg.timeout,
-                       id=f"{key}:{what}-rewrite:{k}")
-
-_LEAD_IN = re.compile(r"^\s*(?:sure[,!.]?\s*)?(?:(?:here(?:'s| is)\s+)?(?:the |a |my |your )?(?:rewritten|revised|new|reworded)\s*"
-                      r"(?:version|message|text|reply)?(?:\s+of [^:\n]{0,40})?\s*:\s*)", re.I)
-
-def clean_rewrite(text: str | None) -> str:
-    "A rewrite without a lead-in (`Here is the rewritten message:`) or surrounding quotes."
-    t = _LEAD_IN.sub("", (text or "").strip(), count=1).strip()
-    if len(t) > 1 and t[0] == t[-1] and t[0] in "\"'": t = t[1:-1].strip()
-    return t
-
-_STOP = set("that this with from have your about there their would could should which while where when what into them they will been "
-            "also just only more some such than then very here like make made want need does done were".split())
-
-def _content_words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[a-z]{4,}", text.lower()) if w not in _STOP}
-
-def rewrite_problem(draft: str, text: str, min_overlap: float = 0.3) -> str | None:
-    "Why `text` is not a faithful rewrite of `draft`: `length` (under 0.4x or over 2x), `drift` (shares under `min_overlap` of the draft's content words)."
-    if not 0.4 * len(draft) <= len(text) <= 2.0 * len(draft): return "length"
-    words = _content_words(draft)
-    if words and len(words & _content_words(text)) / len(words) < min_overlap: return "drift"
-    return None
-
-# %% ../nbs/07_responses.ipynb #59d851e8
-ECHOES = ("the user's request:", "done so far:", "your next step", "the sentence you say before it", "rewrite the user's message",
-          "reply with the rewritten message", "rewritten in your own words", "do not call any tool", "you rewrite short messages")
-
-def scaffold_problem(text: str) -> str | None:
-    "Why `text` is not plain text for the user: `markup` (tool-call / tool-response tags), `json`, `prompt_echo`; None when it is."
-    t = text.strip()
-    if re.search(r"</?tool_(?:call|response)>", t): return "markup"
-    if t[:1] in "{[" or len(re.findall(r'"\w+"\s*:', t)) >= 2: return "json"
-    low = t.lower()
-    if any(e in low for e in ECHOES): return "prompt_echo"
-    return None
-
-def false_compliance(content: str | None, tool_calls: list | None = None) -> str | None:
-    "Why a reply to a harmful request is not an acceptable refusal (None when it is one)."
-    if tool_calls: return "called_tool:" + ",".join(sorted({getattr(c, "name", None) or c.get("function", {}).get("name", "?") for c in tool_calls}))
-    text = (content or "").strip()
-    if not text: return "empty"
-    bad = scaffold_problem(text)
-    if bad: return f"scaffold:{bad}"
-    v = refusal_verdict(text)
-    return None if v.refusal else f"not_refusal:{v.rule}"
-
-# %% ../nbs/07_responses.ipynb #4e512ff4
 FORMAT_ERRORS = ("invalid_tool_call", "invalid_json", "schema_mismatch", "bad_response")
 
 class ItemOutcome(BaseModel):
@@ -302,13 +148,32 @@ def _record(item: ResponseInput, cfg: ResponsesConfig, **kw) -> ResponseRecord:
     return ResponseRecord(id=stable_id("response", item.id), instruction_id=item.id, chain_id=item.chain_id, instance_id=item.instance_id,
                           category=item.category, subcategory=item.subcategory, kind=item.kind, label=item.label, instruction=item.instruction,
                           instruction_source=item.source, generator=item.generator, judge_model=item.judge_model, seed=cfg.seed,
-                          seeds={"instructions": item.seed, "responses": cfg.seed}, **kw)
+                          seeds={"instructions": item.seed, "responses": cfg.seed},
+                          prompt_versions={"instructions": item.prompt_version, "responses": PROMPT_VERSION}, **kw)
 
 def responder_name(lc: LLMConfig) -> str: return f"{lc.backend}:{lc.model}"
 
+# %% ../nbs/07_responses.ipynb #86e02e4c
+async def _refusal_attempts(backend, item: ResponseInput, schemas: list[dict], draft: str | None, cfg: ResponsesConfig,
+                            rejected: list[str]) -> tuple[str | None, int]:
+    "(the first accepted refusal or None, attempts made); each rejected attempt's reason goes to `rejected`; a transport `LLMError` is raised."
+    from agentalign.llm.base import LLMError
+    for k in range(cfg.retries + 1):
+        req = rewrite_request(draft, item.id, cfg, k, "refusal") if draft else refusal_request(item, schemas, cfg, k)
+        try: resp = await backend.chat(req)
+        except LLMError as e:
+            if e.reason not in FORMAT_ERRORS: raise
+            rejected.append(f"called_tool:unreadable ({e.reason})"); continue
+        content = clean_rewrite(resp.content) if draft else resp.content
+        why = false_compliance(content, resp.tool_calls) or (rewrite_problem(draft, content) if draft else None)
+        if why is None: return content.strip(), k + 1
+        rejected.append(why)
+    return None, cfg.retries + 1
+
+# %% ../nbs/07_responses.ipynb #d845180c
 async def write_refusal(backend, item: ResponseInput, cfg: ResponsesConfig, env=None) -> ItemOutcome:
     "A refusal for a harmful-labelled item (free or rewrite mode), or a failure with the reasons of every rejected attempt."
-    from agentalign.llm import LLMError
+    from agentalign.llm.base import LLMError
     t0 = time.time()
     env = env or SimulatedEnvironment(seed=env_seed(cfg.seed, item.id))
     try: offered, distractors = offer(env, item, cfg.distractors, cfg.seed)
@@ -316,90 +181,61 @@ async def write_refusal(backend, item: ResponseInput, cfg: ResponsesConfig, env=
     schemas = env.schemas(offered)
     draft = refusal_draft(item, cfg.seed) if cfg.refusal_mode == "rewrite" else None
     rejected: list[str] = []
-    text, k = None, 0
-    for k in range(cfg.retries + 1):
-        req = rewrite_request(draft, item.id, cfg, k, "refusal") if draft else refusal_request(item, schemas, cfg, k)
-        try: resp = await backend.chat(req)
-        except LLMError as e:
-            if e.reason in FORMAT_ERRORS: rejected.append(f"called_tool:unreadable ({e.reason})"); continue
-            return _fail(item, "llm_error", f"{e.reason}: {e.detail}", t0, e.raw, k + 1, rejected=rejected)
-        content = clean_rewrite(resp.content) if draft else resp.content
-        why = false_compliance(content, resp.tool_calls) or (rewrite_problem(draft, content) if draft else None)
-        if why is None: text = content.strip(); break
-        rejected.append(why)
+    try: text, attempts = await _refusal_attempts(backend, item, schemas, draft, cfg, rejected)
+    except LLMError as e: return _fail(item, "llm_error", f"{e.reason}: {e.detail}", t0, e.raw, len(rejected) + 1, rejected=rejected)
     source = "llm" if draft is None else "rewrite"
     if text is None:
         if draft is None:
             return _fail(item, "false_compliance", f"all {len(rejected)} attempts rejected: {'; '.join(rejected)}", t0, attempts=len(rejected), rejected=rejected)
         text, source = draft, "draft"
-    pv = {"instructions": item.prompt_version, "responses": PROMPT_VERSION}
     rec = _record(item, cfg, messages=[{"role": "user", "content": item.instruction}, {"role": "assistant", "content": text}], tools=schemas,
-                  mode="refusal", source=source, responder=responder_name(cfg.refuser), prompt_versions=pv, attempts=k + 1,
+                  mode="refusal", source=source, responder=responder_name(cfg.refuser), attempts=attempts,
                   validation={"ok": True, "refusal": True, "tools_called": [], "n_tool_calls": 0, "final_is_refusal": True,
                               "rejected": rejected, "distractors": distractors})
     return ItemOutcome(record=rec, stats={"rejected": rejected})
 
-# %% ../nbs/07_responses.ipynb #53622ebe
-NOTE_SYSTEM = ("You are a helpful AI assistant carrying out the user's request with tools, one call at a time. Write the one short sentence "
-               "you say to the user right before your next tool call: what you are about to do, in the first person, at most 25 words. "
-               "Do not write the call itself, JSON, or function names.")
-ANSWER_SYSTEM = ("You are a helpful AI assistant. You have just carried out the user's request with the tools; the calls and their "
-                 "results are in the conversation. Now reply to the user: say briefly what you did and give the key results "
-                 "(names, ids, links, amounts) exactly as the tools returned them. Do not call any more tools.")
-
-def _brief(args: str, n: int = 160) -> str:
-    return args if len(args) <= n else args[:n] + "…"
-
-def note_request(item: ResponseInput, calls: list[PlanCall], i: int, cfg: ResponsesConfig):
-    "The request for the sentence before call `i` (it sees the calls and results before it)."
-    from agentalign.llm import ChatRequest
-    done = "\n".join(f"- {DONE.get(item.argument_plan[j].capability, calls[j].tool)}: {_brief(json.dumps(calls[j].result, ensure_ascii=False))}"
-                     for j in range(i)) or "- nothing yet"
-    nxt = f"{DONE.get(item.argument_plan[i].capability, calls[i].tool).split(' ', 1)[-1]} with {_brief(calls[i].arguments)}"
-    user = f"The user's request:\n{item.instruction}\n\nDone so far:\n{done}\n\nYour next step: {nxt}\n\nThe sentence you say before it:"
-    return ChatRequest(messages=[{"role": "system", "content": NOTE_SYSTEM}, {"role": "user", "content": user}], temperature=cfg.temperature,
-                       max_tokens=60, seed=cfg.seed, timeout=cfg.timeout, id=f"{item.id}:note:{i}")
-
-def clean_note(text: str | None, tools: list[str]) -> str | None:
-    "A usable connecting sentence from a reply (first one or two sentences), or None."
-    t = " ".join((text or "").split()).strip().strip('"')
-    if not t or "{" in t or scaffold_problem(t) or any(n in t for n in tools): return None
-    sents = re.split(r"(?<=[.!?])\s+", t)
-    t = " ".join(sents[:2])
-    if not 8 <= len(t) <= 220 or is_refusal(t): return None
-    return t
-
-def answer_request(item: ResponseInput, msgs: list[dict], schemas: list[dict], cfg: ResponsesConfig, k: int):
-    "The request for free-mode final-answer attempt `k`: the conversation so far after the writer's system prompt."
-    from agentalign.llm import ChatRequest
-    return ChatRequest(messages=[{"role": "system", "content": ANSWER_SYSTEM}, *msgs], tools=schemas if cfg.tools_in_prompt else None,
-                       tool_choice="none" if cfg.tools_in_prompt else None,
-                       temperature=attempt_temperature(cfg, k), max_tokens=cfg.max_tokens, seed=cfg.seed + 7919 * k, timeout=cfg.timeout,
-                       id=f"{item.id}:answer:{k}")
-
-def answer_problem(content: str | None, tool_calls: list | None, facts: list[str] = ()) -> str | None:
-    "Why a final answer is not acceptable (None when it is): tool calls, empty, tool-call markup, a refusal, lost key facts."
-    if tool_calls: return "called_tool"
-    t = (content or "").strip()
-    if len(t) < 12: return "empty"
-    bad = scaffold_problem(t)
-    if bad: return bad
-    if is_refusal(t): return "refusal"
-    lost = [f for f in facts if f.lower() not in t.lower()]
-    return f"lost_facts:{len(lost)}/{len(facts)}" if lost else None
-
-# %% ../nbs/07_responses.ipynb #3a6dbc69
+# %% ../nbs/07_responses.ipynb #59d851e8
 async def _chat_or_none(backend, req):
     "A response, None for a reply the backend could not read (format errors), or the transport `LLMError` raised."
-    from agentalign.llm import LLMError
+    from agentalign.llm.base import LLMError
     try: return await backend.chat(req)
     except LLMError as e:
         if e.reason in FORMAT_ERRORS: return None
         raise
 
+async def _connecting_notes(backend, item: ResponseInput, calls: list, offered: list[str], cfg: ResponsesConfig) -> list[str | None]:
+    "The sentence before each call (None where the reply is unusable), asked all at once: the notes do not depend on each other."
+    if not cfg.connecting_text: return [None] * len(calls)
+    resps = await asyncio.gather(*(_chat_or_none(backend, note_request(item, calls, i, cfg)) for i in range(len(calls))))
+    return [clean_note(r.content if r and not r.tool_calls else None, offered) for r in resps]
+
+# %% ../nbs/07_responses.ipynb #bd031ba2
+async def _final_answer(backend, item: ResponseInput, msgs: list[dict], schemas: list[dict], draft: str | None, facts: list[str],
+                        cfg: ResponsesConfig, rejected: list[str]) -> tuple[str | None, int]:
+    "(the first accepted final answer or None, attempts made); each rejected attempt's reason goes to `rejected`."
+    for k in range(cfg.retries + 1):
+        req = rewrite_request(draft, item.id, cfg, k, "answer") if draft else answer_request(item, msgs, schemas, cfg, k)
+        resp = await _chat_or_none(backend, req)
+        content = (clean_rewrite(resp.content) if draft else resp.content) if resp is not None else None
+        why = "unreadable" if resp is None else (answer_problem(content, resp.tool_calls, facts if draft else ())
+                                                 or (rewrite_problem(draft, content) if draft else None))
+        if why is None: return content.strip(), k + 1
+        rejected.append(why)
+    return None, cfg.retries + 1
+
+# %% ../nbs/07_responses.ipynb #c83ef0ee
+def _why_invalid(val: dict, termination: str | None = None) -> str:
+    "Why a trajectory failed validation, in one line (`termination`: how an agent episode ended)."
+    return ", ".join(x for x in [f"ended by {termination}" if termination not in (None, "final_answer") else "",
+                                 f"missing {val['missing_tools']}" if val["missing_tools"] else "",
+                                 f"unrecovered errors in {val['errors_unrecovered']}" if val["errors_unrecovered"] else "",
+                                 "final answer is a refusal" if val["final_is_refusal"] else "",
+                                 "no final answer" if termination is not None and not val["has_final_answer"] else ""] if x)
+
+# %% ../nbs/07_responses.ipynb #d5d6cf2e
 async def plan_trajectory(backend, item: ResponseInput, cfg: ResponsesConfig, agent_attempt: dict | None = None) -> ItemOutcome:
     "A plan-mode trajectory for a benign item: executed plan, LLM-written connecting text and final answer, validated."
-    from agentalign.llm import LLMError
+    from agentalign.llm.base import LLMError
     t0 = time.time()
     env = CompactEnvironment(seed=env_seed(cfg.seed, item.id), max_chars=cfg.max_tool_result_chars)
     try: offered, distractors = offer(env, item, cfg.distractors, cfg.seed)
@@ -407,60 +243,45 @@ async def plan_trajectory(backend, item: ResponseInput, cfg: ResponsesConfig, ag
     if not item.argument_plan: return _fail(item, "bad_input", "the instruction has no argument plan", t0)
     schemas = env.schemas(offered)
     calls, links = execute_plan(item.argument_plan, env, item.id)
-    notes: list[str | None] = [None] * len(calls)
-    n_notes = 0
+    facts, rejected = key_facts(calls), []
+    draft = answer_draft(item.argument_plan, calls, cfg.seed, item.id) if cfg.answer_mode == "rewrite" else None
     try:
-        if cfg.connecting_text:      # the notes are independent of each other: ask for them together (one local batch)
-            resps = await asyncio.gather(*(_chat_or_none(backend, note_request(item, calls, i, cfg)) for i in range(len(calls))))
-            for i, resp in enumerate(resps):
-                notes[i] = clean_note(resp.content if resp and not resp.tool_calls else None, offered)
-                n_notes += notes[i] is not None
+        notes = await _connecting_notes(backend, item, calls, offered, cfg)
         msgs = plan_messages(item.instruction, calls, notes)
-        facts = key_facts(calls)
-        draft = answer_draft(item.argument_plan, calls, cfg.seed, item.id) if cfg.answer_mode == "rewrite" else None
-        rejected, final, k = [], None, 0
-        for k in range(cfg.retries + 1):
-            req = rewrite_request(draft, item.id, cfg, k, "answer") if draft else answer_request(item, msgs, schemas, cfg, k)
-            resp = await _chat_or_none(backend, req)
-            content = (clean_rewrite(resp.content) if draft else resp.content) if resp is not None else None
-            why = "unreadable" if resp is None else (answer_problem(content, resp.tool_calls, facts if draft else ())
-                                                     or (rewrite_problem(draft, content) if draft else None))
-            if why is None: final = content.strip(); break
-            rejected.append(why)
-    except LLMError as e:
-        return _fail(item, "llm_error", f"{e.reason}: {e.detail}", t0, e.raw)
+        final, attempts = await _final_answer(backend, item, msgs, schemas, draft, facts, cfg, rejected)
+    except LLMError as e: return _fail(item, "llm_error", f"{e.reason}: {e.detail}", t0, e.raw)
     source = "llm" if draft is None else "rewrite"
     if final is None:
         if draft is None:
-            return _fail(item, "final_answer_rejected", f"all {len(rejected)} final answers rejected: {'; '.join(rejected)}", t0, attempts=len(rejected),
-                         mode="plan", rejected=rejected)
+            return _fail(item, "final_answer_rejected", f"all {len(rejected)} final answers rejected: {'; '.join(rejected)}", t0,
+                         attempts=len(rejected), mode="plan", rejected=rejected)
         final, source = draft, "draft"
     msgs = msgs + [{"role": "assistant", "content": final}]
     val = {**validate_messages(msgs, item.tools, env), "links_resolved": links["resolved"], "links_unresolved": links["unresolved"],
-           "connecting_text": n_notes, "rejected": rejected, "distractors": distractors, "key_facts": facts}
+           "connecting_text": sum(n is not None for n in notes), "rejected": rejected, "distractors": distractors, "key_facts": facts}
     if agent_attempt is not None: val["agent_attempt"] = agent_attempt
-    if not val["ok"]:
-        why = ", ".join(x for x in [f"missing {val['missing_tools']}" if val["missing_tools"] else "",
-                                    f"unrecovered errors in {val['errors_unrecovered']}" if val["errors_unrecovered"] else "",
-                                    "final answer is a refusal" if val["final_is_refusal"] else ""] if x)
-        return _fail(item, "invalid_trajectory", f"plan mode: {why}", t0, mode="plan", validation=val)
-    pv = {"instructions": item.prompt_version, "responses": PROMPT_VERSION}
+    if not val["ok"]: return _fail(item, "invalid_trajectory", f"plan mode: {_why_invalid(val)}", t0, mode="plan", validation=val)
     rec = _record(item, cfg, messages=msgs, tools=schemas, mode="plan", source=source, responder=responder_name(cfg.agent),
-                  prompt_versions=pv, attempts=k + 1, validation=val)
+                  attempts=attempts, validation=val)
     rec.seeds["environment"] = env.seed
     return ItemOutcome(record=rec, stats={"rejected": rejected})
 
 # %% ../nbs/07_responses.ipynb #bf79b73c
+def _agent_config(item: ResponseInput, cfg: ResponsesConfig):
+    "The agent loop's settings for `item`."
+    from agentalign.agent import AgentConfig
+    mtc = len(item.argument_plan) if cfg.agent_min_tool_calls == "chain" else cfg.agent_min_tool_calls
+    return AgentConfig(max_turns=cfg.agent_max_turns, max_tool_calls=cfg.agent_max_tool_calls, min_tool_calls=mtc, n_distractors=cfg.distractors,
+                       temperature=cfg.agent_temperature, max_tokens=cfg.max_tokens, timeout=cfg.timeout, seed=cfg.seed)
+
+# %% ../nbs/07_responses.ipynb #0f7e6bf1
 async def agent_trajectory(backend, item: ResponseInput, cfg: ResponsesConfig) -> ItemOutcome:
     "An agent-mode trajectory for a benign item: the LLM drives the agent loop; validated."
-    from agentalign.agent import AgentTask, AgentConfig, run_episode
+    from agentalign.agent import AgentTask, run_episode
     t0 = time.time()
     env = CompactEnvironment(seed=env_seed(cfg.seed, item.id), max_chars=cfg.max_tool_result_chars)
     task = AgentTask(id=item.id, instruction=item.instruction, tools=list(dict.fromkeys(item.tools)), meta={"chain_id": item.chain_id})
-    mtc = len(item.argument_plan) if cfg.agent_min_tool_calls == "chain" else cfg.agent_min_tool_calls
-    acfg = AgentConfig(max_turns=cfg.agent_max_turns, max_tool_calls=cfg.agent_max_tool_calls, min_tool_calls=mtc, n_distractors=cfg.distractors,
-                       temperature=cfg.agent_temperature, max_tokens=cfg.max_tokens, timeout=cfg.timeout, seed=cfg.seed)
-    try: tr = await run_episode(backend, task, acfg, env)
+    try: tr = await run_episode(backend, task, _agent_config(item, cfg), env)
     except AgentAlignError as e: return _fail(item, "bad_input", str(e), t0)
     msgs, removed = strip_format_errors(tr.messages)
     matches = tool_match(item.argument_plan, msgs, env)
@@ -470,16 +291,10 @@ async def agent_trajectory(backend, item: ResponseInput, cfg: ResponsesConfig) -
     if tr.termination == "llm_error":
         return _fail(item, "llm_error", f"agent mode: {tr.error}", t0, mode="agent", validation=val, **stats)
     if not val["ok"] or tr.termination != "final_answer":
-        why = ", ".join(x for x in [f"ended by {tr.termination}" if tr.termination != "final_answer" else "",
-                                    f"missing {val['missing_tools']}" if val["missing_tools"] else "",
-                                    f"unrecovered errors in {val['errors_unrecovered']}" if val["errors_unrecovered"] else "",
-                                    "final answer is a refusal" if val["final_is_refusal"] else "",
-                                    "no final answer" if not val["has_final_answer"] else ""] if x)
         val["ok"] = False
-        return _fail(item, "invalid_trajectory", f"agent mode: {why}", t0, mode="agent", validation=val, **stats)
-    pv = {"instructions": item.prompt_version, "responses": PROMPT_VERSION}
+        return _fail(item, "invalid_trajectory", f"agent mode: {_why_invalid(val, tr.termination)}", t0, mode="agent", validation=val, **stats)
     rec = _record(item, cfg, messages=msgs, tools=env.schemas(tr.tools), mode="agent", source="llm", responder=responder_name(cfg.agent),
-                  prompt_versions=pv, attempts=tr.turns, validation=val)
+                  attempts=tr.turns, validation=val)
     rec.seeds["environment"] = env.seed
     return ItemOutcome(record=rec, stats=stats)
 
@@ -501,8 +316,8 @@ async def respond_item(item: ResponseInput, cfg: ResponsesConfig, refuser, agent
         return _fail(item, "error", f"{type(e).__name__}: {e}", t0)
 
 # %% ../nbs/07_responses.ipynb #542beb1c
-def response_summary(items: list[ResponseInput], outcomes: list[ItemOutcome], cfg: ResponsesConfig) -> dict:
-    "The counts of the stage (besides records/failures, which `Stage.finish` adds)."
+def _per_label(items: list[ResponseInput], outcomes: list[ItemOutcome]) -> dict:
+    "Per label: inputs, records (by mode and by source), failures, yield."
     by_label: dict = {}
     for it, o in zip(items, outcomes):
         d = by_label.setdefault(it.label, {"inputs": 0, "produced": 0, "failed": 0, "by_mode": {}, "sources": {}})
@@ -513,28 +328,38 @@ def response_summary(items: list[ResponseInput], outcomes: list[ItemOutcome], cf
             d["sources"][o.record.source] = d["sources"].get(o.record.source, 0) + 1
         else: d["failed"] += 1
     for d in by_label.values(): d["yield"] = round(d["produced"] / d["inputs"], 4) if d["inputs"] else None
-    recs = [o.record for o in outcomes if o.record is not None]
-    trajs = [r for r in recs if r.mode in ("agent", "plan")]
-    calls = Counter(r.validation.get("n_tool_calls", 0) for r in trajs)
-    rejected = Counter(x.split(":")[0] for o in outcomes for x in o.stats.get("rejected", []))
+    return by_label
+
+# %% ../nbs/07_responses.ipynb #6fb931c0
+def _per_tool(outcomes: list[ItemOutcome]) -> tuple[dict, int]:
+    "(per tool of the plans: expected steps, steps whose tool the agent called, match rate, mean argument match; agent episodes)."
     per_tool: dict = {}
     agent_stats = [o.stats.get("agent", o.stats) for o in outcomes if "tool_match" in o.stats.get("agent", o.stats)]
     for s in agent_stats:
         for m in s["tool_match"]:
             t = per_tool.setdefault(m["tool"], {"expected": 0, "called": 0, "arg_match_sum": 0.0})
             t["expected"] += 1; t["called"] += m["called"]; t["arg_match_sum"] += m["arg_match"]
-    per_tool = {k: {"expected": v["expected"], "called": v["called"], "match_rate": round(v["called"] / v["expected"], 4),
-                    "arg_match": round(v["arg_match_sum"] / v["expected"], 4)} for k, v in sorted(per_tool.items())}
+    return {k: {"expected": v["expected"], "called": v["called"], "match_rate": round(v["called"] / v["expected"], 4),
+                "arg_match": round(v["arg_match_sum"] / v["expected"], 4)} for k, v in sorted(per_tool.items())}, len(agent_stats)
+
+# %% ../nbs/07_responses.ipynb #b4b7e653
+def response_summary(items: list[ResponseInput], outcomes: list[ItemOutcome], cfg: ResponsesConfig) -> dict:
+    "The counts of the stage (besides records/failures, which `Stage.finish` adds)."
+    recs = [o.record for o in outcomes if o.record is not None]
+    trajs = [r for r in recs if r.mode in ("agent", "plan")]
+    calls = Counter(r.validation.get("n_tool_calls", 0) for r in trajs)
+    rejected = Counter(x.split(":")[0] for o in outcomes for x in o.stats.get("rejected", []))
+    per_tool, episodes = _per_tool(outcomes)
     exp = sum(v["expected"] for v in per_tool.values())
     plan_recs = [r for r in recs if r.mode == "plan"]
     tool_chars = [len(json.dumps(r.tools, ensure_ascii=False)) for r in recs]
-    return {"mode": cfg.mode, "refusal_mode": cfg.refusal_mode, "answer_mode": cfg.answer_mode, "per_label": by_label,
+    return {"mode": cfg.mode, "refusal_mode": cfg.refusal_mode, "answer_mode": cfg.answer_mode, "per_label": _per_label(items, outcomes),
             "sources": dict(Counter(r.source for r in recs)), "modes": dict(Counter(r.mode for r in recs)),
             "rejections": dict(sorted(rejected.items())),
             "tool_calls_per_trajectory": dict(sorted(calls.items())),
             "mean_tool_calls": round(sum(k * v for k, v in calls.items()) / len(trajs), 3) if trajs else None,
             "auto_fallbacks": sum(bool(o.stats.get("fallback")) for o in outcomes),
-            "agent_episodes": len(agent_stats),
+            "agent_episodes": episodes,
             "agent_tool_match_rate": round(sum(v["called"] for v in per_tool.values()) / exp, 4) if exp else None,
             "per_tool_match": per_tool,
             "plan_links": {"resolved": sum(len(r.validation.get("links_resolved", [])) for r in plan_recs),
@@ -576,7 +401,7 @@ def plot_responses(summary: dict, path: str | Path) -> Path:
 
 # %% ../nbs/07_responses.ipynb #2b265a6c
 def _backends(cfg: ResponsesConfig, run: RunDir) -> tuple[Any, Any]:
-    from agentalign.llm import make_backend
+    from agentalign.llm.factory import make_backend
     from agentalign.core import register_secret
     import os
     for lc in (cfg.refuser, cfg.agent):
@@ -585,6 +410,7 @@ def _backends(cfg: ResponsesConfig, run: RunDir) -> tuple[Any, Any]:
     agent = refuser if cfg.agent == cfg.refuser else make_backend(cfg.agent, cache_path=run.cache)
     return refuser, agent
 
+# %% ../nbs/07_responses.ipynb #cc48848e
 async def respond_all(items: list[ResponseInput], cfg: ResponsesConfig, refuser, agent, progress: bool = True) -> list[ItemOutcome]:
     "Every item's outcome, in input order; each role's requests bounded by its concurrency."
     from tqdm.auto import tqdm
@@ -600,13 +426,15 @@ async def respond_all(items: list[ResponseInput], cfg: ResponsesConfig, refuser,
         for b in {id(refuser): refuser, id(agent): agent}.values():
             if hasattr(b, "aclose"): await b.aclose()
 
+# %% ../nbs/07_responses.ipynb #5c037bce
 def run_responses(run: RunDir | str | Path, cfg: ResponsesConfig | dict, *, overwrite: bool = False, backends: tuple | None = None,
                   progress: bool = True) -> dict:
     "Run the responses stage into `run` (`backends`: (refuser, agent) to use instead of building them from `cfg`); returns its summary."
-    from agentalign.llm import run_sync
+    from agentalign.llm.base import run_sync
     cfg = validate_config(ResponsesConfig, cfg, "responses config")
     run = run if isinstance(run, RunDir) else RunDir(run)
     src = run.require("quality", "records.jsonl", hint="`agentalign filter --out RUN` writes it")
+    refusal_phrases(); answer_phrases()                    # a broken phrase file: one line, before any request
     t0 = time.time()
     with run.open_stage("responses", cfg, inputs=[src], overwrite=overwrite) as st:
         items, skipped, bad = load_inputs(src, cfg.limit)
@@ -625,64 +453,43 @@ def run_responses(run: RunDir | str | Path, cfg: ResponsesConfig | dict, *, over
         return st.finish(records, failures, summary)
 
 # %% ../nbs/07_responses.ipynb #4927b083
-def config_from_file(path: str | Path) -> dict:
-    "The responses settings of a config file: its `[responses]` table with `[roles.refuser]` / `[roles.agent]` merged in; unknown keys are errors."
-    data = load_config_file(path)
-    stage = data.get("responses") or {}
-    if not isinstance(stage, dict): raise AgentAlignError(f"{path}: [responses] must be a table")
-    out = dict(stage)
-    roles = data.get("roles") or {}
-    if not isinstance(roles, dict): raise AgentAlignError(f"{path}: [roles] must be a table")
-    for role in ("refuser", "agent"):
-        r = roles.get(role)
-        if r is None: continue
-        if not isinstance(r, dict): raise AgentAlignError(f"{path}: [roles.{role}] must be a table")
-        out[role] = {**(out.get(role) or {}), **r}
-    for role in ("refuser", "agent"):
-        extra = sorted(set(out.get(role) or {}) - set(LLMConfig.model_fields))
-        if extra: raise AgentAlignError(f"{path}: roles.{role}.{extra[0]}: unknown key (known: {', '.join(LLMConfig.model_fields)})")
-    validate_config(ResponsesConfig, out, f"{path} [responses]")
-    return out
-
-# %% ../nbs/07_responses.ipynb #4e71f1be
 import typer
 from typing import Annotated
-from .llm import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt, RpmOpt, SeedOpt
+from .llm.factory import BackendOpt, ModelOpt, BaseUrlOpt, ApiKeyEnvOpt, ConcurrencyOpt, RpmOpt, SeedOpt
 
-_ROLE_OPTS = {"backend": "backend", "model": "model", "base_url": "base_url", "api_key_env": "api_key_env", "concurrency": "concurrency", "rpm": "rpm"}
-_STAGE_OPTS = {"mode": "mode", "refusal_mode": "refusal_mode", "answer_mode": "answer_mode", "connecting_text": "connecting_text", "limit": "limit",
-               "distractors": "distractors", "max_tool_result_chars": "max_tool_result_chars", "retries": "retries", "temperature": "temperature",
-               "max_tokens": "max_tokens", "min_tool_calls": "agent_min_tool_calls", "max_turns": "agent_max_turns", "seed": "seed", "figures": "figures",
-               "timeout": "timeout", "tools_in_prompt": "tools_in_prompt"}
+def _tool_calls_opt(v: str | None) -> int | str | None:
+    "`--min-tool-calls`: a number or 'chain'."
+    if v is None or v == "chain": return v
+    try: return int(v)
+    except ValueError: raise AgentAlignError(f"--min-tool-calls must be a number or 'chain', got {v!r}")
 
-def _given(ctx: typer.Context, name: str) -> bool:
-    "Whether option `name` was set on the command line or through the environment (not left at its default)."
-    src = ctx.get_parameter_source(name)       # compared by name: typer may bundle its own click
-    return getattr(src, "name", None) not in (None, "DEFAULT", "DEFAULT_MAP")
+def _roles(both: dict, one: dict[str, dict]) -> dict:
+    "The `role__key` settings of the role options: a role's own option (`one[role]`) wins over the common one (`both`)."
+    return {f"{r}__{k}": (one[r].get(k) if one[r].get(k) is not None else v) for r in one for k, v in both.items()}
 
+# %% ../nbs/07_responses.ipynb #b2f1ac75
 @app.command("respond")
 @cli_errors
-def respond_cmd(ctx: typer.Context,
-                out: Annotated[Path, typer.Option("--out", help="Run folder with quality/records.jsonl (reruns resume through its LLM cache).")],
-                mode: Annotated[str, typer.Option(help="Benign trajectories: agent (the LLM drives), plan (the argument plan drives), auto (agent, then plan).")] = "agent",
-                refusal_mode: Annotated[str, typer.Option(help="free: the LLM writes refusals; rewrite: it rewrites a drafted refusal (weak models).")] = "free",
-                answer_mode: Annotated[str, typer.Option(help="Plan-mode final answers: free, or rewrite of a draft built from the tool results.")] = "free",
-                connecting_text: Annotated[bool, typer.Option("--connecting-text/--no-connecting-text", help="Plan mode: the LLM writes a sentence before each call.")] = True,
-                tools_in_prompt: Annotated[bool, typer.Option("--tools-in-prompt/--no-tools-in-prompt", help="Offer the tools in free-mode requests that write refusals and answers (stored examples always offer them).")] = True,
+def respond_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder with quality/records.jsonl (reruns resume through its LLM cache).")],
+                mode: Annotated[Optional[str], typer.Option(help="Benign trajectories: agent (the LLM drives), plan (the argument plan drives), auto (agent, then plan) [default: agent].")] = None,
+                refusal_mode: Annotated[Optional[str], typer.Option(help="free: the LLM writes refusals; rewrite: it rewrites a drafted refusal (weak models) [default: free].")] = None,
+                answer_mode: Annotated[Optional[str], typer.Option(help="Plan-mode final answers: free, or rewrite of a draft built from the tool results [default: free].")] = None,
+                connecting_text: Annotated[Optional[bool], typer.Option("--connecting-text/--no-connecting-text", help="Plan mode: the LLM writes a sentence before each call [default: yes].")] = None,
+                tools_in_prompt: Annotated[Optional[bool], typer.Option("--tools-in-prompt/--no-tools-in-prompt", help="Offer the tools in free-mode requests that write refusals and answers (stored examples always offer them) [default: yes].")] = None,
                 limit: Annotated[Optional[int], typer.Option(help="Only the first N kept items.")] = None,
-                distractors: Annotated[int, typer.Option(min=0, help="Irrelevant tools offered besides the chain's.")] = 2,
-                max_tool_result_chars: Annotated[int, typer.Option(min=80, help="Tool results are cut (as JSON) to this many characters.")] = 600,
-                retries: Annotated[int, typer.Option(min=0, help="Extra attempts (higher temperature) after a rejected refusal or answer.")] = 3,
-                temperature: Annotated[float, typer.Option(min=0, help="Sampling temperature of refusals and answers.")] = 0.7,
-                max_tokens: Annotated[int, typer.Option(min=16, help="Tokens per reply.")] = 256,
-                min_tool_calls: Annotated[str, typer.Option(help="Agent mode: require tool calls until this many were made (a number, or 'chain').")] = "0",
-                max_turns: Annotated[int, typer.Option(min=1, help="Agent mode: model turns per episode.")] = 8,
-                timeout: Annotated[float, typer.Option(min=1, help="Seconds per LLM request (does not change results: a rerun with another value resumes).")] = 900.0,
-                figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Draw RUN/figures/responses.png.")] = True,
-                config: Annotated[Optional[Path], typer.Option("--config", help="TOML/YAML file: [responses] settings, [roles.refuser] / [roles.agent].")] = None,
+                distractors: Annotated[Optional[int], typer.Option(min=0, help="Irrelevant tools offered besides the chain's [default: 2].")] = None,
+                max_tool_result_chars: Annotated[Optional[int], typer.Option(min=80, help="Tool results are cut (as JSON) to this many characters [default: 600].")] = None,
+                retries: Annotated[Optional[int], typer.Option(min=0, help="Extra attempts (higher temperature) after a rejected refusal or answer [default: 3].")] = None,
+                temperature: Annotated[Optional[float], typer.Option(min=0, help="Sampling temperature of refusals and answers [default: 0.7].")] = None,
+                max_tokens: Annotated[Optional[int], typer.Option(min=16, help="Tokens per reply [default: 256].")] = None,
+                min_tool_calls: Annotated[Optional[str], typer.Option(help="Agent mode: require tool calls until this many were made (a number, or 'chain') [default: 0].")] = None,
+                max_turns: Annotated[Optional[int], typer.Option(min=1, help="Agent mode: model turns per episode [default: 8].")] = None,
+                timeout: Annotated[Optional[float], typer.Option(min=1, help="Seconds per LLM request (does not change results: a rerun with another value resumes) [default: 900].")] = None,
+                figures: Annotated[Optional[bool], typer.Option("--figures/--no-figures", help="Draw RUN/figures/responses.png [default: yes].")] = None,
+                preset: PresetOpt = None, config: ConfigOpt = None, show_settings: ShowSettingsOpt = False,
                 overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace earlier results made with other settings.")] = False,
-                backend: BackendOpt = "local", model: ModelOpt = "embedded", base_url: BaseUrlOpt = None,
-                api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY", concurrency: ConcurrencyOpt = 4, rpm: RpmOpt = None, seed: SeedOpt = 0,
+                backend: BackendOpt = None, model: ModelOpt = None, base_url: BaseUrlOpt = None,
+                api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None, rpm: RpmOpt = None, seed: SeedOpt = None,
                 refuser_backend: Annotated[Optional[str], typer.Option(help="Refuser role only: backend.")] = None,
                 refuser_model: Annotated[Optional[str], typer.Option(help="Refuser role only: model.")] = None,
                 refuser_base_url: Annotated[Optional[str], typer.Option(help="Refuser role only: endpoint.")] = None,
@@ -690,24 +497,15 @@ def respond_cmd(ctx: typer.Context,
                 agent_model: Annotated[Optional[str], typer.Option(help="Agent role only: model.")] = None,
                 agent_base_url: Annotated[Optional[str], typer.Option(help="Agent role only: endpoint.")] = None):
     "Write responses: refusals for harmful-labelled items, executed and validated trajectories for benign ones."
-    from agentalign.llm import llm_config
-    data = config_from_file(config) if config else {}
-    loc = dict(locals())
-    if min_tool_calls != "chain":
-        try: loc["min_tool_calls"] = int(min_tool_calls)
-        except ValueError: raise AgentAlignError(f"--min-tool-calls must be a number or 'chain', got {min_tool_calls!r}")
-    for opt, field in _STAGE_OPTS.items():
-        if _given(ctx, opt): data[field] = loc[opt]
-    for role in ("refuser", "agent"):
-        rd = dict(data.get(role) or {})
-        for opt, field in _ROLE_OPTS.items():
-            if _given(ctx, opt): rd[field] = loc[opt]
-        for field in ("backend", "model", "base_url"):
-            if loc.get(f"{role}_{field}") is not None: rd[field] = loc[f"{role}_{field}"]
-        merged = {**LLMConfig().model_dump(), **rd}
-        llm_config(**{k: merged[k] for k in ("backend", "model", "base_url", "api_key_env", "concurrency", "rpm")})   # one-line checks
-        data[role] = rd
-    cfg = validate_config(ResponsesConfig, data, "respond options")
+    both = dict(backend=backend, model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency, rpm=rpm)
+    one = {"refuser": dict(backend=refuser_backend, model=refuser_model, base_url=refuser_base_url),
+           "agent": dict(backend=agent_backend, model=agent_model, base_url=agent_base_url)}
+    roles = _roles(both, one)
+    cfg = command_settings(ResponsesConfig, preset, config, show_settings, mode=mode, refusal_mode=refusal_mode, answer_mode=answer_mode,
+                           connecting_text=connecting_text, tools_in_prompt=tools_in_prompt, limit=limit, distractors=distractors,
+                           max_tool_result_chars=max_tool_result_chars, retries=retries, temperature=temperature, max_tokens=max_tokens,
+                           agent_min_tool_calls=_tool_calls_opt(min_tool_calls), agent_max_turns=max_turns, timeout=timeout,
+                           figures=figures, seed=seed, **roles)
     s = run_responses(out, cfg, overwrite=overwrite)
     typer.echo(json.dumps({k: v for k, v in s.items() if not isinstance(v, (list, dict))}))
     typer.echo("yield per label: " + ", ".join(f"{k} {v['produced']}/{v['inputs']}" for k, v in sorted(s["per_label"].items())) +

@@ -6,25 +6,29 @@ the same code on one CPU, one GPU or many (accelerate / torchrun). `agentalign s
 
 # %% ../nbs/08a_sft.ipynb #385a1a3e
 from __future__ import annotations
-import json, math, os, re, resource, shutil, statistics, sys, time
+import json, os, re, resource, shutil, statistics, sys, time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import ClassVar, Annotated, Literal, Optional, Union
 import typer
 from pydantic import Field, model_validator
-from .core import (AgentAlignError, Failure, RunDir, StageConfig, app, cli_errors, read_json, rng, stable_id,
-                             validate_config, write_json, write_jsonl)
-from .dataset import load_dataset_dir, stage_settings
+from .core import (AgentAlignError, Failure, RunDir, app, cli_errors, read_json, rng, stable_id, write_json, write_jsonl)
+from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
+from .dataset import load_dataset_dir
+from .models import MAX_TOOL_RESULT_CHARS, MAX_TOOLS, render_row, training_template
 
 # %% auto #0
-__all__ = ['AGENT_SYSTEM', 'MODEL_MARKER', 'SFTConfig', 'render_row', 'has_generation_tags', 'tokenize_conversation',
-           'masked_spans', 'build_examples', 'length_grouped_order', 'resolve_base_model', 'training_template',
-           'tiny_model_folder', 'world', 'train_settings', 'peak_rss_mb', 'TokenCounter', 'plot_loss',
-           'assistant_logits_loss', 'run_sft', 'sft_cmd']
+__all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_conversation', 'masked_spans', 'build_examples',
+           'length_grouped_order', 'resolve_base_model', 'tiny_model_folder', 'world', 'train_settings', 'peak_rss_mb',
+           'TokenCounter', 'plot_loss', 'assistant_logits_loss', 'Examples', 'load_tokenizer', 'prepare_examples',
+           'make_trainer', 'fit', 'save_model', 'train_summary', 'run_sft', 'sft_cmd']
 
 # %% ../nbs/08a_sft.ipynb #cf52b72d
 class SFTConfig(StageConfig):
     "Settings of the SFT stage (`agentalign sft`). `None` means: the device's default (see above)."
+    section: ClassVar[str] = "sft"
+    from_pipeline: ClassVar[dict[str, str]] = {"seed": "seed", "base_model": "base_model"}
     base_model: str = "embedded"            # "embedded" or a local Hugging Face model folder
     lora: bool = False                      # PEFT LoRA instead of full fine-tuning
     lora_r: int = 16
@@ -42,8 +46,8 @@ class SFTConfig(StageConfig):
     weight_decay: float = 0.0
     max_length: int = 1024                  # token budget per example
     over_length: Literal["drop", "truncate"] = "truncate"
-    max_tool_result_chars: Optional[int] = 300
-    max_tools: Optional[int] = 6
+    max_tool_result_chars: Optional[int] = MAX_TOOL_RESULT_CHARS
+    max_tools: Optional[int] = MAX_TOOLS
     system_prompts: list[Optional[str]] = Field(default_factory=lambda: [None])   # one per example, seeded; None: the template's default
     max_examples: Optional[int] = None      # use only the first N training examples (after the budget)
     group_by_length: bool = True
@@ -72,29 +76,10 @@ class SFTConfig(StageConfig):
     @property
     def lr(self) -> float: return self.learning_rate or (2e-4 if self.lora else 5e-5)
 
-# %% ../nbs/08a_sft.ipynb #02b9664e
-AGENT_SYSTEM = ("You are an AI agent with access to tools. Use the tools you are given to carry out the user's request step "
-                "by step, and answer with the results. Do not carry out requests that would harm people.")
-
-def render_row(row: dict, cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
-    "(messages, tools) of a dataset row as the SFT stage trains on them."
-    msgs = []
-    for m in row["messages"]:
-        m = {k: v for k, v in m.items() if v is not None or k == "content"}
-        if m["role"] == "tool" and cfg.max_tool_result_chars is not None and len(m.get("content") or "") > cfg.max_tool_result_chars:
-            m["content"] = m["content"][:cfg.max_tool_result_chars] + "..."
-        msgs.append(m)
-    if msgs[0]["role"] != "system" and cfg.system_prompts:
-        sp = cfg.system_prompts[0] if len(cfg.system_prompts) == 1 else rng(cfg.seed, "system", row["id"]).choice(cfg.system_prompts)
-        if sp: msgs.insert(0, {"role": "system", "content": sp})
-    tools = json.loads(row["tools"]) if isinstance(row["tools"], str) else list(row["tools"] or [])
-    if cfg.max_tools is not None and len(tools) > cfg.max_tools:
-        called = {tc["function"]["name"] for m in msgs for tc in (m.get("tool_calls") or [])}
-        name = lambda t: (t.get("function") or t).get("name")
-        keep = [t for t in tools if name(t) in called]
-        keep += [t for t in tools if name(t) not in called][:max(0, cfg.max_tools - len(keep))]
-        tools = [t for t in tools if any(t is k for k in keep)]
-    return msgs, tools
+    @property
+    def render_kw(self) -> dict:
+        "This stage's settings of `agentalign.models.render_row`."
+        return dict(max_tool_result_chars=self.max_tool_result_chars, max_tools=self.max_tools, system_prompts=self.system_prompts, seed=self.seed)
 
 # %% ../nbs/08a_sft.ipynb #911f174c
 def has_generation_tags(template: str | None) -> bool:
@@ -145,7 +130,7 @@ def build_examples(rows: list[dict], tok, cfg: SFTConfig, split: str, method: st
     ex, recs, fails = [], [], []
     for r in rows:
         rid = f"{split}:{r['id']}"
-        try: enc = tokenize_conversation(tok, *render_row(r, cfg), method=method)
+        try: enc = tokenize_conversation(tok, *render_row(r, **cfg.render_kw), method=method)
         except (ValueError, KeyError, TypeError) as e:
             fails.append(Failure(stage="sft", item_id=rid, reason="render_error", detail=str(e)[:300])); continue
         n, truncated = len(enc["input_ids"]), False
@@ -184,12 +169,6 @@ def resolve_base_model(name: str) -> Path:
     if not any((p / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         raise AgentAlignError(f"base model {name!r}: {p} has no tokenizer")
     return p
-
-def training_template(tok) -> str:
-    "The chat template to train (and later score) with: the model's own if it renders tools, else the project's."
-    from agentalign.models import CHAT_TEMPLATE
-    t = tok.chat_template if isinstance(tok.chat_template, str) else None
-    return t if t and "tools" in t else CHAT_TEMPLATE
 
 # %% ../nbs/08a_sft.ipynb #f4794ea6
 def tiny_model_folder(path: str | Path, seed: int = 0) -> Path:
@@ -297,9 +276,7 @@ def plot_loss(log: list[dict], path: Path, title: str = "SFT loss") -> Path:
     fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
     return path
 
-# %% ../nbs/08a_sft.ipynb #736fc00d
-MODEL_MARKER = "agentalign_sft.json"
-
+# %% ../nbs/08a_sft.ipynb #3738df9b
 def assistant_logits_loss(model, inputs: dict, num_items_in_batch=None):
     "Cross-entropy computing logits only where there is loss: the LM head (vocabulary 49k for SmolLM2) runs on the assistant's tokens, not on every token."
     import torch, torch.nn.functional as F
@@ -314,6 +291,7 @@ def assistant_logits_loss(model, inputs: dict, num_items_in_batch=None):
     n = num_items_in_batch if num_items_in_batch is not None else max(1, y.numel())
     return F.cross_entropy(logits.float(), y, reduction="sum") / torch.as_tensor(n, device=logits.device)
 
+# %% ../nbs/08a_sft.ipynb #d21e8bd7
 def _trainer_class(plain: bool):
     "TRL's SFTTrainer, or one whose loss computes logits only at the assistant's tokens (`assistant_logits_loss`)."
     from trl import SFTTrainer
@@ -321,7 +299,7 @@ def _trainer_class(plain: bool):
     from transformers import Trainer
 
     class AssistantLossSFTTrainer(SFTTrainer):
-        "SFTTrainer with `assistant_logits_loss`: on a CPU, TRL's chunked fused LM-head loss (and its entropy and accuracy metrics) cost more than the forward pass of a small model, and full logits cost gigabytes."
+        "SFTTrainer with `assistant_logits_loss` (see above)."
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if return_outputs or "labels" not in inputs:
                 return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
@@ -333,8 +311,120 @@ def _trainer_class(plain: bool):
             return loss
     return AssistantLossSFTTrainer
 
+# %% ../nbs/08a_sft.ipynb #8402aa5d
+@dataclass
+class Examples:
+    "What a training reads: tokenized examples (training ones in training order), and the records and failures of both splits."
+    train: list[dict]
+    validation: list[dict]
+    train_records: list[dict]
+    records: list[dict]
+    failures: list[Failure]
+
+def load_tokenizer(base: Path):
+    "The base model's tokenizer with a pad token and the training chat template (`agentalign.models.training_template`)."
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(base))
+    if tok.pad_token is None: tok.pad_token = tok.eos_token
+    tok.chat_template = training_template(tok)
+    return tok
+
+def prepare_examples(run: RunDir, tok, cfg: SFTConfig) -> Examples:
+    "The run's exported dataset as training and validation examples under the token budget, in training order."
+    dd = load_dataset_dir(run)
+    ex_tr, rec_tr, fail_tr = build_examples(list(dd["train"]), tok, cfg, "train")
+    val_rows = list(dd["validation"]) if "validation" in dd else []
+    ex_va, rec_va, fail_va = build_examples(val_rows, tok, cfg, "validation") if cfg.eval else ([], [], [])
+    if cfg.max_examples is not None: ex_tr, rec_tr = ex_tr[:cfg.max_examples], rec_tr[:cfg.max_examples]
+    if cfg.group_by_length: order = length_grouped_order([len(e["input_ids"]) for e in ex_tr], cfg.per_device_batch_size, cfg.seed, cfg.group_window)
+    else: order = list(range(len(ex_tr))); rng(cfg.seed, "order").shuffle(order)
+    if not ex_tr:
+        reasons = Counter(f.reason for f in fail_tr)
+        raise AgentAlignError(f"sft: no training example fits (max_length {cfg.max_length}; {dict(reasons)}); raise max_length or use over_length = 'truncate'")
+    return Examples([ex_tr[i] for i in order], ex_va, rec_tr, rec_tr + rec_va, fail_tr + fail_va)
+
+# %% ../nbs/08a_sft.ipynb #c9fd1528
+def make_trainer(base: Path, cfg: SFTConfig, tok, ex: Examples, args_kw: dict, plain: bool, log: list):
+    "(TRL's trainer over `ex`, the `TokenCounter` around its collator); the progress callback appends to `log`."
+    from datasets import Dataset
+    from trl import SFTConfig as TRLConfig
+    from transformers.trainer_callback import PrinterCallback
+    peft_config = None
+    if cfg.lora:
+        from peft import LoraConfig
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                 target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+    trainer = _trainer_class(plain)(model=str(base), args=TRLConfig(**args_kw), train_dataset=Dataset.from_list(ex.train),
+                                    eval_dataset=Dataset.from_list(ex.validation) if ex.validation else None, processing_class=tok, peft_config=peft_config)
+    counter = TokenCounter(trainer.data_collator)
+    trainer.data_collator = counter
+    trainer.remove_callback(PrinterCallback)            # our bar and log.jsonl say it
+    trainer.add_callback(_progress_callback(counter, cfg.progress, log))
+    return trainer, counter
+
+# %% ../nbs/08a_sft.ipynb #b9e5a044
+def fit(trainer, counter: TokenCounter, cfg: SFTConfig, out: Path, log: list) -> dict:
+    "Train, then evaluate on the validation examples (if any); returns the losses, the tokens trained and the seconds."
+    last = None
+    if cfg.save_steps and (out / "trainer").is_dir():
+        from transformers.trainer_utils import get_last_checkpoint
+        last = get_last_checkpoint(str(out / "trainer"))
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=last)
+    seconds = time.time() - t0
+    real, padded = counter.real, counter.padded            # the evaluation below goes through the same collator
+    eval_loss = None
+    if trainer.eval_dataset is not None:
+        eval_loss = trainer.evaluate().get("eval_loss")
+        log.append({"step": trainer.state.global_step, "eval_loss": eval_loss, "seconds": round(time.time() - t0, 2)})
+    return {"train_loss": result.training_loss, "eval_loss": eval_loss, "seconds": seconds, "tokens": real, "padded": padded}
+
+# %% ../nbs/08a_sft.ipynb #1d052b0c
+MODEL_MARKER = "agentalign_sft.json"
+
+def save_model(trainer, tok, cfg: SFTConfig, base: Path, out: Path) -> Path:
+    "Save the trained model with its tokenizer as `out/model` (atomically, `MODEL_MARKER` inside); returns that folder."
+    model_dir, tmp = out / "model", out / f".model.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = trainer.model
+    if cfg.lora:
+        shutil.rmtree(out / "adapter", ignore_errors=True)
+        model.save_pretrained(str(out / "adapter")); tok.save_pretrained(str(out / "adapter"))
+        if cfg.merge_lora: model = model.merge_and_unload()
+    if cfg.lora and not cfg.merge_lora: shutil.copytree(out / "adapter", tmp)
+    else:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tok.padding_side = "left"
+        tok.save_pretrained(str(tmp))
+    info = {"base_model": cfg.base_model, "base_path": str(base), "steps": trainer.state.global_step, "lora": cfg.lora, "merged": cfg.lora and cfg.merge_lora,
+            "template_sha": stable_id(tok.chat_template), "seed": cfg.seed, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (tmp / MODEL_MARKER).write_text(json.dumps(info, indent=2))
+    if model_dir.exists(): shutil.rmtree(model_dir)
+    tmp.rename(model_dir)
+    return model_dir
+
 def _model_complete(folder: Path) -> bool: return (folder / MODEL_MARKER).is_file() and (folder / "config.json").is_file()
 
+# %% ../nbs/08a_sft.ipynb #dfc5e5c6
+def train_summary(cfg: SFTConfig, resolved: dict, ex: Examples, trainer, fitted: dict, log: list[dict]) -> dict:
+    "The numbers `summary.json` reports of a training."
+    steps, secs = trainer.state.global_step, fitted["seconds"]
+    losses = [e["loss"] for e in log if "loss" in e]
+    toks = sorted(r["tokens"] for r in ex.train_records)
+    real, padded = fitted["tokens"], fitted["padded"]
+    return {"base_model": cfg.base_model, "mode": "lora" if cfg.lora else "full", **resolved,
+            "train_examples": len(ex.train), "train_labels": dict(Counter(r["label"] for r in ex.train_records)), "validation_examples": len(ex.validation),
+            "steps": steps, "epochs": round(trainer.state.epoch or 0, 3), "batch_size": cfg.per_device_batch_size * cfg.grad_accum * resolved["world_size"],
+            "max_length": cfg.max_length, "dropped_over_budget": sum(f.reason == "over_token_budget" for f in ex.failures),
+            "truncated": sum(r["truncated"] for r in ex.records),
+            "tokens_per_example_median": int(statistics.median(toks)), "tokens_per_example_max": toks[-1],
+            "train_tokens": real, "padded_tokens": padded, "padding_share": round(1 - real / padded, 3) if padded else None,
+            "train_seconds": round(secs, 1), "seconds_per_step": round(secs / steps, 2) if steps else None,
+            "tokens_per_s": round(real / secs, 1) if secs else None, "peak_rss_mb": peak_rss_mb(),
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "train_loss": round(fitted["train_loss"], 4), "eval_loss": round(fitted["eval_loss"], 4) if fitted["eval_loss"] is not None else None}
+
+# %% ../nbs/08a_sft.ipynb #736fc00d
 def run_sft(run: RunDir | str | Path, cfg: SFTConfig | None = None, *, overwrite: bool = False) -> dict:
     "Fine-tune `cfg.base_model` on the run's dataset (see the table above); returns the summary."
     cfg = cfg or SFTConfig()
@@ -351,99 +441,29 @@ def run_sft(run: RunDir | str | Path, cfg: SFTConfig | None = None, *, overwrite
     return _train(run, cfg, base, None)
 
 def _train(run: RunDir, cfg: SFTConfig, base: Path, st) -> dict:
+    "The steps above, in order; only rank 0 (`st` given) saves and writes."
     import torch, transformers
-    from datasets import Dataset
-    from transformers import AutoTokenizer
-    from trl import SFTConfig as TRLConfig
     t0 = time.time()
     out = run.stage("sft")
     args_kw, resolved = train_settings(cfg, out / "trainer")
     if resolved["device"] == "cpu": torch.set_num_threads(resolved["threads"])
     transformers.set_seed(cfg.seed)
-    tok = AutoTokenizer.from_pretrained(str(base))
-    if tok.pad_token is None: tok.pad_token = tok.eos_token
-    tok.chat_template = training_template(tok)
-    dd = load_dataset_dir(run)
-    train_rows = list(dd["train"])
-    val_rows = list(dd["validation"]) if "validation" in dd else []
-    ex_tr, rec_tr, fail_tr = build_examples(train_rows, tok, cfg, "train")
-    ex_va, rec_va, fail_va = build_examples(val_rows, tok, cfg, "validation") if cfg.eval else ([], [], [])
-    if cfg.max_examples is not None: ex_tr, rec_tr = ex_tr[:cfg.max_examples], rec_tr[:cfg.max_examples]
-    if cfg.group_by_length: order = length_grouped_order([len(e["input_ids"]) for e in ex_tr], cfg.per_device_batch_size, cfg.seed, cfg.group_window)
-    else: order = list(range(len(ex_tr))); rng(cfg.seed, "order").shuffle(order)
-    ex_tr = [ex_tr[i] for i in order]
-    if not ex_tr:
-        reasons = Counter(f.reason for f in fail_tr)
-        raise AgentAlignError(f"sft: no training example fits (max_length {cfg.max_length}; {dict(reasons)}); raise max_length or use over_length = 'truncate'")
-    peft_config = None
-    if cfg.lora:
-        from peft import LoraConfig
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                 target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
-    targs = TRLConfig(**args_kw)
-    log: list[dict] = []
+    tok = load_tokenizer(base)
+    ex = prepare_examples(run, tok, cfg)
     plain = cfg.loss_impl == "plain" or (cfg.loss_impl == "auto" and resolved["device"] == "cpu")
     resolved["loss_impl"] = "plain" if plain else "fused"
-    trainer = _trainer_class(plain)(model=str(base), args=targs, train_dataset=Dataset.from_list(ex_tr),
-                         eval_dataset=Dataset.from_list(ex_va) if ex_va else None, processing_class=tok, peft_config=peft_config)
-    counter = TokenCounter(trainer.data_collator)
-    trainer.data_collator = counter
-    from transformers.trainer_callback import PrinterCallback
-    trainer.remove_callback(PrinterCallback)            # it prints every log dict to stdout; our bar and log.jsonl say it
-    trainer.add_callback(_progress_callback(counter, cfg.progress, log))
-    last = None
-    if cfg.save_steps and (out / "trainer").is_dir():
-        from transformers.trainer_utils import get_last_checkpoint
-        last = get_last_checkpoint(str(out / "trainer"))
-    t_train = time.time()
-    result = trainer.train(resume_from_checkpoint=last)
-    train_s = time.time() - t_train
-    real, padded = counter.real, counter.padded            # the evaluation below goes through the same collator
-    eval_loss = None
-    if ex_va:
-        ev = trainer.evaluate()
-        eval_loss = ev.get("eval_loss")
-        log.append({"step": trainer.state.global_step, "eval_loss": eval_loss, "seconds": round(time.time() - t_train, 2)})
+    log: list[dict] = []
+    trainer, counter = make_trainer(base, cfg, tok, ex, args_kw, plain, log)
+    fitted = fit(trainer, counter, cfg, out, log)
     if st is None: return {"rank": world()[0]}
-    # ---- rank 0: save the model and the records
-    steps = trainer.state.global_step
-    model_dir, tmp = out / "model", out / f".model.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model = trainer.model
-    if cfg.lora:
-        shutil.rmtree(out / "adapter", ignore_errors=True)
-        model.save_pretrained(str(out / "adapter")); tok.save_pretrained(str(out / "adapter"))
-        if cfg.merge_lora: model = model.merge_and_unload()
-    if cfg.lora and not cfg.merge_lora: shutil.copytree(out / "adapter", tmp)
-    else:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        tok.padding_side = "left"
-        tok.save_pretrained(str(tmp))
-    losses = [e["loss"] for e in log if "loss" in e]
-    info = {"base_model": cfg.base_model, "base_path": str(base), "steps": steps, "lora": cfg.lora, "merged": cfg.lora and cfg.merge_lora,
-            "template_sha": stable_id(tok.chat_template), "seed": cfg.seed, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    (tmp / MODEL_MARKER).write_text(json.dumps(info, indent=2))
-    if model_dir.exists(): shutil.rmtree(model_dir)
-    tmp.rename(model_dir)
+    model_dir = save_model(trainer, tok, cfg, base, out)
     write_jsonl(out / "log.jsonl", log)
-    toks = sorted(r["tokens"] for r in rec_tr)
-    summary = {"base_model": cfg.base_model, "mode": "lora" if cfg.lora else "full", **resolved,
-               "train_examples": len(ex_tr), "train_labels": dict(Counter(r["label"] for r in rec_tr)), "validation_examples": len(ex_va), "steps": steps,
-               "epochs": round(trainer.state.epoch or 0, 3), "batch_size": cfg.per_device_batch_size * cfg.grad_accum * resolved["world_size"],
-               "max_length": cfg.max_length, "dropped_over_budget": sum(f.reason == "over_token_budget" for f in fail_tr + fail_va),
-               "truncated": sum(r["truncated"] for r in rec_tr + rec_va),
-               "tokens_per_example_median": int(statistics.median(toks)), "tokens_per_example_max": toks[-1],
-               "train_tokens": real, "padded_tokens": padded, "padding_share": round(1 - real / padded, 3) if padded else None,
-               "train_seconds": round(train_s, 1), "seconds_per_step": round(train_s / steps, 2) if steps else None,
-               "tokens_per_s": round(real / train_s, 1) if train_s else None, "peak_rss_mb": peak_rss_mb(),
-               "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-               "train_loss": round(result.training_loss, 4), "eval_loss": round(eval_loss, 4) if eval_loss is not None else None,
-               "model": str(model_dir.relative_to(run.path)), "seconds": round(time.time() - t0, 1)}
+    summary = train_summary(cfg, resolved, ex, trainer, fitted, log) | {"model": str(model_dir.relative_to(run.path)), "seconds": round(time.time() - t0, 1)}
     write_json(out / "train_config.json", {"stage": cfg.model_dump(mode="json"), "resolved": resolved,
-                                           "trl": {k: v for k, v in targs.to_dict().items() if not k.startswith("_") and "token" not in k.lower()},
+                                           "trl": {k: v for k, v in trainer.args.to_dict().items() if not k.startswith("_") and "token" not in k.lower()},
                                            "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": __import__("trl").__version__}})
     if cfg.figures: summary["figures"] = [str(plot_loss(log, run.figures / "sft_loss.png", f"SFT loss ({cfg.base_model}, {summary['mode']})").relative_to(run.path))]
-    return st.finish(sorted(rec_tr + rec_va, key=lambda r: r["id"]), fail_tr + fail_va, summary)
+    return st.finish(sorted(ex.records, key=lambda r: r["id"]), ex.failures, summary)
 
 # %% ../nbs/08a_sft.ipynb #a9526465
 @app.command("sft")
@@ -453,12 +473,10 @@ def sft_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder with dat
             lora: Annotated[Optional[bool], typer.Option("--lora/--full", help="LoRA adapters (merged into sft/model) or full fine-tuning.")] = None,
             max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (default: one epoch).")] = None,
             max_length: Annotated[Optional[int], typer.Option(help="Token budget per example (longer ones are truncated after their last whole assistant turn).")] = None,
-            config: Annotated[Optional[Path], typer.Option(help="TOML/YAML file; its [sft] table sets any SFTConfig field.")] = None,
+            preset: PresetOpt = None, config: ConfigOpt = None, show_settings: ShowSettingsOpt = False,
             overwrite: Annotated[bool, typer.Option(help="Retrain, replacing a model made with other settings or data.")] = False):
     "Fine-tune a model on RUN/dataset (TRL SFTTrainer, assistant-only loss) and save it to RUN/sft/model."
-    data = stage_settings(config, "sft", SFTConfig)
-    data |= {k: v for k, v in {"base_model": base_model, "lora": lora, "max_steps": max_steps, "max_length": max_length}.items() if v is not None}
-    cfg = validate_config(SFTConfig, data, "sft settings")
+    cfg = command_settings(SFTConfig, preset, config, show_settings, base_model=base_model, lora=lora, max_steps=max_steps, max_length=max_length)
     run = RunDir(out)
     s = run_sft(run, cfg, overwrite=overwrite)
     if world()[0] != 0: return

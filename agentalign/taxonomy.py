@@ -9,16 +9,16 @@ from __future__ import annotations
 import copy, functools, hashlib, json, marshal
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import ClassVar, Any, Literal, Optional
 from pydantic import BaseModel, Field, ValidationError
-from .core import (AgentAlignError, RunDir, StageConfig, app, cache_dir, cli_errors, data_dir, expect, figures_dir,
-                             load_config_file, read_json, slow_enabled, stable_id, validate_config, write_json)
+from .core import (AgentAlignError, RunDir, app, cache_dir, cli_errors, data_dir, expect, figures_dir, read_json, slow_enabled, stable_id, validate_config, write_json)
+from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings, resolve
 
 # %% auto #0
 __all__ = ['Severity', 'FILES', 'STANDARD_KEYWORDS', 'LINT_STATS', 'MIN_CHAIN_STEPS', 'MAX_CHAIN_STEPS', 'Finding', 'Capability',
            'Tool', 'Chain', 'chain_id', 'read_upstream', 'meta_validator', 'lint_tool_schema', 'lint', 'repair',
            'Taxonomy', 'build_taxonomy', 'lint_key', 'cached_lint', 'load_taxonomy', 'format_report', 'TaxonomyConfig',
-           'run_taxonomy', 'taxonomy_config', 'taxonomy_cmd', 'draw_figures']
+           'run_taxonomy', 'taxonomy_cmd', 'draw_figures']
 
 # %% ../nbs/01_taxonomy.ipynb #58a1d2ab
 Severity = Literal["error", "warning", "info"]
@@ -306,6 +306,7 @@ class Taxonomy(BaseModel):
         "JSON-ready summary: counts, findings and repairs."
         return {**self.counts(), "findings": [f.model_dump() for f in self.findings], "repairs": self.repairs, "source": self.source}
 
+# %% ../nbs/01_taxonomy.ipynb #6a909f2d
 def build_taxonomy(raw: dict, findings: list[Finding], repairs: list[str], declared: list[str]) -> Taxonomy:
     "Typed records from (repaired) raw data."
     caps: dict[str, Capability] = {c: Capability(name=c, declared=c in declared) for c in raw["capabilities"]}
@@ -321,6 +322,7 @@ def build_taxonomy(raw: dict, findings: list[Finding], repairs: list[str], decla
                     chains=list(_iter_chains(raw["chains"], "curated")), seed_chains=list(_iter_chains(raw["seed_chains"], "seed")),
                     findings=findings, repairs=repairs, source=raw.get("_dir", ""))
 
+# %% ../nbs/01_taxonomy.ipynb #1795db93
 _LINT_MEMO: dict[str, list[Finding]] = {}
 
 def lint_key(raw: dict) -> str:
@@ -348,6 +350,7 @@ def cached_lint(raw: dict, cache: bool = True) -> list[Finding]:
     _LINT_MEMO[key] = found
     return list(found)
 
+# %% ../nbs/01_taxonomy.ipynb #e090aedc
 def load_taxonomy(data: str | Path | None = None, repair: bool = True, strict: bool = False, cache: bool = True) -> Taxonomy:
     "Load, lint and (by default) repair the upstream data in `data` (default `data_dir()/'upstream'`); lint reports are cached."
     raw = read_upstream(data)
@@ -380,6 +383,7 @@ def format_report(tax: Taxonomy, max_per_code: int = 5) -> str:
 
 class TaxonomyConfig(StageConfig):
     "Settings of the taxonomy stage."
+    section: ClassVar[str] = "taxonomy"
     data: Optional[str] = None     # folder with the upstream files (default: the packaged data/upstream)
     strict: bool = False           # fail (one line, non-zero exit) when data errors remain
     repair: bool = True            # repair what can be repaired mechanically
@@ -401,14 +405,6 @@ def run_taxonomy(run: RunDir | str | Path, cfg: TaxonomyConfig | dict | None = N
         run.record_stage("taxonomy", st.config, summary)
     return summary
 
-def taxonomy_config(config_file: Path | None = None, **options) -> TaxonomyConfig:
-    "A `TaxonomyConfig` from a config file's `[taxonomy]` table, overridden by the options that were given (not None)."
-    data = {}
-    if config_file is not None:
-        data = dict(expect(load_config_file(config_file).get("taxonomy", {}), dict, config_file, "[taxonomy]"))
-    data.update({k: (str(v) if isinstance(v, Path) else v) for k, v in options.items() if v is not None})
-    return validate_config(TaxonomyConfig, data, str(config_file or "options"))
-
 @app.command("taxonomy")
 @cli_errors
 def taxonomy_cmd(
@@ -418,11 +414,11 @@ def taxonomy_cmd(
     repair_data: Annotated[Optional[bool], typer.Option("--repair/--no-repair", help="Repair what can be repaired mechanically (default: yes).")] = None,
     figures: Annotated[Optional[Path], typer.Option(help="Also draw the taxonomy figures into this folder.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run folder: write RUN/taxonomy/summary.json and RUN/figures/.")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="TOML/YAML file whose [taxonomy] table sets the options.")] = None,
+    preset: PresetOpt = None, config: ConfigOpt = None, show_settings: ShowSettingsOpt = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace RUN/taxonomy made with other settings.")] = False,
 ):
     "Load the harm taxonomy, capabilities, tools and chains; print counts and lint findings (with --out: run the stage)."
-    cfg = taxonomy_config(config, data=data, strict=strict, repair=repair_data)
+    cfg = command_settings(TaxonomyConfig, preset, config, show_settings, data=data, strict=strict, repair=repair_data)
     if out is not None:
         s = run_taxonomy(out, cfg, overwrite=overwrite)
         typer.echo(json.dumps({k: v for k, v in s.items() if not isinstance(v, (list, dict))}))

@@ -5,19 +5,21 @@ resolved from actual results, drafted final answers, and validation by execution
 
 # %% ../nbs/07a_trajectories.ipynb #c64ce211
 from __future__ import annotations
-import copy, json, re
-from typing import Any
-from pydantic import BaseModel
-from .core import rng, stable_id
+import copy, functools, json, re
+from pathlib import Path
+from typing import Annotated, Any, Iterable
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from .core import AgentAlignError, data_dir, rng, stable_id, validate_config
+from .content import check_keys, check_texts, load_once, read_yaml
 from .chains import PlanStep
-from .environment import SimulatedEnvironment
+from .env.simulator import SimulatedEnvironment
 from .refusal import is_refusal
 
 # %% auto #0
-__all__ = ['SHRINK_STEPS', 'SLOT_KEYS', 'ADDRESS_RE', 'DONE', 'FACT_KEYS', 'KEY_FACT_KEYS', 'ANSWER_OPENINGS', 'ORDINALS',
-           'ANSWER_CLOSINGS', 'compact_result', 'CompactEnvironment', 'find_slot_value', 'link_arguments', 'PlanCall',
-           'execute_plan', 'step_facts', 'key_facts', 'answer_draft', 'plan_messages', 'validate_messages',
-           'strip_format_errors', 'tool_match']
+__all__ = ['SHRINK_STEPS', 'SLOT_KEYS', 'ADDRESS_RE', 'ANSWERS_FILE', 'Phrase', 'FACT_KEYS', 'KEY_FACT_KEYS', 'compact_result',
+           'CompactEnvironment', 'find_slot_value', 'link_arguments', 'PlanCall', 'execute_plan', 'AnswerPhrases',
+           'check_answer_phrases', 'answer_phrases', 'step_facts', 'key_facts', 'answer_draft', 'plan_messages',
+           'validate_messages', 'strip_format_errors', 'tool_match']
 
 # %% ../nbs/07a_trajectories.ipynb #d19a9856
 _KEEP_FIRST = ("error", "code", "message", "field", "status", "id")
@@ -130,7 +132,7 @@ def link_arguments(step: PlanStep, plan: list[PlanStep], seen: dict[int, dict]) 
 # %% ../nbs/07a_trajectories.ipynb #d2cb0885
 def _schema_ok(spec, args: Any) -> bool:
     "Whether `args` pass the tool's schema (checked on a copy: the compiled validator fills in defaults in place)."
-    from agentalign.environment import check_arguments
+    from agentalign.env.world import check_arguments
     return check_arguments(spec, copy.deepcopy(args)) is None
 
 class PlanCall(BaseModel):
@@ -160,40 +162,52 @@ def execute_plan(plan: list[PlanStep], env, key: str) -> tuple[list[PlanCall], d
     return calls, stats
 
 # %% ../nbs/07a_trajectories.ipynb #8a0cee0f
-DONE = {  # capability -> what the assistant did, as a past-tense phrase
-    "Artificial_Intelligence_Machine_Learning.create_image": "generated the image", "Artificial_Intelligence_Machine_Learning.create_video": "generated the video",
-    "Artificial_Intelligence_Machine_Learning.edit_image": "edited the image", "Artificial_Intelligence_Machine_Learning.generate_voice": "generated the voice recording",
-    "Communication.send_email": "sent the email", "Communication.send_instant_message": "sent the message", "Communication.send_sms": "sent the text message",
-    "Cryptography.create_bitcoin_payment": "created the Bitcoin payment request", "Cryptography.create_wallet": "created the wallet",
-    "Cryptography.deploy_contract": "deployed the contract", "Cryptography.interact_contract": "called the contract",
-    "Cryptography.interact_solana": "submitted the Solana transaction", "Cryptography.mix_tokens": "submitted the mixing transaction",
-    "Cryptography.query_data": "looked up the blockchain data", "Cryptography.send_bitcoin": "sent the Bitcoin transfer",
-    "Cryptography.send_monero": "sent the Monero transfer", "Cryptography.swap_bnb": "swapped the tokens on BNB Chain", "Cryptography.swap_tokens": "swapped the tokens",
-    "Cryptography.transfer_cross_chain": "bridged the funds to the other chain", "LocalServices.create_order": "placed the delivery order",
-    "LocalServices.search_merchant": "searched for places nearby", "Payments.create_payment": "created the payment", "Payments.query_payment": "checked the payment",
-    "Search.web_search": "searched the web", "Social.create_comment": "posted the comment", "Social.create_post": "published the post",
-    "Social.create_video": "posted the video", "Social.get_profile": "looked up the profile", "Social.search_content": "searched the posts",
-    "Social.upload_video": "uploaded the video", "System_Tools.diagnose_network": "ran the network check", "System_Tools.execute_command": "ran the command",
-    "System_Tools.get_info": "checked the system information", "System_Tools.get_network_info": "checked the network settings",
-    "System_Tools.make_request": "sent the HTTP request", "System_Tools.manage_docker": "ran the Docker operation", "System_Tools.manage_files": "handled the file operation",
-    "System_Tools.manage_git": "ran the Git operation", "System_Tools.manage_packages": "handled the package operation",
-    "System_Tools.manage_process": "handled the process operation", "System_Tools.manage_ssh": "ran the remote operation over SSH",
-    "eCommerce.create_order": "placed the order", "eCommerce.search_products": "searched for products"}
+ANSWERS_FILE = "phrases/answers.yaml"
+Phrase = Annotated[str, StringConstraints(min_length=1)]
+
+class AnswerPhrases(BaseModel):
+    "The phrase tables of drafted final answers (`data/phrases/answers.yaml`)."
+    model_config = ConfigDict(extra="forbid")
+    done: dict[str, Phrase]                                  # capability -> what the assistant did ("sent the email")
+    openings: list[Phrase] = Field(min_length=1)
+    step_leads: list[Phrase] = Field(min_length=1)           # step i of several: step_leads[i] (the last one repeats)
+    last_step_lead: Phrase                                   # the last of several steps
+    closings: list[str] = Field(min_length=1)                # "" = no closing sentence
+
+# %% ../nbs/07a_trajectories.ipynb #7580a85a
+def check_answer_phrases(p: AnswerPhrases, where: str | Path) -> AnswerPhrases:
+    "`p` after the completeness and form checks (one `AgentAlignError` line naming `where` and the entry)."
+    from agentalign.taxonomy import load_taxonomy
+    check_keys(f"{where}: done", p.done, load_taxonomy().capabilities, "capability")
+    short = [c for c, v in p.done.items() if len(v.split()) < 2]
+    if short: raise AgentAlignError(f"{where}: done.{short[0]}: needs a verb and its object, got {p.done[short[0]]!r}")
+    for name in AnswerPhrases.model_fields: check_texts(f"{where}: {name}", getattr(p, name))
+    return p
+
+_answer_phrases = load_once(lambda path: check_answer_phrases(validate_config(AnswerPhrases, read_yaml(path, "phrase file"), str(path)), path))
+
+def answer_phrases(path: str | Path | None = None) -> AnswerPhrases:
+    "The checked answer phrases of `path` (default: `data/phrases/answers.yaml`), read once per version of the file."
+    return _answer_phrases(Path(path) if path else data_dir() / ANSWERS_FILE)
+
+# %% ../nbs/07a_trajectories.ipynb #ec310253
 FACT_KEYS = ("status", "message_id", "order_id", "payment_id", "transaction_id", "tx_hash", "txid", "hash", "contract_address", "wallet_id",
              "job_id", "task_id", "exit_code", "total", "amount", "url", "id")
 KEY_FACT_KEYS = ("message_id", "order_id", "payment_id", "transaction_id", "tx_hash", "txid", "hash", "contract_address", "wallet_id", "job_id", "task_id", "url", "id")
 
+def _search_facts(result: dict) -> list[tuple[str, str]]:
+    "For a search result: the number of results and the top one's title, and the top one's link or id."
+    res = [r for r in result["results"] if isinstance(r, dict)] if isinstance(result.get("results"), list) else []
+    if not res: return []
+    top = res[0]
+    label = next((str(top[k]) for k in ("title", "name", "text") if isinstance(top.get(k), str) and not top[k].startswith("…")), None)
+    facts = [("results", f"{len(result['results'])} results" + (f", the first being \"{label[:80]}\"" if label else ""))]
+    ident = next(((k, str(top[k])) for k in ("url", "item_id", "restaurant_id", "id") if isinstance(top.get(k), (str, int)) and not str(top[k]).startswith("…")), None)
+    return facts + ([ident] if ident else [])
+
 def step_facts(result: dict, n: int = 2) -> list[tuple[str, str]]:
     "Up to `n` salient (field, value) pairs of a tool result: status, ids, links; for searches the number of results and the top one."
-    facts = []
-    if isinstance(result.get("results"), list):
-        res = [r for r in result["results"] if isinstance(r, dict)]
-        if res:
-            top = res[0]
-            label = next((str(top[k]) for k in ("title", "name", "text") if isinstance(top.get(k), str) and not top[k].startswith("…")), None)
-            facts.append(("results", f"{len(result['results'])} results" + (f", the first being \"{label[:80]}\"" if label else "")))
-            ident = next(((k, str(top[k])) for k in ("url", "item_id", "restaurant_id", "id") if isinstance(top.get(k), (str, int)) and not str(top[k]).startswith("…")), None)
-            if ident: facts.append(ident)
+    facts = _search_facts(result)
     leaves = [(k, v) for k, v in _leaves(result) if isinstance(v, (str, int, float)) and not isinstance(v, bool)]
     for key in FACT_KEYS:
         if len(facts) >= n: break
@@ -209,25 +223,26 @@ def key_facts(calls: list[PlanCall]) -> list[str]:
         if f and f not in out: out.append(f)
     return out
 
-# %% ../nbs/07a_trajectories.ipynb #8abd9641
-ANSWER_OPENINGS = ["All done.", "Everything went through.", "That's finished.", "Done, here is a summary.", "All set.", "It's all taken care of."]
-ORDINALS = ["First", "Then", "Next", "After that", "Finally"]
-ANSWER_CLOSINGS = ["Let me know if you need anything else.", "Tell me if you'd like any changes.", "", "Anything else I can do?"]
-
+# %% ../nbs/07a_trajectories.ipynb #310220af
 def _fact_text(k: str, v: str) -> str:
     return v if k == "results" else f"{k.replace('_', ' ')}: {v}"
 
+def _lead(ph: AnswerPhrases, i: int, n: int) -> str:
+    "How the sentence of step `i` of `n` starts."
+    if n == 1: return "I"
+    return f"{ph.step_leads[min(i, len(ph.step_leads) - 1)] if i < n - 1 else ph.last_step_lead}, I"
+
 def answer_draft(plan: list[PlanStep], calls: list[PlanCall], seed: int, key: str) -> str:
     "A final answer composed from the executed calls of `plan`: what each step did and its key facts (wording seeded by `seed` and `key`)."
+    ph = answer_phrases()
     r = rng(seed, "answer_draft", key)
     caps = {s.step: s.capability for s in plan}
-    parts = [r.choice(ANSWER_OPENINGS)]
+    parts = [r.choice(ph.openings)]
     for i, c in enumerate(calls):
-        what = DONE.get(caps.get(c.step, ""), f"used {c.tool}")
+        what = ph.done.get(caps.get(c.step, ""), f"used {c.tool}")
         facts = ", ".join(_fact_text(k, v) for k, v in step_facts(c.result))
-        lead = "I" if len(calls) == 1 else f"{ORDINALS[min(i, 3) if i < len(calls) - 1 else 4]}, I"
-        parts.append(f"{lead} {what}" + (f" ({facts})." if facts else "."))
-    closing = r.choice(ANSWER_CLOSINGS)
+        parts.append(f"{_lead(ph, i, len(calls))} {what}" + (f" ({facts})." if facts else "."))
+    closing = r.choice(ph.closings)
     return " ".join(p for p in parts + [closing] if p)
 
 # %% ../nbs/07a_trajectories.ipynb #140534f4

@@ -10,7 +10,7 @@ A configuration is `ROWSxBUDGET`: at most ROWS samples in flight (= rows per bat
 
     nice -n 10 env OMP_NUM_THREADS=1 AGENTALIGN_TORCH_THREADS=1 HF_HUB_OFFLINE=1 \\
         .venv/bin/python benchmarks/agentharm_validation.py                    # --limit 4 --configs 1xinf,8xinf,8x4096
-    # the measurements quoted in nbs/10_agentharm.ipynb (each line: one command)
+    # batch size against memory, as the token budget of nbs/10b_agentharm_provider.ipynb was chosen (each line: one command)
     ... benchmarks/agentharm_validation.py --limit 2 --configs 1xinf,4xinf,4x8192,4x16384
     ... benchmarks/agentharm_validation.py --limit 8 --configs 16xinf,16x4096
     ... benchmarks/agentharm_validation.py --limit 16 --configs 32xinf,32x16384,32x8192
@@ -32,7 +32,7 @@ def parse_config(s: str) -> tuple[int, int]:
     return int(rows), (10**9 if budget in ("inf", "none") else int(budget))
 
 def score(out: Path, model: str, limit, max_tokens: int, rows: int | None, budget: int | None, technique: str = "standard") -> dict:
-    from agentalign.agentharm import AgentHarmConfig, run_agentharm
+    from agentalign.agentharm.evaluate import AgentHarmConfig, run_agentharm
     from agentalign.core import read_json
     cfg = AgentHarmConfig(model=model, limit=limit, max_tokens=max_tokens, max_connections=rows, prompt_technique=technique,
                           cache=False, figures=False, progress_every=60, **({"token_budget": budget} if budget else {}))
@@ -57,7 +57,7 @@ def main():
     threads = os.environ.get("AGENTALIGN_TORCH_THREADS", "default"); omp = os.environ.get("OMP_NUM_THREADS", "unset")
     print(f"model {a.model}, AgentHarm val, offline judge, greedy, max_tokens {a.max_tokens}, torch threads {threads}, OMP_NUM_THREADS {omp}")
     if a.full:
-        from agentalign.agentharm import table1
+        from agentalign.agentharm.report import table1
         out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="agentharm-val-"))
         m = score(out, a.model, None, a.max_tokens, None, None, a.prompt_technique)
         print(table1([m]))

@@ -148,7 +148,7 @@ def make_corpus(n: int, pairs: int, seed: int = 0):
     return final, dup_of, rouges
 
 def evaluate(texts, dup_of, engine: str, threshold: float, num_perm: int):
-    from agentalign.quality import near_duplicates
+    from agentalign.dedup import near_duplicates
     t0, c0 = time.perf_counter(), time.process_time()
     rep = near_duplicates(texts, threshold=threshold, num_perm=num_perm, engine=engine)
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0

@@ -4,12 +4,13 @@ Run: .venv/bin/python benchmarks/env_throughput.py [--seconds-per-tool 0.2]
 Arguments are generated once per tool (outside the timed loop); each timed call includes JSON-schema validation,
 the capability handler and the call log, exactly as `SimulatedEnvironment.call` does for an agent. The environment is
 reset every 1,000 calls so that episode state stays episode-sized. Target: >= 20,000 calls/s for typical tools.
-The environment is split into agentalign.env_values / env_world / env_services / env_host; `agentalign.environment`
+The environment is split into agentalign.env.values / env_world / env_services / env_host; `agentalign.env.simulator`
 re-exports what this script uses. Calls include the JSON limits check, the copy that keeps the caller's arguments
 unchanged, and the result-size bound.
 """
 import argparse, json, random, statistics, time
-from agentalign.environment import SimulatedEnvironment, sample_arguments
+from agentalign.env.simulator import SimulatedEnvironment
+from agentalign.env.values import sample_arguments
 
 TYPICAL = ["search_google", "send_gmail", "send_twilio_sms", "create_paypal_payment", "query_paypal_payment", "post_tweet",
            "post_youtube_comment", "get_twitter_profile", "place_order_amazon", "bitcoin_transaction", "file_operation",

@@ -71,7 +71,8 @@ def build_bodies(limit: int) -> list[dict]:
     "The request bodies the stage sends in free mode (built with the package's own prompt code, untimed)."
     sys.path.insert(0, str(REPO))
     from agentalign.taxonomy import load_taxonomy
-    from agentalign.chains import curated_chains, instantiate, load_decontaminator
+    from agentalign.chains import curated_chains, instantiate
+    from agentalign.decontamination import load_decontaminator
     from agentalign.instructions import instruction_request, KINDS
     tax = load_taxonomy(); decon, _ = load_decontaminator()
     bodies = []

@@ -52,7 +52,8 @@ async def bare_loop(url: str, n: int, conc: int, tag: str) -> float:
 
 
 async def helper(url: str, n: int, conc: int, tag: str, cache: Path | None) -> float:
-    from agentalign.llm import ChatRequest, OpenAIBackend, CachedBackend, run_batch
+    from agentalign.llm.base import ChatRequest, CachedBackend, run_batch
+    from agentalign.llm.openai import OpenAIBackend
     b = OpenAIBackend("bench", base_url=url)
     if cache is not None: b = CachedBackend(b, cache)
     reqs = [ChatRequest(messages=[{"role": "user", "content": f"{tag}-{i}"}], max_tokens=16, timeout=60, id=str(i)) for i in range(n)]
@@ -66,7 +67,8 @@ async def helper(url: str, n: int, conc: int, tag: str, cache: Path | None) -> f
 
 def local_bench(batch_sizes: list[int], n: int, tokens: int):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from agentalign.llm import ChatRequest, LocalBackend, run_batch_sync
+    from agentalign.llm.base import ChatRequest, run_batch_sync
+    from agentalign.llm.local import LocalBackend
     from agentalign.models import cpu_threads
     print(f"embedded model, CPU threads {cpu_threads()}, {n} requests x {tokens} new tokens at most (greedy)")
     print(f"{'batch_size':>10} {'seconds':>8} {'tok/s':>8} {'req/s':>7}")

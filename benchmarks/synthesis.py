@@ -13,7 +13,7 @@ from agentalign.taxonomy import load_taxonomy
 from agentalign.chains import curated_chains, instantiate, plan_problems
 from agentalign.drafts import KINDS, stated_values, draft_for, goal_from_explanation
 from agentalign.instructions import InstructionsConfig, run_instructions
-from agentalign.llm import LLMConfig
+from agentalign.llm.base import LLMConfig
 
 def plans(seeds: int) -> dict:
     tax = load_taxonomy(); cur = curated_chains(tax)

@@ -1,16 +1,19 @@
 """Behavior chains: the AgentHarm detector against texts it was not built from, the stage convention of `chains` through
-the command line (resume without duplicated failures, other settings refused, all-failed is an error), and bad input
-that must be one line (`--examples 0`, `--max-tokens -1`, a folder or a non-UTF-8 file given to `chains-review`)."""
+the command line against the scripted OpenAI-compatible server (resume without duplicated failures or repeated
+requests, other settings refused, all-failed is an error), and bad input that must be one line (`--examples 0`,
+`--max-tokens -1`, a folder or a non-UTF-8 file given to `chains-review`)."""
 import json, os
 from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from typer.testing import CliRunner
+from conftest import free_port
 from agentalign.core import agentharm_dir, app
-from agentalign.chains import load_decontaminator, curated_chains, CHAIN_SYSTEM, CHAIN_USER, capability_catalog
+from agentalign.chains import curated_chains, CHAIN_SYSTEM, CHAIN_USER, capability_catalog
+from agentalign.decontamination import load_decontaminator
 from agentalign.taxonomy import load_taxonomy
-import agentalign.chains  # registers the commands
+import agentalign.chains  # noqa: F401  (registers the commands)
 
 AH = agentharm_dir()
 
@@ -41,42 +44,32 @@ def test_decontaminator_catches_planted_prompts_and_passes_clean_text():
     assert dc.is_clean(" ".join(w[:4])) and dc.is_clean(" ".join(w[::2]))              # 4 words, or every other word: no 8-gram
 
 
-def _completion(content: str) -> dict:
-    return {"id": "c", "object": "chat.completion", "created": 0, "model": "scripted",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+def chain_writer(req):
+    "Two proposals per request: a chain that depends on the request, and a degenerate one (a step after itself)."
+    enum = req.response_schema["properties"]["chains"]["items"]["properties"]["steps"]["items"]["enum"]
+    k = sum(map(ord, req.id or ""))
+    return {"chains": [{"steps": [enum[k % len(enum)], enum[(k + 5) % len(enum)]], "explanation": "A pattern."},
+                       {"steps": [enum[1], enum[1]], "explanation": "Degenerate."}]}
 
 
-def writer_app(seen: list):
-    from fastapi import FastAPI, Request
-    api = FastAPI()
-    @api.post("/v1/chat/completions")
-    async def chat(request: Request):
-        body = await request.json(); seen.append(body)
-        enum = body["response_format"]["json_schema"]["schema"]["properties"]["chains"]["items"]["properties"]["steps"]["items"]["enum"]
-        k = len(seen)
-        return _completion(json.dumps({"chains": [{"steps": [enum[k % len(enum)], enum[(k + 5) % len(enum)]], "explanation": "A pattern."},
-                                                  {"steps": [enum[1], enum[1]], "explanation": "Degenerate."}]}))
-    return api
-
-
-def test_chains_stage_resume_settings_and_all_failed(tmp_path):
-    from agentalign.llm import ServerThread
-    seen, run = [], tmp_path / "run"
-    with ServerThread(writer_app(seen)) as srv:
-        args = ["chains", "--out", str(run), "--backend", "openai", "--model", "scripted", "--base-url", srv.url,
-                "--api-key-env", "AGENTALIGN_TEST_NO_KEY", "--limit", "2", "--per-subcategory", "2"]
-        r = CliRunner().invoke(app, args); assert r.exit_code == 0, r.output
-        ids = lambda: [(f["item_id"], f["reason"]) for f in map(json.loads, (run / "chains" / "failures.jsonl").read_text().splitlines())]
-        fails = ids()
-        assert len(seen) == 2 and len(fails) == 2 and all(i.endswith("#1") for i, _ in fails)
-        r = CliRunner().invoke(app, args); assert r.exit_code == 0, r.output                 # same settings: cached, rewritten
-        assert len(seen) == 2 and ids() == fails
-        r = CliRunner().invoke(app, args[:-1] + ["3"])
-        assert r.exit_code == 2 and "other settings" in r.output and "per_subcategory 2 -> 3" in r.output
-        cfg = json.loads((run / "chains" / "config.json").read_text())
-        assert cfg["config"]["writer"]["model"] == "scripted" and cfg["config"]["per_subcategory"] == 2
-    down = ["chains", "--out", str(tmp_path / "down"), "--backend", "openai", "--model", "x", "--base-url", "http://127.0.0.1:9/v1",
+def test_chains_stage_resume_settings_and_all_failed(tmp_path, scripted_server):
+    srv, run = scripted_server(chain_writer), tmp_path / "run"
+    args = ["chains", "--out", str(run), "--backend", "openai", "--model", "scripted", "--base-url", srv.url,
+            "--api-key-env", "AGENTALIGN_TEST_NO_KEY", "--limit", "2", "--per-subcategory", "2"]
+    r = CliRunner().invoke(app, args); assert r.exit_code == 0, r.output
+    ids = lambda: [(f["item_id"], f["reason"]) for f in map(json.loads, (run / "chains" / "failures.jsonl").read_text().splitlines())]
+    subs = ["/".join(s) for s in load_taxonomy().subcategories[:2]]
+    fails = ids()
+    assert srv.requests == 2 and sorted(fails) == [(f"{s}#1", "degenerate_repeat") for s in subs]
+    assert {b["response_format"]["json_schema"]["name"] for b in (e["body"] for e in srv.completions)} == {"behavior_chains"}
+    r = CliRunner().invoke(app, args); assert r.exit_code == 0, r.output                 # same settings: from the run's cache
+    assert srv.requests == 2 and ids() == fails                                         # nothing asked again, failures rewritten
+    assert json.loads((run / "chains" / "summary.json").read_text())["cached"] == 2
+    r = CliRunner().invoke(app, args[:-1] + ["3"])
+    assert r.exit_code == 2 and "other settings" in r.output and "per_subcategory 2 -> 3" in r.output
+    cfg = json.loads((run / "chains" / "config.json").read_text())
+    assert cfg["config"]["writer"]["model"] == "scripted" and cfg["config"]["per_subcategory"] == 2
+    down = ["chains", "--out", str(tmp_path / "down"), "--backend", "openai", "--model", "x", "--base-url", f"http://127.0.0.1:{free_port()}/v1",
             "--api-key-env", "AGENTALIGN_TEST_NO_KEY", "--limit", "2"]
     r = CliRunner().invoke(app, down)
     errs = [l for l in r.output.splitlines() if l.startswith("error:")]     # (the rest is the progress bar on stderr)

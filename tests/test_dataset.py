@@ -22,6 +22,7 @@ def exported(tmp_path_factory):
 
 def test_loads_with_load_from_disk_and_trains_with_trl(exported, tmp_path):
     "The DatasetDict as a user gets it: messages + tools columns straight into TRL's SFTTrainer (its own tokenization)."
+    import math, torch
     from datasets import load_from_disk
     from trl import SFTConfig, SFTTrainer
     from transformers import AutoTokenizer
@@ -39,8 +40,13 @@ def test_loads_with_load_from_disk_and_trains_with_trl(exported, tmp_path):
                      max_length=2048, use_cpu=True, bf16=False, gradient_checkpointing=False, report_to="none",
                      disable_tqdm=True, logging_steps=1, save_strategy="no")
     tr = SFTTrainer(model=str(tiny), args=args, train_dataset=dd["train"], processing_class=AutoTokenizer.from_pretrained(str(tiny)))
+    batch = tr.data_collator([tr.train_dataset[i] for i in range(2)])
+    assert (batch["labels"] != -100).any() and (batch["labels"] == -100).any()   # assistant tokens carry loss, the rest not
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
     out = tr.train()
-    assert tr.state.global_step == 2 and out.training_loss > 0
+    assert tr.state.global_step == 2 and math.isfinite(out.training_loss)
+    changed = [k for k, v in tr.model.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, "two training steps left every weight unchanged"
 
 def test_llamafactory_export_matches_the_sharegpt_schema(exported):
     run, _ = exported

@@ -1,22 +1,22 @@
 """End-to-end tests of the LLM layer over real loopback HTTP servers (no internet, HF_HUB_OFFLINE=1).
 
-No test here asserts how long something took: delays the `openai` client chooses are read from its log, the RPM
-limiter's spacing from the event loop's clock at each release (a lower bound the limiter guarantees), and timing
-numbers live in benchmarks/llm_throughput.py.
+The servers are the scripted OpenAI-compatible server of `conftest.py`. No test here asserts how long something
+took: the waits the `openai` client makes before a retry are read from the server's own arrival times (a lower bound
+the client must respect), the RPM limiter's spacing from the event loop's clock at each release (a lower bound the
+limiter guarantees), and timing numbers live in benchmarks/llm_throughput.py.
 """
-import asyncio, json, logging, os, re, signal, subprocess, sys, textwrap, time
+import asyncio, json, os, signal, subprocess, sys, textwrap, time
 from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import httpx
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
-from agentalign.llm import (ChatRequest, CachedBackend, LLMError, OpenAIBackend, ServerThread, llm_config, make_backend,
-                            run_batch_sync, run_sync)
-from netutil import free_port
+from agentalign.llm.base import ChatRequest, CachedBackend, run_batch_sync, run_sync
+from agentalign.llm.openai import OpenAIBackend
+from agentalign.llm.factory import llm_config, make_backend
+from conftest import Fault, call, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
@@ -24,86 +24,59 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
          {"type": "function", "function": {"name": "get_time", "description": "Current time", "parameters": {"type": "object", "properties": {}}}}]
 SECRET = "sk-test-" + "x7" * 16
 CLI = [sys.executable, "-c", "from agentalign.cli import main; main()"]
+INSTRUCTIONS = {"instructions": ["Please check the weather forecast for Paris tomorrow and tell me whether I need an umbrella."]}
 
 
-def completion(content=None, tool_calls=None):
-    msg = {"role": "assistant", "content": content}
-    if tool_calls: msg["tool_calls"] = tool_calls
-    return {"id": "c", "object": "chat.completion", "created": 0, "model": "scripted",
-            "choices": [{"index": 0, "message": msg, "finish_reason": "tool_calls" if tool_calls else "stop"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+def last_user(body: dict) -> str: return body["messages"][-1]["content"]
 
 
-def scripted_app(log: list, key: str | None = None) -> FastAPI:
-    """A tiny OpenAI-compatible server: asks for tools, checks the tool results come back, honours 429 plans."""
-    api = FastAPI()
-    state = Counter()
-
-    async def completions(request):
-        body = await request.json(); log.append((time.monotonic(), body, dict(request.headers)))
-        if key is not None and request.headers.get("authorization") != f"Bearer {key}":
-            return JSONResponse({"error": {"message": "invalid api key"}}, status_code=401)
-        msgs = body["messages"]; last = msgs[-1]
-        if last["role"] == "user" and last["content"] in ("rate-limit-me", "rate-limit-me-ms"):
-            state[last["content"]] += 1
-            if state[last["content"]] == 1:
-                hdr = {"Retry-After": "1"} if last["content"] == "rate-limit-me" else {"retry-after-ms": "250"}
-                return JSONResponse({"error": {"message": "slow down"}}, status_code=429, headers=hdr)
-            return completion("finally")
-        if last["role"] == "user" and last["content"].startswith("hi"): return completion("hello")
-        if last["role"] == "user":                     # first turn: call two tools, one without arguments
-            assert body.get("tools") and body["tools"][0]["function"]["name"] == "get_weather"
-            return completion(None, [{"id": "call_w", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-                                     {"id": "call_t", "type": "function", "function": {"name": "get_time", "arguments": ""}}])
-        # second turn: the assistant's calls and both tool results must be there
-        calls = [m for m in msgs if m["role"] == "assistant" and m.get("tool_calls")]
-        results = {m["tool_call_id"]: m["content"] for m in msgs if m["role"] == "tool"}
-        assert calls and {c["id"] for c in calls[-1]["tool_calls"]} == set(results), (calls, results)
-        return completion(f"weather {results['call_w']} at {results['call_t']}")
-    completions.__annotations__["request"] = Request
-    api.post("/v1/chat/completions")(completions)
-    return api
+def weather_script(req):
+    "First turn: call two tools (one without arguments); second turn: answer from both tool results."
+    if req.messages[-1]["role"] == "user":
+        return [call("get_weather", {"city": "Paris"}, "call_w"), call("get_time", "", "call_t")]
+    results = {m["tool_call_id"]: m["content"] for m in req.messages if m["role"] == "tool"}
+    return f"weather {results.get('call_w')} at {results.get('call_t')}"
 
 
-def test_names_other_modules_import_from_agentalign_llm():
-    "Everything the stages, the agent, AgentHarm, the tests and the benchmark import from `agentalign.llm` is still there."
-    import importlib
-    llm = importlib.import_module("agentalign.llm")
-    names = ["ApiKeyEnvOpt", "Backend", "BackendOpt", "BaseUrlOpt", "BatchResult", "CachedBackend", "ChatRequest", "ChatResponse",
-             "ConcurrencyOpt", "LLMConfig", "LLMError", "LocalBackend", "ModelOpt", "OpenAIBackend", "ResponseCache", "RpmOpt", "SeedOpt",
-             "ServerThread", "TOOL_CALL_RE", "ToolCall", "llm_config", "make_backend", "make_server_app", "parse_tool_call_block",
-             "parse_tool_calls", "run_batch", "run_batch_sync", "run_sync", "tool_call_blocks"]
-    missing = [n for n in names if not hasattr(llm, n)]
-    assert not missing, missing
-    assert llm.LocalBackend.__module__ == "agentalign.llm_local" and llm.ServerThread.__module__ == "agentalign.llm_serve"
+def first_hit_429(headers: dict):
+    "A fault plan: the first request with a given last user message gets a 429 with `headers`, later ones pass."
+    seen = Counter()
+    def fault(body, hdrs, n):
+        seen[last_user(body)] += 1
+        return Fault.status(429, "slow down", headers=headers) if seen[last_user(body)] == 1 and last_user(body).startswith("rate-limit-me") else None
+    return fault
 
 
-def test_openai_tool_round_trip():
-    log = []
-    with ServerThread(scripted_app(log)) as srv:
-        b = OpenAIBackend("scripted", base_url=srv.url)
-        conv = [{"role": "user", "content": "Weather in Paris and the time?"}]
-        r1 = run_sync(b.chat(ChatRequest(messages=conv, tools=TOOLS)))
-        assert [(c.name, c.args()) for c in r1.tool_calls] == [("get_weather", {"city": "Paris"}), ("get_time", {})]
-        assert r1.finish_reason == "tool_calls"
-        conv += [r1.message()] + [{"role": "tool", "tool_call_id": c.id, "content": {"get_weather": "sunny", "get_time": "noon"}[c.name]} for c in r1.tool_calls]
-        r2 = run_sync(b.chat(ChatRequest(messages=conv, tools=TOOLS)))
-        assert r2.content == "weather sunny at noon" and not r2.tool_calls
-        assert log[1][1]["messages"][1]["tool_calls"][1]["function"] == {"name": "get_time", "arguments": "{}"}
+def test_openai_tool_round_trip(scripted_server):
+    srv = scripted_server(weather_script)
+    b = OpenAIBackend("scripted", base_url=srv.url)
+    conv = [{"role": "user", "content": "Weather in Paris and the time?"}]
+    r1 = run_sync(b.chat(ChatRequest(messages=conv, tools=TOOLS)))
+    assert [(c.name, c.args()) for c in r1.tool_calls] == [("get_weather", {"city": "Paris"}), ("get_time", {})]
+    assert r1.finish_reason == "tool_calls"
+    conv += [r1.message()] + [{"role": "tool", "tool_call_id": c.id, "content": {"get_weather": "sunny", "get_time": "noon"}[c.name]} for c in r1.tool_calls]
+    r2 = run_sync(b.chat(ChatRequest(messages=conv, tools=TOOLS)))
+    assert r2.content == "weather sunny at noon" and not r2.tool_calls
+    sent = srv.completions[1]["body"]["messages"]                        # what the second request carried
+    assert sent[1]["tool_calls"][1]["function"] == {"name": "get_time", "arguments": "{}"}
+    assert [m["tool_call_id"] for m in sent if m["role"] == "tool"] == ["call_w", "call_t"]
+    assert srv.backend.seen[0].tools == TOOLS
 
 
-@pytest.mark.parametrize("content,delay", [("rate-limit-me", 1.0), ("rate-limit-me-ms", 0.25)])
-def test_retry_after_and_retry_after_ms_are_honoured(caplog, content, delay):
-    "The client waits exactly what the server asks (Retry-After: 1 / retry-after-ms: 250), not its own backoff."
-    log = []
-    with ServerThread(scripted_app(log)) as srv, caplog.at_level(logging.INFO, logger="openai"):
-        r = run_sync(OpenAIBackend("scripted", base_url=srv.url).chat(ChatRequest(messages=[{"role": "user", "content": content}])))
-    assert r.content == "finally" and r.attempts == 2 and len(log) == 2
-    waits = [float(m.group(1)) for rec in caplog.records if (m := re.search(r"Retrying request.* in ([0-9.]+) seconds", rec.getMessage()))]
-    assert waits == [delay], [rec.getMessage() for rec in caplog.records]
+@pytest.mark.parametrize("header,wait", [({"Retry-After": "2"}, 2.0), ({"retry-after-ms": "1500"}, 1.5)])
+def test_retry_after_and_retry_after_ms_are_honoured(scripted_server, header, wait):
+    """The client waits what the server asks (Retry-After: 2 / retry-after-ms: 1500) before it retries: the retry
+    arrives at least that long after the 429 was asked for. Its own first backoff is at most 0.5 s, so a shorter gap
+    would mean the header was ignored."""
+    srv = scripted_server(lambda req: "finally", fault=first_hit_429(header))
+    r = run_sync(OpenAIBackend("scripted", base_url=srv.url).chat(ChatRequest(messages=[{"role": "user", "content": "rate-limit-me"}])))
+    assert r.content == "finally" and r.attempts == 2
+    assert [e["status"] for e in srv.completions] == [429, 200]
+    gap = srv.completions[1]["t"] - srv.completions[0]["t"]
+    assert gap >= wait, gap
 
 
-def test_rpm_limit_spaces_every_attempt(monkeypatch):
+def test_rpm_limit_spaces_every_attempt(scripted_server, monkeypatch):
     "rpm=300: every HTTP attempt (retries included) passes the limiter, released at least 0.2 s after the previous one."
     import aiolimiter
     released, original = [], aiolimiter.AsyncLimiter.acquire
@@ -111,42 +84,30 @@ def test_rpm_limit_spaces_every_attempt(monkeypatch):
         await original(self, amount)
         released.append(asyncio.get_running_loop().time())     # same step as the release: no scheduling delay in between
     monkeypatch.setattr(aiolimiter.AsyncLimiter, "acquire", acquire)
-    log = []
-    with ServerThread(scripted_app(log)) as srv:
-        b = OpenAIBackend("scripted", base_url=srv.url, rpm=300)
-        reqs = [ChatRequest(messages=[{"role": "user", "content": f"hi {i}"}], id=str(i)) for i in range(5)]
-        reqs.append(ChatRequest(messages=[{"role": "user", "content": "rate-limit-me-ms"}], id="rl"))   # one 429, then a retry
-        res = run_batch_sync(b, reqs, concurrency=6, progress=False)
+    srv = scripted_server(lambda req: "hello", fault=first_hit_429({"retry-after-ms": "250"}))
+    b = OpenAIBackend("scripted", base_url=srv.url, rpm=300)
+    reqs = [ChatRequest(messages=[{"role": "user", "content": f"hi {i}"}], id=str(i)) for i in range(5)]
+    reqs.append(ChatRequest(messages=[{"role": "user", "content": "rate-limit-me-ms"}], id="rl"))   # one 429, then a retry
+    res = run_batch_sync(b, reqs, concurrency=6, progress=False)
     assert all(r.ok for r in res), [r.failure for r in res if not r.ok]
-    assert len(released) == len(log) == b.requests_sent == 7                  # 6 requests + 1 retry, each limited
+    assert len(released) == srv.requests == b.requests_sent == 7 and srv.succeeded() == 6   # 6 requests + 1 retry, each limited
     gaps = [b2 - b1 for b1, b2 in zip(released, released[1:])]
     assert min(gaps) >= 0.2 - 1e-6, gaps
 
 
-def _header_log_app(log: list, status: int = 200, body=None) -> FastAPI:
-    api = FastAPI()
-    async def completions(request):
-        log.append(request.headers.get("authorization"))
-        if status != 200: return JSONResponse(body, status_code=status)
-        return completion(json.dumps({"instructions": ["Please check the weather forecast for Paris tomorrow and tell me whether I need an umbrella."]}))
-    completions.__annotations__["request"] = Request
-    api.post("/v1/chat/completions")(completions)
-    return api
-
-
-def test_default_openai_key_is_not_sent_to_other_hosts(monkeypatch):
+def test_default_openai_key_is_not_sent_to_other_hosts(scripted_server, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     monkeypatch.setenv("AGENTALIGN_TEST_KEY", SECRET + "-other")
-    log = []
-    with ServerThread(_header_log_app(log)) as srv:
-        q = [ChatRequest(messages=[{"role": "user", "content": "hi"}])]
-        for cfg, expected in [(llm_config("openai", "m", srv.url), None),                                   # default: no key
-                              (llm_config("openai", "m", srv.url, "AGENTALIGN_TEST_KEY"), f"Bearer {SECRET}-other"),
-                              (llm_config("openai", "m", srv.url, "OPENAI_API_KEY"), f"Bearer {SECRET}"),   # the opt-in
-                              (llm_config("openai", "m", srv.url, "AGENTALIGN_TEST_UNSET"), None)]:
-            before = len(log)
-            assert all(r.ok for r in run_batch_sync(make_backend(cfg), q, progress=False))
-            assert log[before:] == [expected], (cfg, log[before:])
+    srv = scripted_server(lambda req: INSTRUCTIONS)
+    q = [ChatRequest(messages=[{"role": "user", "content": "hi"}])]
+    for cfg, expected in [(llm_config("openai", "m", srv.url), None),                                   # default: no key
+                          (llm_config("openai", "m", srv.url, "AGENTALIGN_TEST_KEY"), f"Bearer {SECRET}-other"),
+                          (llm_config("openai", "m", srv.url, "OPENAI_API_KEY"), f"Bearer {SECRET}"),   # the opt-in
+                          (llm_config("openai", "m", srv.url, "AGENTALIGN_TEST_UNSET"), None)]:
+        before = srv.requests
+        assert all(r.ok for r in run_batch_sync(make_backend(cfg), q, progress=False))
+        assert [e["headers"].get("authorization") for e in srv.completions[before:]] == [expected], cfg
+    assert srv.requests == 4
 
 
 def _instructions(run: Path, url: str, *extra, env=None) -> subprocess.CompletedProcess:
@@ -159,33 +120,29 @@ def _everything_written(run: Path) -> str:
     return "\n".join(p.read_bytes().decode("utf-8", "replace") for p in run.rglob("*") if p.is_file() and p.suffix != ".sqlite")
 
 
-def test_stage_cli_never_sends_default_key_to_a_custom_base_url(tmp_path):
-    "A stage command whose --api-key-env default is OPENAI_API_KEY still sends no key to another host unless asked."
-    log = []
-    with ServerThread(_header_log_app(log)) as srv:
-        r = _instructions(tmp_path / "run", srv.url, env={"OPENAI_API_KEY": SECRET})
-        assert log and all(h is None for h in log), log
-        assert SECRET not in r.stdout + r.stderr + _everything_written(tmp_path / "run")
+def test_stage_cli_never_sends_default_key_to_a_custom_base_url(tmp_path, scripted_server):
+    "A stage command with OPENAI_API_KEY in its environment still sends no key to another host unless asked."
+    srv = scripted_server(lambda req: INSTRUCTIONS)
+    r = _instructions(tmp_path / "run", srv.url, env={"OPENAI_API_KEY": SECRET})
+    assert srv.requests >= 1 and not srv.sent_authorization(), (srv.requests, r.stderr[-2000:])
+    assert SECRET not in r.stdout + r.stderr + _everything_written(tmp_path / "run")
 
 
-def test_401_quoting_the_key_never_reaches_any_file(tmp_path):
-    log = []
-    body = {"error": {"message": f"Incorrect API key provided: {SECRET}. You can find your key at https://example.org.", "type": "invalid_request_error"}}
-    with ServerThread(_header_log_app(log, 401, body)) as srv:
-        r = _instructions(tmp_path / "run", srv.url, "--api-key-env", "AGENTALIGN_TEST_KEY", env={"AGENTALIGN_TEST_KEY": SECRET})
-    assert log == [f"Bearer {SECRET}"]                                  # the named key was sent, once (a 401 is not retried)
+def test_401_quoting_the_key_never_reaches_any_file(tmp_path, scripted_server):
+    message = f"Incorrect API key provided: {SECRET}. You can find your key at https://example.org."
+    srv = scripted_server(lambda req: INSTRUCTIONS, fault=lambda body, headers, n: Fault.status(401, message))
+    r = _instructions(tmp_path / "run", srv.url, "--api-key-env", "AGENTALIGN_TEST_KEY", env={"AGENTALIGN_TEST_KEY": SECRET})
+    assert srv.sent_authorization() == [f"Bearer {SECRET}"]            # the named key was sent, once (a 401 is not retried)
     failures = [json.loads(l) for l in (tmp_path / "run" / "instructions" / "failures.jsonl").read_text().splitlines()]
     assert [f["reason"] for f in failures] == ["http_error"] and "Incorrect API key provided: ***" in failures[0]["detail"]
     assert SECRET not in _everything_written(tmp_path / "run") + r.stdout + r.stderr
 
 
-def test_key_inside_the_base_url_never_reaches_any_file(tmp_path):
-    log = []
+def test_key_inside_the_base_url_never_reaches_any_file(tmp_path, scripted_server):
     url_key = "sk-in-url-" + "q3" * 12
-    with ServerThread(_header_log_app(log)) as srv:
-        url = srv.url.replace("http://", f"http://agent:{url_key}@")
-        r = _instructions(tmp_path / "run", url)
-    assert log, r.stderr[-2000:]
+    srv = scripted_server(lambda req: INSTRUCTIONS)
+    r = _instructions(tmp_path / "run", srv.url.replace("http://", f"http://agent:{url_key}@"))
+    assert srv.succeeded() >= 1, r.stderr[-2000:]
     run_json = (tmp_path / "run" / "run.json").read_text()
     assert "http://***@127.0.0.1" in run_json and url_key not in run_json
     assert url_key not in _everything_written(tmp_path / "run") + r.stdout + r.stderr
@@ -193,7 +150,8 @@ def test_key_inside_the_base_url_never_reaches_any_file(tmp_path):
 
 KILL_SCRIPT = textwrap.dedent('''
     import sys
-    from agentalign.llm import CachedBackend, ChatRequest, OpenAIBackend, run_batch_sync
+    from agentalign.llm.base import CachedBackend, ChatRequest, run_batch_sync
+    from agentalign.llm.openai import OpenAIBackend
     url, cache = sys.argv[1], sys.argv[2]
     b = CachedBackend(OpenAIBackend("slow", base_url=url), cache)
     reqs = [ChatRequest(messages=[{"role": "user", "content": f"item-{i}"}], id=str(i)) for i in range(30)]
@@ -201,33 +159,28 @@ KILL_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_killed_run_resumes_without_repeating_successes(tmp_path):
-    hits = Counter()
-    api = FastAPI()
-
-    async def completions(request):
-        body = await request.json(); item = body["messages"][-1]["content"]; hits[item] += 1
+def test_killed_run_resumes_without_repeating_successes(tmp_path, scripted_server):
+    async def slow(req):
         await asyncio.sleep(0.1)
-        return completion(f"answer to {item}")
-    completions.__annotations__["request"] = Request
-    api.post("/v1/chat/completions")(completions)
+        return f"answer to {req.messages[-1]['content']}"
+    srv = scripted_server(slow, model="slow")
+    hits = lambda: srv.hits(last_user)                                 # requests that arrived, per item
     cache = tmp_path / "cache.sqlite"
-    with ServerThread(api) as srv:
-        p = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, srv.url, str(cache)], cwd=REPO)
-        deadline = time.monotonic() + 120                              # a guard against a hang, not a timing assertion
-        while sum(hits.values()) < 10 and time.monotonic() < deadline: time.sleep(0.02)
-        p.send_signal(signal.SIGKILL); p.wait()
-        first = Counter(hits)
-        assert 10 <= sum(first.values()) < 30
-        b = CachedBackend(OpenAIBackend("slow", base_url=srv.url), cache)
-        done = len(b.cache)
-        assert done >= 8                                           # written as they arrived, before the kill
-        reqs = [ChatRequest(messages=[{"role": "user", "content": f"item-{i}"}], id=str(i)) for i in range(30)]
-        res = run_batch_sync(b, reqs, concurrency=4, progress=False)
-        assert all(r.ok for r in res) and [r.response.content for r in res] == [f"answer to item-{i}" for i in range(30)]
-        assert sum(r.response.cached for r in res) == done and b.misses == 30 - done
-        assert sum(hits.values()) - sum(first.values()) == 30 - done  # zero repeated successful calls
-        assert all(v == 1 for k, v in hits.items() if first[k] == 0)
+    p = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, srv.url, str(cache)], cwd=REPO)
+    deadline = time.monotonic() + 120                              # a guard against a hang, not a timing assertion
+    while srv.requests < 10 and time.monotonic() < deadline: time.sleep(0.02)
+    p.send_signal(signal.SIGKILL); p.wait()
+    first = hits()
+    assert 10 <= sum(first.values()) < 30
+    b = CachedBackend(OpenAIBackend("slow", base_url=srv.url), cache)
+    done = len(b.cache)
+    assert done >= 8                                           # written as they arrived, before the kill
+    reqs = [ChatRequest(messages=[{"role": "user", "content": f"item-{i}"}], id=str(i)) for i in range(30)]
+    res = run_batch_sync(b, reqs, concurrency=4, progress=False)
+    assert all(r.ok for r in res) and [r.response.content for r in res] == [f"answer to item-{i}" for i in range(30)]
+    assert sum(r.response.cached for r in res) == done and b.misses == 30 - done
+    assert sum(hits().values()) - sum(first.values()) == 30 - done  # zero repeated successful calls
+    assert all(v == 1 for k, v in hits().items() if first[k] == 0)
 
 
 def test_agentalign_serve_end_to_end(tmp_path):
@@ -263,7 +216,7 @@ def test_agentalign_serve_end_to_end(tmp_path):
                 bad = [c.post(url + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}], **kw})
                        for kw in ({"seed": 2**70}, {"max_tokens": 100000}, {"response_format": "json"}, {"temperature": -1},
                                   {"tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]})]
-                from agentalign.llm import run_batch
+                from agentalign.llm.base import run_batch
                 out = await asyncio.gather(run_batch(b, reqs, concurrency=4, progress=False), *bad)
                 await b.aclose()
                 return out[0], out[1:]
@@ -316,10 +269,10 @@ def test_serve_cli_port_in_use_is_one_line_before_the_model():
 
 def test_common_llm_options_are_one_line(tmp_path):
     "Bad values of the common LLM options, in a real stage command: one `error:` line each, not a traceback."
-    for args, line in [(["--base-url", "ftp://h/v1"], "error: instructions options: writer.base_url: --base-url must be an http(s) URL such as http://127.0.0.1:8000/v1, got 'ftp://h/v1'"),
-                       (["--base-url", "http://h/v1", "--rpm", "-1"], "error: instructions options: writer.rpm: Input should be greater than 0"),
-                       (["--base-url", "http://h/v1", "--api-key-env", "MY KEY"], "error: instructions options: writer.api_key_env: not an environment variable name: 'MY KEY'"),
-                       (["--backend", "anthropic"], "error: instructions options: writer.backend: Input should be 'local' or 'openai'")]:
+    for args, line in [(["--base-url", "ftp://h/v1"], "error: command line: writer.base_url: --base-url must be an http(s) URL such as http://127.0.0.1:8000/v1, got 'ftp://h/v1'"),
+                       (["--base-url", "http://h/v1", "--rpm", "-1"], "error: command line: writer.rpm: Input should be greater than 0"),
+                       (["--base-url", "http://h/v1", "--api-key-env", "MY KEY"], "error: command line: writer.api_key_env: not an environment variable name: 'MY KEY'"),
+                       (["--backend", "anthropic"], "error: command line: writer.backend: Input should be 'local' or 'openai'")]:
         r = subprocess.run([*CLI, "instructions", "--out", str(tmp_path / "r"), "--limit", "1", "--no-figures", *(["--backend", "openai"] if args[0] != "--backend" else []), *args],
                            cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
         assert r.returncode == 2 and r.stderr.strip() == line, (args, r.stderr[-1500:])   # one line naming the stage setting

@@ -22,3 +22,35 @@ def test_wheel_contents(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [str(site / "agentalign" / "_data"), "86", str(site / "agentalign" / "_nbs")]
+
+
+# ---- the shape of the code: imports point down, modules hold one job, notebook cells stay short ---------------------
+import json
+
+def test_no_import_cycles():
+    "Every import of the package (module level and inside functions), read by grimp: no module reaches one that imports it."
+    import grimp
+    g = grimp.build_graph("agentalign", include_external_packages=False)
+    cycles = set()
+    for a in sorted(g.modules):
+        for b in g.find_modules_directly_imported_by(a):
+            chain = g.find_shortest_chain(importer=b, imported=a)
+            if chain: cycles.add(" -> ".join((a, *chain)))
+    assert len(g.modules) > 30 and "agentalign.llm.local" in g.modules, sorted(g.modules)
+    assert not cycles, sorted(cycles)
+
+def test_modules_hold_one_job_each():
+    "A module past 600 lines holds two jobs."
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in (ROOT / "agentalign").rglob("*.py") if p.name != "_modidx.py"}
+    assert len(sizes) > 30
+    assert {k: v for k, v in sizes.items() if v > 600} == {}
+
+def test_notebook_code_cells_stay_short():
+    "No code cell over 80 lines (nbdev's own notebooks: median 6, longest 70)."
+    long = {}
+    for nb in sorted((ROOT / "nbs").glob("*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        for i, c in enumerate(cells):
+            n = len("".join(c["source"]).splitlines())
+            if c["cell_type"] == "code" and n > 80: long[f"{nb.name} cell {i}"] = n
+    assert long == {}

@@ -22,7 +22,7 @@ def one_line_error(r, needle):
     ("[pipeline]\nstages = ['taxonomy', 'nonsense']\n", ".toml", "unknown stage 'nonsense'"),
     ("[roles.judge]\nmodle = 'x'\n", ".toml", "[roles.judge]: unknown key modle"),
     ("[roles.grader]\nmodel = 'x'\n", ".toml", "unknown role [roles.grader]"),
-    ("[instructionz]\n", ".toml", "unknown section [instructionz]"),
+    ("[instructionz]\n", ".toml", "unknown table [instructionz]"),
     ("x = 1\n", ".ini", "config files are TOML"),
 ])
 def test_bad_config_is_one_line(tmp_path, body, suffix, needle):

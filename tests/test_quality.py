@@ -1,11 +1,11 @@
 """Quality control (`agentalign filter`) end to end.
 
-A scripted OpenAI-compatible loopback server (FastAPI/uvicorn on 127.0.0.1, in a thread of the test process) plays
-the judge: it checks that every request asks for structured output, answers the calibration items of
+The scripted OpenAI-compatible server of `conftest.py` plays the judge: it answers the calibration items of
 `data/judge_labels.jsonl` correctly (or, scripted, wrongly), and judges other texts harmful exactly when they contain
-the word "steal". Instruction records are written into temporary run folders from the curated chains' argument plans.
+the word "steal". What the stage sent is counted at the server, what it kept in the run's LLM cache. Instruction
+records are written into temporary run folders from the curated chains' argument plans.
 """
-import asyncio, hashlib, json, os, signal, subprocess, sys, time
+import asyncio, json, os, signal, subprocess, sys, time
 from collections import Counter
 from pathlib import Path
 
@@ -13,10 +13,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 
 from agentalign.core import RunDir, agentharm_dir, read_jsonl
-from agentalign.chains import Decontaminator, load_behavior_prompts, curated_chains, instantiate
-from agentalign.instructions import stated_values
-from agentalign.llm import ServerThread
-from agentalign.quality import (CHECKS, QualityConfig, QualityRecord, load_judge_labels, near_duplicates, run_quality)
+from agentalign.chains import curated_chains, instantiate
+from agentalign.decontamination import Decontaminator, load_behavior_prompts
+from agentalign.dedup import near_duplicates
+from agentalign.drafts import stated_values
+from agentalign.llm.base import LLMConfig, ResponseCache
+from agentalign.quality import CHECKS, QualityConfig, QualityRecord, load_judge_labels, run_quality
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "agentharm" / "benchmark"
@@ -24,32 +26,32 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "
 AGENTALIGN = [sys.executable, "-c", "from agentalign.cli import main; main()"]
 
 # ------------------------------------------------------------------------------------------------ scripted judge
-def judge_app(log: list, calibration: str = "correct", delay: float = 0.0):
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-    labels = {x["text"].strip(): x["label"] for x in load_judge_labels()}
-    api = FastAPI()
-
-    async def completions(request):
-        body = await request.json()
-        msgs = body["messages"]
-        key = hashlib.sha256(json.dumps(msgs, sort_keys=True).encode()).hexdigest()
-        rf = body.get("response_format") or {}
-        structured = rf.get("type") == "json_schema" and "harmful" in (rf.get("json_schema") or {}).get("schema", {}).get("properties", {})
-        log.append({"ev": "start", "key": key, "t": time.time(), "structured": structured})
-        if not structured: return JSONResponse({"error": {"message": "json_schema response_format required"}}, status_code=400)
-        await asyncio.sleep(delay)
-        text = msgs[-1]["content"].split('"""')[1].strip()
-        if text in labels: harmful = labels[text] == "harmful" if calibration == "correct" else True
+class Judge:
+    "The judge as a `ScriptedServer` script: gold labels for calibration items (`calibration='wrong'`: all harmful), else 'steal'."
+    def __init__(self, calibration: str = "correct", delay: float = 0.0):
+        self.labels = {x["text"].strip(): x["label"] for x in load_judge_labels()}
+        self.calibration, self.delay = calibration, delay
+    async def __call__(self, req):
+        await asyncio.sleep(self.delay)
+        text = req.messages[-1]["content"].split('"""')[1].strip()
+        if text in self.labels: harmful = self.labels[text] == "harmful" if self.calibration == "correct" else True
         else: harmful = "steal" in text.lower()
-        content = json.dumps({"harmful": harmful, "rationale": "scripted judgment"})
-        log.append({"ev": "end", "key": key, "t": time.time()})
-        return {"id": "c-" + key[:8], "object": "chat.completion", "created": 0, "model": "scripted",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-    completions.__annotations__["request"] = Request
-    api.post("/v1/chat/completions")(completions)
-    return api
+        return {"harmful": harmful, "rationale": "scripted judgment"}
+
+def structured(srv) -> bool:
+    "Whether every request the server saw asked for the judge's JSON schema."
+    return all(e["body"]["response_format"]["type"] == "json_schema"
+               and "harmful" in e["body"]["response_format"]["json_schema"]["schema"]["properties"] for e in srv.completions)
+
+def scripted_judge(srv) -> LLMConfig:
+    return LLMConfig(backend="openai", model="scripted", base_url=srv.url)
+
+def cached(run: RunDir) -> int:
+    "How many answers the run's LLM cache holds."
+    if not run.cache.exists(): return 0
+    c = ResponseCache(run.cache)
+    try: return len(c)
+    finally: c.close()
 
 # ------------------------------------------------------------------------------------------------ instruction records
 _TAX = None
@@ -112,7 +114,7 @@ def test_judge_labels_have_no_agentharm_validation_text():
     assert not hits, hits
 
 
-def test_filter_cli_scripted_judge_funnel_dedup_decontamination_drafts(tmp_path):
+def test_filter_cli_scripted_judge_funnel_dedup_decontamination_drafts(tmp_path, scripted_server):
     insts = instances(9)
     good = lambda k, i=0: text_for(insts[k], i)
     recs = [
@@ -134,14 +136,13 @@ def test_filter_cli_scripted_judge_funnel_dedup_decontamination_drafts(tmp_path)
     run = write_run(tmp_path / "run", recs, corrupt_at=5)
     cfg = tmp_path / "q.toml"
     cfg.write_text(f'[quality]\nagentharm_dir = "{FIXTURE}"\ncalibration_limit = 16\n[roles.judge]\nconcurrency = 3\n')
-    log = []
-    with ServerThread(judge_app(log)) as srv:
-        r = cli("filter", "--out", str(run.path), "--config", str(cfg), "--judge-backend", "openai", "--judge-model", "scripted",
-                "--judge-base-url", srv.url, "--benign-per-harmful", "0")
+    srv = scripted_server(Judge())
+    r = cli("filter", "--out", str(run.path), "--config", str(cfg), "--judge-backend", "openai", "--judge-model", "scripted",
+            "--judge-base-url", srv.url, "--benign-per-harmful", "0")
     assert r.returncode == 0, r.stderr[-3000:]
     warn = [l for l in r.stderr.splitlines() if l.startswith("warning:")]
     assert len(warn) == 1 and "records.jsonl:6:" in warn[0] and "invalid JSON" in warn[0], r.stderr
-    assert all(e["structured"] for e in log if e["ev"] == "start")
+    assert structured(srv) and srv.requests == 16 + 11 + 1    # calibration, the 11 distinct texts past the cheap checks, one draft
     out = {x["id"]: QualityRecord.model_validate(x) for x in rows(run.path / "quality" / "records.jsonl")}
     assert list(out) == [x["id"] for x in recs]                          # every valid instruction, once, in order
     for x in out.values():
@@ -188,64 +189,51 @@ def rows_csv(p: Path) -> list[dict]:
         return [{k: (int(v) if v.isdigit() else v) for k, v in r.items()} for r in csv.DictReader(fh)]
 
 
-class FakeJudge:
-    "An in-process judge backend: says 'harmful' to everything (calibration accuracy 0.5)."
-    kind, model = "fake", "always-harmful"
-    def __init__(self): self.calls = 0
-    def cache_key(self, req): return req.id
-    async def chat(self, req):
-        from agentalign.llm import ChatResponse
-        self.calls += 1
-        return ChatResponse(content="{}", parsed={"harmful": True, "rationale": "always"}, model=self.model)
-    async def aclose(self): pass
-
-def test_untrusted_judge_only_annotates(tmp_path):
+def test_untrusted_judge_only_annotates(tmp_path, scripted_server):
     insts = instances(4)
     recs = [record(insts[0], "benign", text_for(insts[0], 0)), record(insts[1], "harmful", text_for(insts[1], 1)),
             record(insts[2], "borderline", text_for(insts[2], 2)), record(insts[3], "benign", text_for(insts[3], 3))]
     run = write_run(tmp_path / "run", recs)
-    be = FakeJudge()
-    s = run_quality(run, QualityConfig(calibration_limit=8, figures=False, benign_per_harmful=None), backend=be)
-    assert be.calls == 8 + 4
+    srv = scripted_server(lambda req: {"harmful": True, "rationale": "always"})       # calls everything harmful
+    cfg = QualityConfig(judge=scripted_judge(srv), calibration_limit=8, figures=False, benign_per_harmful=None)
+    s = run_quality(run, cfg)
+    assert srv.requests == 8 + 4 and cached(run) == 12
     assert not s["judge"]["trusted"] and s["judge"]["calibration"]["accuracy"] == 0.5 and "annotates" in s["judge"]["warning"]
     out = read_jsonl(run.records("quality"), QualityRecord)
     assert all(x.keep and x.checks["judge"].passed is None and x.label_source == "kind" and x.judge_label == "harmful" for x in out)
     assert [x.label for x in out] == ["benign", "harmful", "benign", "benign"]          # borderline -> benign (default)
-    s = run_quality(run, QualityConfig(calibration_limit=8, figures=False, benign_per_harmful=None, borderline_label="drop"), backend=be, overwrite=True)
+    s = run_quality(run, cfg.model_copy(update={"borderline_label": "drop"}), overwrite=True)
+    assert srv.requests == 12 and s["cached"] == 12                                      # the same questions: the run's cache answers
     out = read_jsonl(run.records("quality"), QualityRecord)
     assert [x.drop_reason for x in out] == [None, None, "judge", None] and out[2].label is None
-    # balance 2:1 on the same items: 2 benign : 1 harmful per category only when they share a category
     s = run_quality(run, QualityConfig(judge_mode="off", figures=False), overwrite=True)
-    assert s["judge"]["model"] is None and s["llm_requests"] == 0
+    assert s["judge"]["model"] is None and s["llm_requests"] == 0 and srv.requests == 12
 
 
-def test_killed_filter_rerun_repeats_no_finished_request(tmp_path):
+def test_killed_filter_rerun_repeats_no_finished_request(tmp_path, scripted_server):
     insts = instances(12)
     recs = [record(x, "benign" if k % 2 else "harmful", text_for(x, k, "" if k % 2 else "Help me steal it. ")) for k, x in enumerate(insts)]
     run = write_run(tmp_path / "run", recs)
+    srv = scripted_server(Judge(delay=0.25))
     args = ["filter", "--out", str(run.path), "--judge-backend", "openai", "--judge-model", "scripted", "--calibration-limit", "16",
-            "--judge-concurrency", "2", "--no-figures", "--benign-per-harmful", "0"]
-    log = []
-    with ServerThread(judge_app(log, delay=0.25)) as srv:
-        p = subprocess.Popen([*AGENTALIGN, *args, "--judge-base-url", srv.url], env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.time() + 120
-        while time.time() < deadline and sum(e["ev"] == "end" for e in log) < 8 and p.poll() is None: time.sleep(0.05)
-        time.sleep(0.4)                                   # let the client store what it received
-        p.send_signal(signal.SIGKILL); p.wait(10)
-        kill_t = time.time()
-        first = list(log)
-        done = {e["key"] for e in first if e["ev"] == "end" and e["t"] < kill_t - 0.4}
-        assert 4 <= len(done) < 28, "the first run should have finished some, not all, requests before the kill"
-        r = cli(*args, "--judge-base-url", srv.url)
-        assert r.returncode == 0, r.stderr[-3000:]
-        again = {e["key"] for e in log[len(first):] if e["ev"] == "start"}
-        assert not (again & done), f"{len(again & done)} finished request(s) were sent again"
-        assert len({e["key"] for e in log if e["ev"] == "start"}) == 16 + 12
-        s = json.loads((run.path / "quality" / "summary.json").read_text())
-        assert s["cached"] >= len(done) and s["judge"]["trusted"] and s["kept"] == 12
-        n = len(log)
-        r = cli(*args, "--judge-base-url", srv.url)      # everything from the cache now
-        assert r.returncode == 0 and len(log) == n
+            "--judge-concurrency", "2", "--no-figures", "--benign-per-harmful", "0", "--judge-base-url", srv.url]
+    p = subprocess.Popen([*AGENTALIGN, *args], env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    for _ in range(2400):                                 # killed once the run's cache holds a few answers
+        if cached(run) >= 4 or p.poll() is not None: break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL); p.wait(10)
+    kept, first = cached(run), srv.settle()
+    assert 4 <= kept < 28, f"the first run should have stored some, not all, answers before the kill ({kept})"
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert srv.requests - first == 16 + 12 - kept, f"{srv.requests - first} requests sent by the rerun, {28 - kept} answers missing"
+    asked = {json.dumps(e["body"]["messages"]) for e in srv.completions if isinstance(e["body"], dict) and "messages" in e["body"]}
+    assert len(asked) == 16 + 12 and cached(run) == 28           # (a request cut short by the kill has no messages)
+    s = json.loads((run.path / "quality" / "summary.json").read_text())
+    assert s["cached"] == kept and s["judge"]["trusted"] and s["kept"] == 12
+    n = srv.requests
+    r = cli(*args)                                        # everything from the cache now
+    assert r.returncode == 0 and srv.requests == n
 
 
 def test_bad_input_is_one_clear_line(tmp_path):
@@ -256,7 +244,7 @@ def test_bad_input_is_one_clear_line(tmp_path):
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "missing").exists()
     r = cli("filter", "--out", str(empty), "--judge-backend", "nope")
-    assert r.returncode == 2 and "--judge-backend" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode == 2 and "judge.backend: Input should be 'local' or 'openai'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     # a corrupt line: one warning naming file and line, the other lines processed
     insts = instances(2)
     run = write_run(tmp_path / "run", [record(insts[0], "benign", text_for(insts[0], 0)), record(insts[1], "benign", text_for(insts[1], 1))], corrupt_at=1)
@@ -285,7 +273,7 @@ def test_agentharm_validation_prompts_planted_are_dropped(tmp_path):
     recs = [record(insts[k % len(insts)], "harmful" if k % 2 else "benign", "Hello. " + p + " Thanks.", k, id=f"ah{k}") for k, p in enumerate(prompts)]
     recs.append(record(insts[0], "benign", text_for(insts[0], 0), id="clean"))
     run = write_run(tmp_path / "run", recs)
-    s = run_quality(run, QualityConfig(judge_mode="off", figures=False, min_plan_coverage=0.0, benign_per_harmful=None, min_chars=1, max_chars=100000))
+    run_quality(run, QualityConfig(judge_mode="off", figures=False, min_plan_coverage=0.0, benign_per_harmful=None, min_chars=1, max_chars=100000))
     out = read_jsonl(run.records("quality"), QualityRecord)
     by = {x.id: x for x in out}
     assert all(by[f"ah{k}"].checks["decontamination"].passed is False for k in range(len(prompts)))

@@ -5,10 +5,9 @@ from pathlib import Path
 import pytest
 
 from agentalign.dataset import DatasetConfig, ResponseInput, fixture_records, row_from_record, run_dataset, write_fixture_run
-from agentalign.sft import SFTConfig, masked_spans, render_row, tiny_model_folder, tokenize_conversation
-
-sys.path.insert(0, str(Path(__file__).parent))
-from netutil import free_port
+from agentalign.models import render_row
+from agentalign.sft import SFTConfig, masked_spans, tiny_model_folder, tokenize_conversation
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 EXE = Path(sys.executable).parent / "agentalign"
@@ -56,7 +55,7 @@ def test_assistant_masks_cover_exactly_the_assistant_turns(tok):
                      {"role": "assistant", "content": "Both done."}, {"role": "user", "content": "Thanks!"},
                      {"role": "assistant", "content": "You're welcome."}]})))
     for row in rows:
-        msgs, tools = render_row(row, SFTConfig())
+        msgs, tools = render_row(row, **SFTConfig().render_kw)
         enc = tokenize_conversation(tok, msgs, tools)
         spans = masked_spans(enc)
         assert [tok.decode(enc["input_ids"][a:b]) for a, b in spans] == assistant_turns(msgs), row["id"]
@@ -74,26 +73,29 @@ def test_prefix_method_on_a_template_without_generation_tags(tok):
     from agentalign.models import CHAT_TEMPLATE
     plain = CHAT_TEMPLATE.replace("{%- generation -%}", "").replace("{%- endgeneration -%}", "")
     row = row_from_record(ResponseInput.model_validate(next(r for r in fixture_records(6, seed=0) if r["label"] == "benign")))
-    msgs, tools = render_row(row, SFTConfig())
+    msgs, tools = render_row(row, **SFTConfig().render_kw)
     assert tokenize_conversation(tok, msgs, tools, template=plain) == tokenize_conversation(tok, msgs, tools)
 
 def test_cli_trains_saves_a_scorable_model(run_with_dataset, tiny):
     r = cli("sft", "--out", run_with_dataset.path, "--base-model", tiny, "--max-steps", "2")
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.splitlines()[0])
-    assert out["steps"] == 2 and out["mode"] == "full" and out["device"] == "cpu" and out["tokens_per_s"] > 0
+    assert out["steps"] == 2 and out["mode"] == "full" and out["device"] == "cpu"
     model = run_with_dataset.path / "sft" / "model"
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from agentalign.models import CHAT_TEMPLATE
-    from agentalign.agentharm import model_spec
+    from agentalign.agentharm.provider import model_spec
     m, t = AutoModelForCausalLM.from_pretrained(str(model)), AutoTokenizer.from_pretrained(str(model))
+    base = AutoModelForCausalLM.from_pretrained(str(tiny)).state_dict()
+    assert any(not torch.equal(v, base[k]) for k, v in m.state_dict().items()), "the saved model is the untrained base model"
     assert t.chat_template == CHAT_TEMPLATE
     spec = model_spec(str(model))                      # what `agentalign agentharm --model RUN/sft/model` uses
     assert spec["local"] and "chat_template" not in spec["model_args"]   # the folder's own template is used
     recs = [json.loads(l) for l in (run_with_dataset.path / "sft" / "records.jsonl").read_text().splitlines()]
     assert recs and all(r["assistant_tokens"] > 0 for r in recs)
     log = [json.loads(l) for l in (run_with_dataset.path / "sft" / "log.jsonl").read_text().splitlines()]
-    assert any("loss" in e and e["tokens_per_s"] for e in log)
+    assert [e["step"] for e in log if "loss" in e] == [1, 2] and all(e["tokens"] > 0 for e in log if "loss" in e)
     assert (run_with_dataset.path / "figures" / "sft_loss.png").is_file()
 
 def test_bad_input_is_one_clear_line(tmp_path, run_with_dataset, tiny):
@@ -137,8 +139,8 @@ def test_two_process_data_parallel_training_on_cpu(run_with_dataset, tiny, tmp_p
 
 @pytest.mark.skipif(os.environ.get("AGENTALIGN_SLOW", "") not in ("1", "true", "yes", "on"), reason="slow: a real SFT of the embedded model (AGENTALIGN_SLOW=1)")
 def test_embedded_model_learns_to_call_tools(tmp_path):
-    """One epoch of full SFT of SmolLM2-135M on 100 fixture examples (~10 min on 2 cores); the saved model answers benign
-    in-distribution requests with a <tool_call> block (measured: 2 of the first 3 benign validation requests)."""
+    """One epoch of full SFT of SmolLM2-135M on 100 fixture examples (minutes on a laptop CPU); the saved model answers
+    at least 2 of the first 3 benign in-distribution validation requests with a <tool_call> block."""
     run = write_fixture_run(tmp_path / "run", n=100, seed=0)
     run_dataset(run, DatasetConfig(figures=False))
     r = cli("sft", "--out", run.path, timeout=3600)

@@ -1,96 +1,71 @@
-"""Synthesis stages (chains, instructions) end to end: the embedded model offline, and a scripted
-OpenAI-compatible loopback server that checks structured output, measures concurrency and lets us kill and
-resume a run.
+"""Synthesis stages (chains, instructions) end to end: the embedded model offline, and the scripted OpenAI-compatible
+server of `conftest.py` playing the writer (structured output, concurrency, kill and resume, settings, bad input).
 
-The server is this file run as a script (`python tests/test_synthesis.py serve PORT LOG DELAY`): a FastAPI app on
-127.0.0.1 that rejects any request without `response_format` of type `json_schema`, answers with JSON valid for the
-requested schema, and appends one line per request start and end to LOG (with the number of requests in flight).
+The writer answers with JSON valid for the requested schema, after `delay` seconds, and counts the requests in flight.
 For rewrite requests it rewords the draft, except for one request in three, whose answer drops the draft's values
-(the stage must then keep the draft)."""
-import hashlib, json, os, re, signal, subprocess, sys, time
+(the stage must then keep the draft). The stage commands run in a subprocess (`agentalign ...`), so that a run can be
+killed; what was sent is counted at the server, what was kept in the run's LLM cache."""
+import asyncio, hashlib, json, os, re, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
-from netutil import free_port
+from conftest import free_port
+from agentalign.llm.base import ResponseCache
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
-# ------------------------------------------------------------------------------------------------ scripted server
-def make_app(log_path: str, delay: float):
-    import asyncio
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-    app = FastAPI()
-    state = {"inflight": 0}
+# ------------------------------------------------------------------------------------------------ scripted writer
+def answer(req) -> dict:
+    "A schema-valid answer to a chain, free-writing or rewrite request."
+    props = req.response_schema.get("properties", {})
+    user = next((m.get("content") or "" for m in req.messages if m.get("role") == "user"), "")
+    key = hashlib.sha256(json.dumps(req.messages, sort_keys=True).encode()).hexdigest()
+    if "request" in props:                              # rewrite: reword the draft, or (1 in 3) lose its values
+        draft = user.split("Request:\n", 1)[1]          # the draft, its values masked as [1], [2], ...
+        if int(key, 16) % 3 == 0: return {"request": "Please do the usual thing for me, you know what I mean, thanks a lot."}
+        return {"request": "Hey, a favour: " + draft.replace("First,", "To begin,").replace("Step one:", "To begin,")}
+    if "instructions" in props:
+        n = int(re.search(r"Write (\d+) request", user).group(1))
+        vals = [v for line in re.findall(r"^\s+state: (.*)$", user, re.M) for v in re.findall(r"= (\"[^\"]*\"|[^;]+)", line)]
+        stated = " ".join(v.strip().strip('"') for v in vals)
+        return {"instructions": [f"Scripted request {i} ({key[:8]}): please take care of this for me, using {stated or 'the tools'}." for i in range(n)]}
+    enum = props["chains"]["items"]["properties"]["steps"]["items"]["enum"]
+    h = int(key, 16)
+    chains = [{"steps": [enum[(h >> (4 * j + i)) % len(enum)] for j in range(1 + (h >> i) % 3)], "explanation": f"Scripted chain {i}."}
+              for i in range(2)]
+    return {"chains": chains + [{"steps": [enum[0], enum[0]], "explanation": "degenerate on purpose"}]}   # schema-valid, semantically not
 
-    def log(**kw):
-        with open(log_path, "a") as f: f.write(json.dumps({"t": time.time(), **kw}) + "\n")
 
-    def answer(schema_name: str, schema: dict, user: str, key: str) -> dict:
-        props = schema.get("properties", {})
-        if "request" in props:                          # rewrite: reword the draft, or (1 in 3) lose its values
-            draft = user.split("Request:\n", 1)[1]       # the draft, its values masked as [1], [2], ...
-            if int(key, 16) % 3 == 0: return {"request": "Please do the usual thing for me, you know what I mean, thanks a lot."}
-            return {"request": "Hey, a favour: " + draft.replace("First,", "To begin,").replace("Step one:", "To begin,")}
-        if "instructions" in props:
-            n = int(re.search(r"Write (\d+) request", user).group(1))
-            vals = [v for line in re.findall(r"^\s+state: (.*)$", user, re.M) for v in re.findall(r"= (\"[^\"]*\"|[^;]+)", line)]
-            stated = " ".join(v.strip().strip('"') for v in vals)
-            return {"instructions": [f"Scripted request {i} ({key[:8]}): please take care of this for me, using {stated or 'the tools'}." for i in range(n)]}
-        if "chains" in props:
-            enum = props["chains"]["items"]["properties"]["steps"]["items"]["enum"]
-            h = int(key, 16)
-            chains = [{"steps": [enum[(h >> (4 * j + i)) % len(enum)] for j in range(1 + (h >> i) % 3)],
-                       "explanation": f"Scripted chain {i}."} for i in range(2)]
-            chains.append({"steps": [enum[0], enum[0]], "explanation": "degenerate on purpose"})   # schema-valid, semantically not
-            return {"chains": chains}
-        return {}
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        body = await request.json()
-        msgs = body.get("messages", [])
-        key = hashlib.sha256(json.dumps(msgs, sort_keys=True).encode()).hexdigest()
-        rf = body.get("response_format") or {}
-        js = rf.get("json_schema") or {}
-        ok = rf.get("type") == "json_schema" and isinstance(js.get("schema"), dict) and bool(js.get("name"))
-        state["inflight"] += 1
-        log(ev="start", key=key, inflight=state["inflight"], structured=ok, schema_name=js.get("name"))
+class Writer:
+    "The scripted writer as a `ScriptedServer` script: `answer` after `delay` seconds; `most` is the most requests in flight."
+    def __init__(self, delay: float = 0.0): self.delay, self.inflight, self.most = delay, 0, 0
+    async def __call__(self, req):
+        self.inflight += 1; self.most = max(self.most, self.inflight)
         try:
-            await asyncio.sleep(delay)
-            if not ok: return JSONResponse({"error": {"message": "response_format json_schema required"}}, status_code=400)
-            user = next((m.get("content") or "" for m in msgs if m.get("role") == "user"), "")
-            content = json.dumps(answer(js["name"], js["schema"], user, key))
-            return {"id": "cmpl-" + key[:12], "object": "chat.completion", "created": int(time.time()), "model": body.get("model", "scripted"),
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}
-        finally:
-            state["inflight"] -= 1
-            log(ev="end", key=key)
-
-    @app.get("/v1/models")
-    async def models(): return {"object": "list", "data": [{"id": "scripted", "object": "model"}]}
-    return app
+            await asyncio.sleep(self.delay)
+            return answer(req)
+        finally: self.inflight -= 1
 
 
 @pytest.fixture
-def server(tmp_path):
-    port, log = free_port(), tmp_path / "server.jsonl"
-    proc = subprocess.Popen([PY, __file__, "serve", str(port), str(log), "0.4"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    import httpx
-    for _ in range(150):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200: break
-        except httpx.HTTPError: time.sleep(0.1)
-    else:
-        proc.kill(); pytest.fail("scripted server did not start: " + proc.stderr.read().decode()[-2000:])
-    yield f"http://127.0.0.1:{port}/v1", log
-    proc.terminate(); proc.wait(10)
+def writer(scripted_server):
+    "A scripted writer server (0.4 s per answer) and its script."
+    w = Writer(delay=0.4)
+    return scripted_server(w), w
 
-def events(log: Path) -> list[dict]:
-    return [json.loads(l) for l in log.read_text().splitlines() if l.strip()] if log.exists() else []
+def received(srv) -> list[dict]:
+    "The bodies of the complete requests the server received (a request cut short by a killed client has no messages)."
+    return [e["body"] for e in srv.completions if isinstance(e["body"], dict) and "messages" in e["body"]]
+
+def schemas(srv) -> set:
+    "The structured-output schema names of the requests (`None`: a request without a JSON schema)."
+    return {(b.get("response_format") or {}).get("json_schema", {}).get("name") for b in received(srv)}
+
+def messages(srv) -> set:
+    "The distinct message lists of the requests."
+    return {json.dumps(b["messages"], sort_keys=True) for b in received(srv)}
 
 AGENTALIGN = [PY, "-c", "from agentalign.cli import main; main()"]
 
@@ -101,49 +76,47 @@ def cli(*args, **kw) -> subprocess.CompletedProcess:
 def rows(p: Path) -> list[dict]:
     return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
 
+def cached(run: Path) -> int:
+    "How many answers the run's LLM cache holds."
+    if not (run / "cache.sqlite").exists(): return 0
+    c = ResponseCache(run / "cache.sqlite")
+    try: return len(c)
+    finally: c.close()
+
 # ------------------------------------------------------------------------------------------------ tests
-def test_instructions_openai_structured_concurrency_resume(server, tmp_path):
-    """Free mode against an endpoint: structured output, concurrency bound, SIGKILL then rerun repeats no finished
-    request, every slot a record, figures in the run folder (not the package's), no key in anything written."""
-    url, log = server
+def test_instructions_openai_structured_concurrency_resume(writer, tmp_path):
+    """Free mode against an endpoint: structured output, concurrency bound, SIGKILL then a rerun that sends only what
+    the run's cache lacks, every slot a record, figures in the run folder (not the package's), no key in anything written."""
+    srv, w = writer
     run = tmp_path / "run"
     figs = tmp_path / "doc-figures"                  # the package's documentation figures folder: must stay untouched
     env = {"AGENTALIGN_FIGURES_DIR": str(figs)}
-    args = ["instructions", "--out", str(run), "--backend", "openai", "--model", "scripted", "--base-url", url,
+    args = ["instructions", "--out", str(run), "--backend", "openai", "--model", "scripted", "--base-url", srv.url,
             "--limit", "6", "--counts", "1:1:1", "--concurrency", "3", "--seed", "7", "--mode", "free", "--api-key-env", "OPENAI_API_KEY"]
-    # first run: kill it once a few requests have finished
+    # first run: killed once the run's cache holds a few answers, before it holds all 18
     proc = subprocess.Popen([*AGENTALIGN, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "first.err", "w"),
                             env={**ENV, "OPENAI_API_KEY": "sk-test-not-a-secret", **env})
-    deadline = time.time() + 120
-    while time.time() < deadline and sum(e["ev"] == "end" for e in events(log)) < 6 and proc.poll() is None: time.sleep(0.05)
-    time.sleep(0.5)                                    # let the client store what it received
+    for _ in range(2400):
+        if cached(run) >= 3 or proc.poll() is not None: break
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL); proc.wait(10)
-    kill_t = time.time()
-    first = events(log)
-    done_early = {e["key"] for e in first if e["ev"] == "end" and e["t"] < kill_t - 0.5}
-    assert len(done_early) >= 3, "the first run should have finished some requests before the kill"
+    kept, first = cached(run), srv.settle()
+    assert 3 <= kept < 18, f"the first run should have stored some, not all, answers before the kill ({kept})"
 
-    # rerun to completion: finished requests come from the cache, not the server
+    # rerun to completion: the cached answers are not asked again
     r = cli(*args, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
-    second = events(log)[len(first):]
-    again = {e["key"] for e in second if e["ev"] == "start"}
-    assert not (again & done_early), f"{len(again & done_early)} finished request(s) were sent again"
-    all_keys = {e["key"] for e in events(log) if e["ev"] == "start"}
-    assert len(all_keys) == 18                          # 6 chains x 3 kinds, each request distinct
-
-    # every request asked for structured output through a JSON schema
-    starts = [e for e in events(log) if e["ev"] == "start"]
-    assert all(e["structured"] for e in starts) and {e["schema_name"] for e in starts} == {"instructions"}
-    # concurrency honoured: never more than 3 in flight, and it did overlap
-    assert 2 <= max(e["inflight"] for e in starts) <= 3
+    assert srv.requests - first == 18 - kept, f"{srv.requests - first} requests sent by the rerun, {18 - kept} answers missing"
+    assert len(messages(srv)) == 18 and cached(run) == 18      # 6 chains x 3 kinds, each request distinct
+    assert schemas(srv) == {"instructions"}                     # every request asked for structured output through a JSON schema
+    assert 2 <= w.most <= 3                                     # concurrency honoured, and it did overlap
 
     st = run / "instructions"
     recs, fails = rows(st / "records.jsonl"), rows(st / "failures.jsonl")
     summ = json.loads((st / "summary.json").read_text())
     assert summ["requested"] == 18 and summ["produced"] == len(recs) == 18 and summ["slot_failures"] == 0 and fails == []
     assert summ["mode"] == "free" and summ["sources"] == {"llm": 18, "rewrite": 0, "draft": 0}
-    assert summ["cached"] >= len(done_early)
+    assert summ["cached"] == kept
     for k in ("chain_id", "category", "subcategory", "tools", "argument_plan", "kind", "instruction", "generator", "prompt_version", "seed", "source", "draft"):
         assert all(k in x for x in recs), k
     assert len({x["id"] for x in recs}) == 18 and all(x["id"].endswith(("#0",)) for x in recs)
@@ -156,22 +129,21 @@ def test_instructions_openai_structured_concurrency_resume(server, tmp_path):
     assert not figs.exists() or not any(figs.iterdir())
 
     # a third run (figures off: not a result-changing setting) is served entirely from the cache
-    n_before = len(events(log))
+    n_before = srv.requests
     r = cli(*args, "--no-figures")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert len(events(log)) == n_before
+    assert srv.requests == n_before
     assert json.loads((st / "summary.json").read_text())["cached"] == 18
 
-def test_instructions_rewrite_mode_sources_and_accounting(server, tmp_path):
+def test_instructions_rewrite_mode_sources_and_accounting(writer, tmp_path):
     """Rewrite mode: one request per slot, all with the same rewrite schema; a rewrite that keeps the plan's values
     is kept (`source: rewrite`), one that loses them falls back to its draft (`source: draft`); every slot a record."""
-    url, log = server
+    srv, _ = writer
     run = tmp_path / "run"
-    r = cli("instructions", "--out", str(run), "--backend", "openai", "--model", "scripted", "--base-url", url, "--limit", "8",
+    r = cli("instructions", "--out", str(run), "--backend", "openai", "--model", "scripted", "--base-url", srv.url, "--limit", "8",
             "--counts", "1:1:1", "--concurrency", "8", "--mode", "rewrite", "--no-figures")
     assert r.returncode == 0, r.stderr[-3000:]
-    starts = [e for e in events(log) if e["ev"] == "start"]
-    assert len(starts) == 24 and {e["schema_name"] for e in starts} == {"rewrite"}
+    assert srv.requests == 24 and schemas(srv) == {"rewrite"}
     st = run / "instructions"
     recs, summ = rows(st / "records.jsonl"), json.loads((st / "summary.json").read_text())
     assert len(recs) == summ["produced"] == summ["requested"] == 24 and not (st / "failures.jsonl").read_text().strip()
@@ -190,10 +162,10 @@ def test_instructions_rewrite_mode_sources_and_accounting(server, tmp_path):
         if x["source"] == "rewrite": assert x["instruction"].startswith("Hey, a favour: ")
     for k in ("harmful", "benign", "borderline"): assert summ["per_kind"][k]["produced"] == 8
 
-def test_instructions_other_settings_refused_lock_and_overwrite(server, tmp_path):
-    url, log = server
+def test_instructions_other_settings_refused_lock_and_overwrite(writer, tmp_path):
+    srv, _ = writer
     run = tmp_path / "run"
-    base = ["instructions", "--out", str(run), "--backend", "openai", "--model", "scripted", "--base-url", url, "--counts", "1:0:0", "--no-figures"]
+    base = ["instructions", "--out", str(run), "--backend", "openai", "--model", "scripted", "--base-url", srv.url, "--counts", "1:0:0", "--no-figures"]
     r = cli(*base, "--limit", "3", "--seed", "0")
     assert r.returncode == 0, r.stderr[-2000:]
     before = (run / "instructions" / "records.jsonl").read_text()
@@ -214,7 +186,6 @@ def test_instructions_config_file_and_all_failed(tmp_path):
     """A config file sets stage fields and the writer role; command-line options win. A writer that cannot be reached
     fails every slot: exit status 2 with one line, each slot once in failures.jsonl, also after a rerun."""
     run, conf = tmp_path / "run", tmp_path / "conf.toml"
-    from netutil import free_port
     dead = f"http://127.0.0.1:{free_port()}/v1"                                       # nothing listens there
     conf.write_text(f'[instructions]\ncounts = "1:1:0"\nlimit = 3\nmode = "rewrite"\nfigures = false\n'
                     f'[roles.writer]\nbackend = "openai"\nmodel = "nobody"\nbase_url = "{dead}"\nmax_retries = 0\n')
@@ -247,8 +218,8 @@ def test_cli_errors_are_one_line(tmp_path):
                       (["instructions", *out, "--config", str(badconf)], "countz: unknown key"),
                       (["instructions", *out, "--config", str(badrole)], "modle"),
                       (["instructions", *out, "--config", str(tmp_path / "none.toml")], "not found"),
-                      (["instructions", *out, "--base-url", "http://127.0.0.1:9/v1"], "openai backend"),
-                      (["chains", *out, "--backend", "nope"], "--backend")]:
+                      (["instructions", *out, "--backend", "local", "--base-url", "http://127.0.0.1:9/v1"], "writer: base_url only applies to backend openai"),
+                      (["chains", *out, "--backend", "nope"], "writer.backend: Input should be 'local' or 'openai'")]:
         r = cli(*args)
         assert r.returncode == 2, (args, r.stderr)
         assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, (args, r.stderr)
@@ -260,7 +231,8 @@ def _agentharm():
 @pytest.mark.skipif(_agentharm() is None, reason="no AgentHarm copy (AGENTALIGN_AGENTHARM_DIR or ../shared/agentharm-validation) to check prompts against")
 def test_generated_prompts_have_no_agentharm_text():
     from agentalign.taxonomy import load_taxonomy
-    from agentalign.chains import curated_chains, instantiate, load_decontaminator, chain_request, load_behavior_prompts
+    from agentalign.chains import curated_chains, instantiate, chain_request
+    from agentalign.decontamination import load_decontaminator, load_behavior_prompts
     from agentalign.instructions import instruction_request, sample_style, KINDS
     from agentalign.drafts import draft_for, rewrite_request
     dc, note = load_decontaminator(required=True)
@@ -297,15 +269,13 @@ def test_embedded_model_offline_rewrite(tmp_path):
     assert summ["sources"]["rewrite"] + summ["sources"]["draft"] == 3
     assert sum(summ["rewrite_fallbacks"].values()) == summ["sources"]["draft"]
 
-def test_chains_openai_and_review_round_trip(server, tmp_path):
-    url, log = server
+def test_chains_openai_and_review_round_trip(writer, tmp_path):
+    srv, w = writer
     run = tmp_path / "run"
-    r = cli("chains", "--out", str(run), "--backend", "openai", "--model", "scripted", "--base-url", url, "--limit", "3",
+    r = cli("chains", "--out", str(run), "--backend", "openai", "--model", "scripted", "--base-url", srv.url, "--limit", "3",
             "--per-subcategory", "3", "--concurrency", "2")
     assert r.returncode == 0, r.stderr[-3000:]
-    starts = [e for e in events(log) if e["ev"] == "start"]
-    assert len(starts) == 3 and all(e["structured"] and e["schema_name"] == "behavior_chains" for e in starts)
-    assert max(e["inflight"] for e in starts) <= 2
+    assert srv.requests == 3 and schemas(srv) == {"behavior_chains"} and w.most <= 2
     st = run / "chains"
     summ = json.loads((st / "summary.json").read_text())
     new = rows(st / "records.jsonl")
@@ -327,7 +297,3 @@ def test_chains_openai_and_review_round_trip(server, tmp_path):
     assert len(reviewed) == 240 + min(1, len(new))
     r = cli("chains-review", str(tmp_path / "missing.csv"), "--out", str(run))
     assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "file not found" in r.stderr and "Traceback" not in r.stderr
-
-if __name__ == "__main__" and len(sys.argv) >= 5 and sys.argv[1] == "serve":
-    import uvicorn
-    uvicorn.run(make_app(sys.argv[3], float(sys.argv[4])), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")

@@ -106,4 +106,4 @@ def test_stage_into_run_folder(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "other settings" in r.stderr
     cfg = tmp_path / "c.toml"; cfg.write_text("[taxonomy]\nstrictt = true\n")
     r = run("taxonomy", "--config", str(cfg))
-    assert r.returncode == 2 and r.stderr.strip() == f"error: {cfg}: strictt: unknown key"
+    assert r.returncode == 2 and r.stderr.strip() == f"error: {cfg} [taxonomy]: strictt: unknown key"

@@ -1,0 +1,169 @@
+"""The test doubles every test shares: one scripted OpenAI-compatible server.
+
+`ScriptedServer` is `agentalign.llm.serve.make_server_app` (the package's own OpenAI-compatible app: request checks,
+OpenAI-style errors, `tool_calls`, `response_format`) in front of a `Scripted` backend whose answers come from a
+function of the request, behind a thin layer that logs every HTTP request (headers included) and can answer with an
+HTTP-level fault instead (a status code, a hang, a broken body). It runs on 127.0.0.1 in a thread; `stop()` and
+`start()` take it down and bring it back on the same port (a server that dies mid-stage).
+
+    def test_x(scripted_server):
+        srv = scripted_server(lambda req: '{"harmful": true, "rationale": "x"}')
+        ... OpenAIBackend("scripted", base_url=srv.url) ...
+        assert srv.requests == 3 and not srv.sent_authorization()
+"""
+from __future__ import annotations
+import asyncio, json, socket, threading, time
+from collections import Counter
+from typing import Any, Callable
+import pytest
+from agentalign.core import stable_id
+from agentalign.llm.base import Backend, ChatRequest, ChatResponse, LLMError, ToolCall
+
+
+def free_port() -> int:
+    "A free TCP port on 127.0.0.1 (for servers started in a subprocess, which must be told their port)."
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+def call(name: str, args: dict | str | None = None, cid: str | None = None) -> ToolCall:
+    "A tool call for a scripted reply."
+    a = args if isinstance(args, str) else json.dumps(args or {})
+    return ToolCall(id=cid or "call_" + stable_id(name, a, n=12), name=name, arguments=a)
+
+
+def reply(x: Any, model: str = "scripted") -> ChatResponse:
+    """A scripted answer as a `ChatResponse`: a string (content), a list of tool calls, a `(content, [calls])` pair,
+    a dict (sent as JSON content), or a `ChatResponse`; `finish_reason` "length" for a `Cut` string."""
+    if isinstance(x, ChatResponse): return x
+    if isinstance(x, Cut): return ChatResponse(content=str(x), finish_reason="length", model=model)
+    if isinstance(x, str): return ChatResponse(content=x, finish_reason="stop", model=model)
+    if isinstance(x, dict): return ChatResponse(content=json.dumps(x), finish_reason="stop", model=model)
+    if isinstance(x, tuple): content, calls = x
+    else: content, calls = None, x
+    calls = [c if isinstance(c, ToolCall) else call(*c) for c in calls]
+    return ChatResponse(content=content, tool_calls=calls, finish_reason="tool_calls" if calls else "stop", model=model)
+
+
+class Cut(str):
+    "A scripted reply that stopped at `max_tokens` (finish_reason length)."
+
+
+class Scripted(Backend):
+    "A backend answering each request with `script(req)` (see `reply` for what it may return); raises what the script raises."
+    kind = "scripted"
+    def __init__(self, script: Callable[[ChatRequest], Any], model: str = "scripted"):
+        self.script, self.model = script, model
+        self.seen: list[ChatRequest] = []
+    async def chat(self, req: ChatRequest) -> ChatResponse:
+        self.seen.append(req)
+        out = self.script(req)
+        if asyncio.iscoroutine(out): out = await out
+        return reply(out, self.model)
+
+
+class Fault:
+    "An HTTP-level answer instead of the app's: `Fault.status(500)`, `Fault.hang(5)`, `Fault.broken()`."
+    def __init__(self, kind: str, status: int = 500, message: str = "scripted fault", seconds: float = 0.0, headers: dict | None = None):
+        self.kind, self.status, self.message, self.seconds, self.headers = kind, status, message, seconds, headers or {}
+    @classmethod
+    def status(cls, code: int, message: str = "scripted fault", headers: dict | None = None): return cls("status", code, message, headers=headers)
+    @classmethod
+    def hang(cls, seconds: float): return cls("hang", seconds=seconds)
+    @classmethod
+    def broken(cls): return cls("broken")
+
+
+class ScriptedServer:
+    """`make_server_app(Scripted(script))` on 127.0.0.1 with a request log and HTTP faults.
+
+    `script(req)` answers a checked `ChatRequest`; `fault(body, headers, n)` (n: the request's number, from 1) may
+    return a `Fault` to answer instead. `log` has one entry per HTTP request: path, headers (lower-case names), JSON
+    body, status."""
+    def __init__(self, script: Callable[[ChatRequest], Any] | None = None, fault: Callable[[dict, dict, int], Fault | None] | None = None,
+                 model: str = "scripted", port: int = 0):
+        from agentalign.llm.serve import make_server_app
+        self.backend = Scripted(script or (lambda req: "ok"), model)
+        self.fault, self.log, self.port = fault, [], port
+        self._lock = threading.Lock()
+        inner = make_server_app(self.backend, model)
+        self.app = self._wrap(inner)
+        self._thread = None
+
+    def _wrap(self, inner):
+        from starlette.responses import JSONResponse, Response
+        server = self
+        async def asgi(scope, receive, send):
+            if scope["type"] != "http": return await inner(scope, receive, send)
+            chunks, more = [], True
+            while more:
+                msg = await receive(); chunks.append(msg.get("body", b"")); more = msg.get("more_body", False)
+            raw = b"".join(chunks)
+            try: body = json.loads(raw or b"{}")
+            except ValueError: body = None
+            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            with server._lock:
+                entry = {"path": scope["path"], "headers": headers, "body": body, "status": None, "t": time.time()}
+                server.log.append(entry); n = len(server.log)
+            f = server.fault(body, headers, n) if server.fault and scope["path"].endswith("/chat/completions") else None
+            if f is not None:
+                if f.kind == "hang":
+                    await asyncio.sleep(f.seconds); resp = JSONResponse({"error": {"message": "late"}}, status_code=504)
+                elif f.kind == "broken": resp = Response('{"id": "x", "choices": [', media_type="application/json")
+                else: resp = JSONResponse({"error": {"message": f.message, "type": "scripted", "code": None}}, status_code=f.status, headers=f.headers)
+                entry["status"] = resp.status_code
+                return await resp(scope, receive, send)
+            sent = False
+            async def replay():
+                nonlocal sent
+                if sent: return {"type": "http.disconnect"}
+                sent = True; return {"type": "http.request", "body": raw, "more_body": False}
+            async def track(message):
+                if message["type"] == "http.response.start": entry["status"] = message["status"]
+                await send(message)
+            return await inner(scope, replay, track)
+        return asgi
+
+    # ---------------------------------------------------------------- life cycle
+    def start(self) -> "ScriptedServer":
+        from agentalign.llm.serve import ServerThread
+        self._thread = ServerThread(self.app, port=self.port).__enter__()
+        self.port = self._thread.port
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None: self._thread.__exit__(None, None, None); self._thread = None
+
+    def __enter__(self): return self.start()
+    def __exit__(self, *exc): self.stop()
+
+    # ---------------------------------------------------------------- what it saw
+    @property
+    def url(self) -> str: return f"http://127.0.0.1:{self.port}/v1"
+    @property
+    def completions(self) -> list[dict]: return [e for e in self.log if e["path"].endswith("/chat/completions")]
+    @property
+    def requests(self) -> int: return len(self.completions)
+    def succeeded(self) -> int: return sum(e["status"] == 200 for e in self.completions)
+    def sent_authorization(self) -> list[str]: return [e["headers"]["authorization"] for e in self.log if "authorization" in e["headers"]]
+    def hits(self, key: Callable[[dict], Any]) -> Counter: return Counter(key(e["body"]) for e in self.completions)
+    def settle(self, quiet: float = 0.3, limit: float = 60.0) -> int:
+        "Wait until every request received so far is answered and none came for `quiet` seconds (a killed client's last ones); the requests then."
+        n, still = -1, 0.0
+        for _ in range(int(limit / 0.05)):
+            busy = any(e["status"] is None for e in self.completions)
+            still = 0.0 if busy or self.requests != n else still + 0.05
+            n = self.requests
+            if still >= quiet: break
+            time.sleep(0.05)
+        return self.requests
+
+
+@pytest.fixture
+def scripted_server():
+    "Start scripted servers: `scripted_server(script, fault=None, model='scripted')`; all are stopped after the test."
+    servers: list[ScriptedServer] = []
+    def make(script=None, fault=None, model: str = "scripted", port: int = 0) -> ScriptedServer:
+        s = ScriptedServer(script, fault, model, port).start(); servers.append(s); return s
+    yield make
+    for s in servers: s.stop()
