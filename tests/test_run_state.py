@@ -63,6 +63,17 @@ def snapshot(out: Path) -> dict:
     return snap
 
 
+def cache_rows(run: Path) -> dict:
+    "The run's LLM cache: request key -> time the answer was stored."
+    import sqlite3
+    p = run / "cache.sqlite"
+    if not p.is_file(): return {}
+    con = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=60)
+    try: return dict(con.execute("SELECT key, created FROM responses"))
+    except sqlite3.OperationalError: return {}                             # the table is not created yet
+    finally: con.close()
+
+
 @pytest.fixture(scope="module")
 def fast(tmp_path_factory):
     "The scripted server, a tiny base model, the fast config and an uninterrupted reference run."
@@ -91,7 +102,7 @@ tokenizer = "{tiny}"
 figures = false
 [sft]
 max_steps = 1
-max_length = 256
+max_length = 2048
 figures = false
 ''')
     ref = d / "reference"
@@ -111,6 +122,21 @@ def markers_match_settings(out: Path, ref: Path) -> None:
         if m is not None: assert m["settings"] == config_identity(want[s]), s
 
 
+# ---- stage commands on a copy of the finished reference run -----------------------------------------------------------
+import shutil
+
+@pytest.fixture
+def finished(fast, tmp_path):
+    out = tmp_path / "run"; shutil.copytree(fast["ref"], out)
+    return out
+
+def cli(*args):
+    from typer.testing import CliRunner
+    from agentalign.cli import load_commands
+    from agentalign.core import app
+    load_commands()
+    return CliRunner().invoke(app, [*map(str, args)])
+
 def test_reference_run_is_complete(fast):
     snap = fast["snap"]
     assert all(snap[s] for s in STAGES if s != "taxonomy"), snap
@@ -120,7 +146,7 @@ def test_reference_run_is_complete(fast):
 
 def test_killed_in_every_stage_then_resumed_gives_the_same_records(fast, tmp_path):
     "SIGINT and SIGKILL at a seeded random moment inside every stage; each rerun resumes; the end is the reference."
-    out, rnd = tmp_path / "run", random.Random(20)
+    out, rnd, kept = tmp_path / "run", random.Random(20), {}
     for i, stage in enumerate(STAGES):
         p = subprocess.Popen([str(EXE), "run", "--out", str(out), "--preset", "tiny", "--config", str(fast["cfg"])], env=env(),
                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -135,17 +161,19 @@ def test_killed_in_every_stage_then_resumed_gives_the_same_records(fast, tmp_pat
         if sig == signal.SIGINT and p.returncode not in (0, None):
             assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err, (p.returncode, err[-2000:])
         markers_match_settings(out, fast["ref"])
+        kept.update(cache_rows(out))
     r = run(out, "--config", fast["cfg"])
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     assert snapshot(out) == fast["snap"]
+    now = cache_rows(out)                                                  # no answered LLM request was asked again
+    assert kept and not [k for k, t in kept.items() if now.get(k) != t]
     r = run(out, "--config", fast["cfg"])                                  # finished: nothing is replayed
     stages = json.loads((out / "pipeline.json").read_text())["stages"]
     assert r.returncode == 0 and not any(v["ran"] for v in stages.values()), stages
 
 
-def test_changed_settings_are_refused_until_overwrite(fast, tmp_path):
-    out = tmp_path / "run"; r = run(out, "--config", fast["cfg"]); assert r.returncode == 0, r.stderr[-2000:]
-    before = snapshot(out)
+def test_changed_settings_are_refused_until_overwrite(fast, finished, tmp_path):
+    out = finished; before = snapshot(out)
     other = tmp_path / "other.toml"; other.write_text(fast["cfg"].read_text().replace("calibration_limit = 4", "calibration_limit = 6"))
     one_line_error(run(out, "--config", other), "quality (settings differ: calibration_limit 4 -> 6)")
     assert snapshot(out) == before                                          # nothing was touched
@@ -153,7 +181,11 @@ def test_changed_settings_are_refused_until_overwrite(fast, tmp_path):
     assert snapshot(out) == before
     r = run(out, "--config", other, "--overwrite"); assert r.returncode == 0, r.stderr[-2000:]
     stages = json.loads((out / "pipeline.json").read_text())["stages"]
-    assert [s for s, v in stages.items() if v["ran"]] == ["quality", "responses", "dataset", "sft"], stages
+    ran = [s for s, v in stages.items() if v["ran"]]                       # a later stage reruns only if its input changed
+    assert ran[:2] == ["quality", "responses"] and stages["quality"]["was"] == "changed" and stages["responses"]["was"] == "stale", stages
+    assert all(v["status"] == "done" for v in stages.values()), stages
+    from agentalign.core import RunDir
+    assert RunDir(out).read_marker("quality")["settings"]["calibration_limit"] == 6
 
 
 def test_a_base_model_that_cannot_load_is_refused_before_anything_runs(fast, tmp_path):
@@ -165,8 +197,8 @@ def test_a_base_model_that_cannot_load_is_refused_before_anything_runs(fast, tmp
         assert not (out / "taxonomy").exists()
 
 
-def test_corrupted_outputs_are_rebuilt_to_the_same_records(fast, tmp_path):
-    out = tmp_path / "run"; r = run(out, "--config", fast["cfg"]); assert r.returncode == 0, r.stderr[-2000:]
+def test_corrupted_outputs_are_rebuilt_to_the_same_records(fast, finished):
+    out = finished
     recs = out / "instructions" / "records.jsonl"
     recs.write_text(recs.read_text()[:-40])                                # the last line torn
     arrow = next((out / "dataset" / "hf").rglob("*.arrow")); arrow.write_bytes(arrow.read_bytes()[:100])
@@ -204,21 +236,6 @@ def test_bad_run_options_are_one_line(tmp_path, args, needle):
     r = subprocess.run([str(EXE), "run", "--out", str(tmp_path), "--preset", "tiny", *args], capture_output=True, text=True, env=env(), timeout=120)
     assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
 
-
-# ---- stage commands on a copy of the finished reference run -----------------------------------------------------------
-import shutil
-
-@pytest.fixture
-def finished(fast, tmp_path):
-    out = tmp_path / "run"; shutil.copytree(fast["ref"], out)
-    return out
-
-def cli(*args):
-    from typer.testing import CliRunner
-    from agentalign.cli import load_commands
-    from agentalign.core import app
-    load_commands()
-    return CliRunner().invoke(app, [*map(str, args)])
 
 def files(folder: Path) -> dict:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
