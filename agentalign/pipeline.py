@@ -252,6 +252,8 @@ def _run_stage(run: RunDir, s: StageSpec, cfg: BaseModel, index: int, swap: bool
     if st not in ("done", "partial"): raise AgentAlignError(f"stage {s.name} ended without finishing ({st}{': ' + why if why else ''}); see {outnb} and {log}")
     return {"status": st, "ran": True, "seconds": round(time.time() - t0, 1), "notebook": str(outnb.relative_to(run.path)), **({"note": why} if why else {})}
 
+
+# %% ../nbs/11_pipeline.ipynb #dd459ef7
 def run_pipeline(out: str | Path, preset: str | None = "small", config: str | Path | dict | None = None,
                  from_stage: str | None = None, only: str | None = None, specs: list[StageSpec] | None = None,
                  timeout: int | None = None, progress: bool = True, overwrite: bool = False) -> dict:
