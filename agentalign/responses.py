@@ -401,11 +401,8 @@ def plot_responses(summary: dict, path: str | Path) -> Path:
 
 # %% ../nbs/07_responses.ipynb #2b265a6c
 def _backends(cfg: ResponsesConfig, run: RunDir) -> tuple[Any, Any]:
+    "The refuser's and the agent's backends (one when they are the same); each backend registers its own key as a secret."
     from agentalign.llm.factory import make_backend
-    from agentalign.core import register_secret
-    import os
-    for lc in (cfg.refuser, cfg.agent):
-        if lc.backend == "openai": register_secret(os.environ.get(lc.api_key_env))
     refuser = make_backend(cfg.refuser, cache_path=run.cache)
     agent = refuser if cfg.agent == cfg.refuser else make_backend(cfg.agent, cache_path=run.cache)
     return refuser, agent
@@ -438,6 +435,7 @@ def run_responses(run: RunDir | str | Path, cfg: ResponsesConfig | dict, *, over
     t0 = time.time()
     with run.open_stage("responses", cfg, inputs=[src], overwrite=overwrite) as st:
         items, skipped, bad = load_inputs(src, cfg.limit)
+        if not items and not bad: raise AgentAlignError(f"{src}: no kept item to respond to ({skipped.get('lines', 0)} line(s))")
         for f in bad: print(f"warning: skipped {f.detail}", file=sys.stderr)
         refuser, agent = backends or _backends(cfg, run)
         outcomes = run_sync(respond_all(items, cfg, refuser, agent, progress)) if items else []

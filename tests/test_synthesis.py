@@ -173,8 +173,8 @@ def test_instructions_other_settings_refused_lock_and_overwrite(writer, tmp_path
     r = cli(*base, "--limit", "2", "--seed", "1")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "other settings" in r.stderr and "seed 0 -> 1" in r.stderr, r.stderr
     assert (run / "instructions" / "records.jsonl").read_text() == before            # nothing replaced
-    from filelock import FileLock
-    with FileLock(str(run / "instructions" / ".lock")):                              # another writer holds the stage
+    from agentalign.core import RunDir
+    with RunDir(run).lock("instructions"):                                            # another writer holds the stage
         r = cli(*base, "--limit", "3", "--seed", "0")
     assert r.returncode == 2 and "being written by another process" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     r = cli(*base, "--limit", "2", "--seed", "1", "--overwrite")
