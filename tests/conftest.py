@@ -158,6 +158,8 @@ class ScriptedServer:
         from agentalign.llm.serve import ServerThread
         self._thread = ServerThread(self.app, port=self.port).__enter__()
         self.port = self._thread.port
+        from agentalign.llm import factory                 # a new server on a port used before: probe it anew
+        for k in [k for k in factory._PROBED if k[0] == self.url]: del factory._PROBED[k]
         return self
 
     def stop(self) -> None:
