@@ -3,7 +3,8 @@
 `serve`: every request to the upstream server is relayed and written as one JSON line: time, method, path, whether it
 carried an Authorization header, a hash of its body, the structured-output schema name or `tools` it asked for,
 whether it is the package's capability probe, and the upstream status. When the upstream does not accept the
-connection, or dies before answering, the client's connection is dropped without an answer, as a dead server leaves it.
+connection, or dies before answering, the client's connection is dropped without an answer, as a dead server leaves it;
+when the client hangs up first (its timeout), the upstream connection is closed too, so the server stops that work.
 
 `summary LOG...`: the counts of one or more logs. `rerun FIRST SECOND`: whether the second run (after the server was
 killed and restarted) sent only requests that the first had not got answered.
@@ -42,8 +43,18 @@ async def relay(head: bytes, body: bytes, upstream: int) -> bytes | None:
         w.write(with_close(head) + body); await w.drain()
         data = await r.read()
     except (ConnectionError, OSError): data = b""
-    w.close()
+    finally: w.close()                       # also when cancelled: the server then drops the abandoned request
     return data if data.startswith(b"HTTP/") else None
+
+
+async def answer_or_hang_up(reader: asyncio.StreamReader, head: bytes, body: bytes, upstream: int) -> bytes | None | str:
+    "The upstream's response; 'gone' when the client hung up first (a client-side timeout), so the upstream is left too."
+    up, eof = asyncio.create_task(relay(head, body, upstream)), asyncio.create_task(reader.read(1))
+    done, _ = await asyncio.wait({up, eof}, return_when=asyncio.FIRST_COMPLETED)
+    if up in done:
+        eof.cancel(); return up.result()
+    up.cancel()
+    return "gone"
 
 
 def describe(body: bytes) -> dict:
@@ -64,10 +75,10 @@ def handler(upstream: int, log_path: str):
                 entry = {"t": round(time.time(), 3), "method": first[0], "path": first[1],
                          "authorization": any(l.lower().startswith(b"authorization:") for l in head.split(b"\r\n")),
                          "body": hashlib.sha256(body).hexdigest()[:16] if body else None, "probe": PROBE_MARK in body, **describe(body)}
-                resp = await relay(head, body, upstream)
-                entry["status"] = int(resp.split(b" ", 2)[1]) if resp else "no answer"
+                resp = await answer_or_hang_up(reader, head, body, upstream)
+                entry["status"] = "client gone" if resp == "gone" else int(resp.split(b" ", 2)[1]) if resp else "no answer"
                 with open(log_path, "a") as f: f.write(json.dumps(entry) + "\n")
-                if resp is None: writer.transport.abort(); return
+                if resp is None or resp == "gone": writer.transport.abort(); return
                 writer.write(resp); await writer.drain()
                 if b"\r\nconnection: close" in resp.split(b"\r\n\r\n", 1)[0].lower(): break
         except (ConnectionError, asyncio.IncompleteReadError): pass

@@ -227,6 +227,31 @@ def test_paper_preset_sends_no_key_to_a_local_server(tmp_path, scripted_server, 
     assert srv.requests >= 2 and not srv.sent_authorization()
 
 
+# ------------------------------------------------------------------------------------------------ the paper preset
+def test_paper_preset_names_no_key_needs_a_base_model_and_scores_test_public_with_an_llm_judge(tmp_path):
+    from agentalign.agentharm.evaluate import AgentHarmConfig
+    from agentalign.dataset import DatasetConfig, mix_in
+    from agentalign.settings import known_roles
+    s = Settings("paper")
+    for role in [r for r, by_default in known_roles().items() if by_default] + ["agentharm_judge"]:
+        assert role not in s.layers[0][0].get("roles", {}) or "api_key_env" not in s.layers[0][0]["roles"][role], role
+    assert "api_key_env" not in s.layers[0][0]["roles"]["default"]
+    with pytest.raises(AgentAlignError) as e:
+        s.stage(AgentHarmConfig, {"label": "base"})
+    assert str(e.value).startswith("[pipeline] base_model: preset paper names no model to fine-tune and score")
+    local = Settings("paper", {"pipeline": {"base_model": str(tmp_path)}, "roles": {"default": {"model": "m", "base_url": "http://127.0.0.1:9/v1"}}})
+    ah = local.stage(AgentHarmConfig, {"label": "base"})
+    assert ah.split == "test_public" and ah.model == str(tmp_path)
+    assert ah.judge.model_dump(exclude_defaults=True) == {"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1", "concurrency": 32}
+    assert local.stage(AgentHarmConfig, {"label": "sft", "model": "sft/model"}).judge.base_url == "http://127.0.0.1:9/v1"
+    assert Settings("tiny").stage(AgentHarmConfig).judge == "offline"          # other presets: the offline judge unless named
+    mix = local.stage(DatasetConfig).mix
+    assert sorted(m.split(":")[0] for m in mix) == ["glaive", "toolace"] and abs(sum(float(m.split(":")[1]) for m in mix) - 0.214) < 0.001
+    with pytest.raises(AgentAlignError) as e:                                   # offline (HF_HUB_OFFLINE=1), nothing cached: one line
+        mix_in(100, mix, 0)
+    assert str(e.value).startswith("--mix toolace: cannot load Team-ACE/ToolACE (the hub is offline") and "\n" not in str(e.value)
+
+
 def test_timeout_is_a_role_option_and_changes_no_result(tmp_path, scripted_server):
     srv = scripted_server(lambda req: "ok", fault=lambda body, headers, n: Fault.hang(2))
     b = make_backend(LLMConfig(backend="openai", model="m", base_url=srv.url, timeout=0.3, max_retries=4))
