@@ -86,7 +86,8 @@ base_url = "http://127.0.0.1:$PROXY/v1"
 timeout = 900              # seconds per attempt: a 135M model on two busy CPU cores writes a few tokens a second
 [chains]
 per_subcategory = 1
-limit = 2
+limit = 3
+max_tokens = 256
 [instructions]
 chains = "merged"
 mode = "free"

@@ -185,7 +185,7 @@ def probe_request(what: str) -> ChatRequest:
     return ChatRequest(messages=[{"role": "system", "content": f"{PROBE_MARK}: do exactly what the user asks."}, {"role": "user", "content": ask}],
                        tools=[PROBE_TOOL] if what == "tools" else None, tool_choice="required" if what == "tools" else None,
                        response_schema=PROBE_SCHEMA if what == "json" else None, schema_name="probe",
-                       max_tokens=1 if what == "plain" else 48, temperature=0.0, seed=0, timeout=60)
+                       max_tokens={"tools": 48, "plain": 1, "json": 16}[what], temperature=0.0, seed=0)
 
 def _rejected(e: LLMError) -> bool:
     "Whether a probe's error is the server rejecting the request's form (HTTP 400 / 422), not an auth or transport problem."
