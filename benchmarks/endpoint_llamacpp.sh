@@ -5,16 +5,19 @@
 # benchmarks/logging_proxy.py, which logs every request (Authorization header or not, status, probe or not).
 #
 #   benchmarks/endpoint_llamacpp.sh build   # download the sdist, build llama-server in $WORK (nothing in the repository)
-#   benchmarks/endpoint_llamacpp.sh paper   # the paper preset's modes at tiny counts: LLM-written chains, free writing,
-#                                           # the judge, agent-mode trajectories (auto), free refusals and answers,
-#                                           # connecting text; then the dataset
+#   benchmarks/endpoint_llamacpp.sh paper   # the paper preset's modes at tiny counts: LLM-written chains, the judge,
+#                                           # agent-mode trajectories (auto), free refusals and answers, connecting
+#                                           # text, then the dataset (`agentalign run`); and free writing of
+#                                           # instructions (a stage command of its own: the 135M model's free texts
+#                                           # do not pass the checks, so the run's instructions are grounded rewrites)
 #   benchmarks/endpoint_llamacpp.sh done    # the tiny preset, every synthesis role on llama-server from a config holding
 #                                           # only backend, model and base_url; the server is killed during the judge's
 #                                           # requests and restarted; a plain rerun of `agentalign run` completes
 #   benchmarks/endpoint_llamacpp.sh all     # build, paper, done
 #
 # Environment: WORK (default /tmp/agentalign-llamacpp), PY (the Python with agentalign), PORT / PROXY (18080 / 18081),
-# JOBS (build jobs, 2), THREADS (llama-server threads, 2), KILL_AFTER (judge answers before the kill, 5).
+# JOBS (build jobs, 2), THREADS (llama-server threads, 2), KILL_AFTER (judge answers before the kill, 5), FRESH (1: start
+# the paper run anew; 0: resume it).
 # OPENAI_API_KEY is set to a dummy value if unset: the proxy log shows it is never sent to the local server.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -74,7 +77,7 @@ PY
 
 paper() {
   local out=$WORK/paper-run log=$WORK/paper-proxy.jsonl
-  rm -rf "$out" "$log"
+  if [ "${FRESH:-1}" = 1 ]; then rm -rf "$out" "$log" "$WORK/paper-free"; fi
   cat >"$WORK/paper-modes.toml" <<EOF
 # the paper preset's synthesis modes at tiny counts, every role on llama-server (no key variable)
 [pipeline]
@@ -89,10 +92,8 @@ per_subcategory = 1
 limit = 3
 max_tokens = 256
 [instructions]
-chains = "merged"
-mode = "free"
-counts = { harmful = 1, benign = 1, borderline = 1 }
-per_request = 1
+chains = "merged"          # the curated chains and the run's LLM-written ones
+mode = "rewrite"           # (free writing: below, in a folder of its own)
 [quality]
 judge_mode = "auto"
 [responses]
@@ -108,6 +109,10 @@ EOF
   aa run --out "$out" --preset tiny --config "$WORK/paper-modes.toml" >"$WORK/paper-run.log" 2>&1 || rc=$?
   say "paper modes: exit $rc after $((SECONDS - t0)) s (log $WORK/paper-run.log)"
   stage_table "$out" || true
+  t0=$SECONDS; rc=0                          # free writing, the paper's instruction mode
+  aa instructions --out "$WORK/paper-free" --preset tiny --config "$WORK/paper-modes.toml" --chains curated --mode free \
+    --counts 1:1:1 --per-request 1 >"$WORK/paper-free.log" 2>&1 || rc=$?
+  say "free writing: exit $rc after $((SECONDS - t0)) s; $(tail -n 1 "$WORK/paper-free.log")"
   proxy_tool summary "$log"
   stop_proxy; stop_server
 }
