@@ -205,7 +205,7 @@ def _resume(out: str | Path | None) -> tuple[Path | None, Path | None, set[str],
     if out is None: return None, None, set(), []
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     rec_p, fail_p = out / "records.jsonl", out / "failures.jsonl"
-    old = [t for t in read_jsonl(rec_p, Trajectory, missing_ok=True) if t.termination != "llm_error"]  # (older files kept those)
+    old = [t for t in read_jsonl(rec_p, Trajectory, missing_ok=True, torn_ok=True) if t.termination != "llm_error"]  # (older files kept those)
     if rec_p.exists(): write_jsonl(rec_p, old)
     return rec_p, fail_p, {t.id for t in old}, read_jsonl(fail_p, Failure, missing_ok=True, bad=[])
 

@@ -477,8 +477,7 @@ def run_chains(run: RunDir | str | Path, cfg: ChainsConfig | dict | None = None,
     run = run if isinstance(run, RunDir) else RunDir(run)
     cfg = validate_config(ChainsConfig, cfg or {}, "chains config")
     inputs = [data_dir() / "upstream" / f for f in FILES.values()] if tax is None else []
-    with run.open_stage("chains", cfg, inputs=inputs, overwrite=overwrite,
-                        outputs=("records.jsonl", "failures.jsonl", "summary.json", "merged.jsonl", "review.csv")) as st:
+    with run.open_stage("chains", cfg, inputs=inputs, overwrite=overwrite) as st:
         if backend is None: backend, generator = role_backend(run, cfg.writer)
         else: generator = f"{getattr(backend, 'kind', 'custom')}:{getattr(backend, 'model', '')}"
         tax = tax or load_taxonomy()

@@ -5,17 +5,18 @@ secret redaction, run folders with locked, configuration-checked stages, stable 
 
 # %% ../nbs/00_core.ipynb #36f112ef
 from __future__ import annotations
-import contextlib, hashlib, json, os, random, re, sys, tempfile, time
+import contextlib, hashlib, json, os, random, re, shutil, sys, tempfile, time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Type, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # %% auto #0
-__all__ = ['PKG_DIR', 'REPO_DIR', 'AGENTHARM_ENV', 'M', 'NEUTRAL_KEYS', 'app', 'AgentAlignError', 'data_dir', 'figures_dir',
-           'cache_dir', 'hub_offline', 'slow_enabled', 'agentharm_dir', 'register_secret', 'known_secrets', 'redact',
-           'redact_obj', 'read_text', 'read_json', 'expect', 'append_jsonl', 'write_jsonl', 'write_text', 'write_json',
-           'read_jsonl', 'Failure', 'count_reasons', 'stable_id', 'rng', 'validate_config', 'config_identity',
-           'config_diff', 'file_fingerprint', 'check_accounting', 'RunDir', 'Stage', 'cli_errors']
+__all__ = ['PKG_DIR', 'REPO_DIR', 'AGENTHARM_ENV', 'M', 'NEUTRAL_KEYS', 'MARKER', 'TRANSIENT_REASONS', 'app', 'AgentAlignError',
+           'data_dir', 'figures_dir', 'cache_dir', 'hub_offline', 'slow_enabled', 'agentharm_dir', 'register_secret',
+           'known_secrets', 'redact', 'redact_obj', 'read_text', 'read_json', 'expect', 'append_jsonl', 'write_jsonl',
+           'write_text', 'write_json', 'read_jsonl', 'Failure', 'count_reasons', 'stable_id', 'rng', 'validate_config',
+           'config_identity', 'config_diff', 'check_accounting', 'folder_files', 'file_fingerprint', 'transient',
+           'RunDir', 'Stage', 'cli_errors']
 
 # %% ../nbs/00_core.ipynb #0c6209d9
 class AgentAlignError(Exception):
@@ -169,30 +170,43 @@ def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
     "Write `obj` as JSON (redacted) atomically; returns the path."
     return write_text(path, json.dumps(redact_obj(obj), indent=indent, ensure_ascii=False, default=str) + "\n")
 
-def read_jsonl(path: str | Path, model: Type[M] | None = None, missing_ok: bool = False, bad: list | None = None) -> list:
-    """Read a JSONL file into dicts or `model` instances. A bad line raises one clear error naming file and line, or,
-    when a list is passed as `bad`, is appended to it as `(line number, message)` and skipped."""
+def _jsonl_lines(path: Path) -> list[tuple[int, str | None, str | None]]:
+    "(line number, text or None, problem or None) for each non-empty line; a UTF-8 BOM is dropped; a line that is not UTF-8 is a problem."
+    if not path.exists(): raise AgentAlignError(f"{path}: JSONL file not found")
+    if not path.is_file(): raise AgentAlignError(f"{path}: not a file (expected a JSONL file)")
+    try: data = path.read_bytes()
+    except OSError as e: raise AgentAlignError(f"{path}: cannot read ({e.strerror or e})")
+    if data.startswith(b"\xef\xbb\xbf"): data = data[3:]
+    out, raw = [], data.split(b"\n")
+    for i, b in enumerate(raw, 1):
+        if not b.strip(): continue
+        try: t, why = b.decode("utf-8"), None
+        except UnicodeDecodeError as e: t, why = None, f"not UTF-8 (byte {e.start}: {e.reason})"
+        if t is not None and i == len(raw) and not data.endswith(b"\n"):
+            try: json.loads(t)
+            except json.JSONDecodeError: t, why = None, "incomplete last line (the file was cut off)"
+        out.append((i, t, why))
+    return out
+
+def read_jsonl(path: str | Path, model: Type[M] | None = None, missing_ok: bool = False, bad: list | None = None, torn_ok: bool = False) -> list:
+    """Read a JSONL file into dicts or `model` instances. A bad line (invalid JSON, not UTF-8, not a valid `model`, a cut
+    last line) raises one clear error naming file and line, or, when a list is passed as `bad`, is appended to it as
+    `(line number, message)` and skipped. `torn_ok` skips a cut last line silently (a log appended to by a killed writer)."""
     path = Path(path)
     if missing_ok and not path.exists(): return []
-    text = read_text(path, "JSONL file")
-    lines = text.split("\n")
     out = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip(): continue
-        try: obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            if i == len(lines) and not text.endswith("\n"): break  # torn last line of a killed run
-            msg = f"{path}:{i}: invalid JSON: {e.msg}"
-            if bad is None: raise AgentAlignError(msg)
-            bad.append((i, msg)); continue
-        if model is not None:
-            try: obj = model.model_validate(obj)
-            except ValidationError as e:
-                err = e.errors()[0]
-                loc = ".".join(str(x) for x in err["loc"]) or "record"
-                msg = f"{path}:{i}: not a valid {model.__name__}: {loc}: {err['msg']}"
-                if bad is None: raise AgentAlignError(msg)
-                bad.append((i, msg)); continue
+    for i, line, why in _jsonl_lines(path):
+        if why and why.startswith("incomplete") and torn_ok: continue
+        try:
+            if why: raise ValueError(why)
+            obj = json.loads(line)
+            if model is not None: obj = model.model_validate(obj)
+        except (ValueError, ValidationError) as e:
+            if isinstance(e, ValidationError):
+                err = e.errors()[0]; msg = f"not a valid {model.__name__}: {'.'.join(str(x) for x in err['loc']) or 'record'}: {err['msg']}"
+            else: msg = f"invalid JSON: {e.msg}" if isinstance(e, json.JSONDecodeError) else str(e)
+            if bad is None: raise AgentAlignError(f"{path}:{i}: {msg}")
+            bad.append((i, f"{path}:{i}: {msg}")); continue
         out.append(obj)
     return out
 
@@ -240,10 +254,14 @@ NEUTRAL_KEYS = frozenset({"concurrency", "rpm", "figures", "progress", "batch_si
                           "workers", "overwrite", "backoff_base", "format_retries", "cache", "api_key_env"})
 
 def config_identity(cfg: Any) -> Any:
-    "The part of a configuration that can change results: JSON-normalised, without `NEUTRAL_KEYS` at any depth."
+    """The part of a configuration that can change results: JSON-normalised, without `NEUTRAL_KEYS` at any depth, with
+    URL credentials and secret-named fields blanked. It depends on the settings alone (not on the secrets a process
+    happens to know), so two processes compute the same identity."""
     if isinstance(cfg, BaseModel): cfg = cfg.model_dump(mode="json")
-    if isinstance(cfg, dict): return {k: config_identity(v) for k, v in sorted(cfg.items()) if k not in NEUTRAL_KEYS}
+    if isinstance(cfg, dict): return {k: ("***" if _SECRET_FIELD.match(str(k)) and isinstance(v, str) and v else config_identity(v))
+                                      for k, v in sorted(cfg.items()) if k not in NEUTRAL_KEYS}
     if isinstance(cfg, (list, tuple)): return [config_identity(x) for x in cfg]
+    if isinstance(cfg, str): return _URL_CRED.sub(lambda m: m.group("scheme") + "***@", cfg)
     return json.loads(json.dumps(cfg, default=str))
 
 def _flat(obj: Any, pre: str = "") -> dict:
@@ -259,15 +277,6 @@ def config_diff(old: Any, new: Any, limit: int = 4) -> str:
     diffs = [f"{k} {json.dumps(a.get(k))} -> {json.dumps(b.get(k))}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return ", ".join(diffs[:limit]) + (f" and {len(diffs) - limit} more" if len(diffs) > limit else "")
 
-def file_fingerprint(path: str | Path) -> str | None:
-    "sha256 (16 hex) of a file's bytes, or None when it does not exist."
-    path = Path(path)
-    if not path.is_file(): return None
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
-    return h.hexdigest()[:16]
-
 def check_accounting(inputs: Iterable[str], produced: Iterable[str], failed: Iterable[str], stage: str = "stage") -> None:
     "Raise (a bug, not a user error) unless every input id is exactly one of produced or failed."
     inputs, produced, failed = list(inputs), set(produced), set(failed)
@@ -278,34 +287,87 @@ def check_accounting(inputs: Iterable[str], produced: Iterable[str], failed: Ite
                            f"{len(both)} both {sorted(both)[:3]}, {len(inputs) - len(set(inputs))} duplicate input id(s)")
 
 # %% ../nbs/00_core.ipynb #4cda67ce
+MARKER = "done.json"
+_FP_MEMO: dict = {}
+
+def _file_hash(p: Path) -> str:
+    st = p.stat(); key = (str(p), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _FP_MEMO:
+        h = hashlib.sha256()
+        with p.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
+        _FP_MEMO[key] = h.hexdigest()
+    return _FP_MEMO[key]
+
+def _visible(p: Path, root: Path) -> bool:
+    rel = p.relative_to(root).parts
+    return not any(x.startswith(".") for x in rel) and rel != (MARKER,)
+
+def folder_files(root: str | Path) -> list[Path]:
+    "The files a folder's fingerprint covers: every file below it, hidden names and the completion marker left out."
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.is_file() and _visible(p, root))
+
+def file_fingerprint(path: str | Path) -> str | None:
+    "sha256 (16 hex) of a file's bytes, or of a folder's files (relative paths and bytes); None when it does not exist."
+    path = Path(path)
+    if path.is_file(): return _file_hash(path)[:16]
+    if not path.is_dir(): return None
+    h = hashlib.sha256()
+    for p in folder_files(path): h.update(f"{p.relative_to(path).as_posix()}\0{_file_hash(p)}\n".encode())
+    return h.hexdigest()[:16]
+
+# %% ../nbs/00_core.ipynb #ca94a9f4
+TRANSIENT_REASONS = frozenset({"connection_error", "timeout", "server_error", "rate_limited", "interrupted"})
+
+def transient(failures: Iterable[Failure]) -> list[Failure]:
+    "The failures a rerun should retry."
+    return [f for f in failures if f.reason in TRANSIENT_REASONS]
+
+# %% ../nbs/00_core.ipynb #8d46f8fb
 from fastcore.basics import patch
 from filelock import FileLock, Timeout
 
+def _os_error(path: Path, e: OSError, doing: str) -> AgentAlignError:
+    why = "read-only or not yours" if isinstance(e, PermissionError) or e.errno == 30 else (e.strerror or str(e))
+    return AgentAlignError(f"{path}: cannot {doing} ({why})")
+
 class RunDir:
-    "A pipeline run folder: `run.json` manifest plus one sub-folder per stage."
+    "A pipeline run folder: one sub-folder per stage, the LLM cache, figures and the `run.json` manifest."
     def __init__(self, path: str | Path):
         self.path = Path(path).expanduser().absolute()   # absolute: stage kernels may run elsewhere
         if self.path.exists() and not self.path.is_dir(): raise AgentAlignError(f"{self.path}: run folder path exists and is not a folder")
         try: self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as e: raise AgentAlignError(f"{self.path}: cannot create the run folder ({e.strerror or e})")
+        except OSError as e: raise _os_error(self.path, e, "create the run folder")
+        try: fd, probe = tempfile.mkstemp(dir=self.path, prefix=".probe-"); os.close(fd); os.unlink(probe)
+        except OSError as e: raise _os_error(self.path, e, "write into the run folder")
 
     def stage(self, name: str) -> Path:
         "The folder of stage `name` (created)."
-        p = self.path / name; p.mkdir(parents=True, exist_ok=True); return p
+        p = self.path / name
+        try: p.mkdir(parents=True, exist_ok=True)
+        except OSError as e: raise _os_error(p, e, "create the stage folder")
+        return p
 
     def records(self, stage: str) -> Path: return self.stage(stage) / "records.jsonl"
     def failures(self, stage: str) -> Path: return self.stage(stage) / "failures.jsonl"
+    def marker(self, stage: str) -> Path: return self.path / stage / MARKER
     @property
     def cache(self) -> Path: return self.path / "cache.sqlite"
     @property
     def figures(self) -> Path:
         "The run's figures folder (created)."
-        p = self.path / "figures"; p.mkdir(parents=True, exist_ok=True); return p
+        return self.stage("figures")
+
+    def lock(self, name: str) -> FileLock:
+        "The lock of stage (or job) `name`, outside its folder so that the folder can be swapped."
+        d = self.path / ".locks"; d.mkdir(exist_ok=True)
+        return FileLock(str(d / (name.replace("/", "__") + ".lock")))
 
     def require(self, stage: str, what: str = "records.jsonl", hint: str = "") -> Path:
         "The path of an earlier stage's output; one clear line when it is missing."
         p = self.path / stage / what
-        if not p.is_file():
+        if not p.exists():
             raise AgentAlignError(f"{p}: not found: run the {stage} stage into {self.path} first{(' (' + hint + ')') if hint else ''}")
         return p
 
@@ -314,31 +376,116 @@ class RunDir:
         p = self.path / "run.json"
         return read_json(p) if p.exists() else {"stages": {}}
 
-    def record_stage(self, stage: str, config: dict, summary: dict | None = None) -> None:
-        "Store a stage's configuration (and summary) in `run.json` and `STAGE/summary.json` (secrets redacted)."
-        with FileLock(str(self.path / ".run.json.lock"), timeout=60):
-            m = self.manifest
-            m.setdefault("stages", {})[stage] = {"config": config, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                                 **({"summary": summary} if summary is not None else {})}
-            write_json(self.path / "run.json", m)
-        if summary is not None: write_json(self.stage(stage) / "summary.json", summary)
-
     def __repr__(self): return f"RunDir({str(self.path)!r})"
 
-# %% ../nbs/00_core.ipynb #a7134648
+# %% ../nbs/00_core.ipynb #c604bccf
+def _read_or_none(p: Path) -> dict | None:
+    try: return read_json(p) if p.is_file() else None
+    except AgentAlignError: return None                   # a corrupt marker or config is no marker, no config
+
+@patch
+def read_marker(self: RunDir, stage: str) -> dict | None:
+    "The completion marker of `stage` (None when there is none or it cannot be read)."
+    m = _read_or_none(self.marker(stage))
+    return m if isinstance(m, dict) and isinstance(m.get("outputs"), dict) else None
+
+def _changed_inputs(run: RunDir, inputs: dict) -> list[str]:
+    return sorted(k for k, fp in (inputs or {}).items() if file_fingerprint(Path(k) if Path(k).is_absolute() else run.path / k) != fp)
+
+@patch
+def status(self: RunDir, stage: str, settings: Any = None) -> tuple[str, str]:
+    """(status, why) of `stage`: new, incomplete, done, partial, stale, damaged or changed (see the table above);
+    `settings` (a settings object or its identity) is compared with what the stage was made with."""
+    folder, want = self.path / stage, (None if settings is None else config_identity(settings))
+    m, cfg = self.read_marker(stage), _read_or_none(folder / "config.json")
+    if m is None:
+        if not isinstance(cfg, dict): return "new", ""
+        if want is not None and cfg.get("settings") != want: return "changed", f"settings differ: {config_diff(cfg.get('settings') or {}, want)}"
+        return "incomplete", "started but not finished"
+    if want is not None and m.get("settings") != want: return "changed", f"settings differ: {config_diff(m.get('settings') or {}, want)}"
+    now = {p.relative_to(folder).as_posix() for p in folder_files(folder)} - {"config.json"}
+    bad = sorted(k for k in set(m["outputs"]) | now if file_fingerprint(folder / k) != m["outputs"].get(k))
+    if bad: return "damaged", f"output changed since it finished: {', '.join(bad[:3])}"
+    ins = _changed_inputs(self, (m.get("identity") or {}).get("inputs"))
+    if ins: return "stale", f"input changed since it finished: {', '.join(ins[:3])}"
+    return ("partial", f"{m.get('transient')} item(s) failed for a transient reason") if m.get("status") == "partial" else ("done", "")
+
+@patch
+def require_done(self: RunDir, stage: str, hint: str = "") -> dict:
+    "The marker of an earlier stage that finished and still matches its outputs; one clear line otherwise."
+    st, why = self.status(stage)
+    if st in ("done", "partial"): return self.read_marker(stage)
+    what = {"new": "has not run", "incomplete": "did not finish"}.get(st, why)
+    raise AgentAlignError(f"{self.path / stage}: the {stage} stage {what}: run it into {self.path} first{(' (' + hint + ')') if hint else ''}")
+
+# %% ../nbs/00_core.ipynb #d4c883df
+def _identity(run: RunDir, config: Any, inputs: Iterable[str | Path]) -> dict:
+    rel = lambda p: str(Path(p).relative_to(run.path)) if Path(p).is_absolute() and Path(p).is_relative_to(run.path) else str(p)
+    return {"config": config_identity(config), "inputs": {rel(p): file_fingerprint(p) for p in inputs}}
+
+def _refusal(name: str, folder: Path, old: dict, new: dict) -> AgentAlignError:
+    what = config_diff((old or {}).get("config", {}), new["config"])
+    ins = sorted(k for k in set((old or {}).get("inputs", {})) | set(new["inputs"]) if (old or {}).get("inputs", {}).get(k) != new["inputs"].get(k))
+    why = "; ".join(x for x in [f"settings differ: {what}" if what else "", f"input changed: {', '.join(ins)}" if ins else ""] if x)
+    return AgentAlignError(f"{folder} holds {name} results made with other settings or inputs ({why}); rerun with the same "
+                           f"settings to resume, use another --out, or pass --overwrite to replace them")
+
+@patch
+def _workdir(self: RunDir, name: str, ident: dict, overwrite: bool) -> Path:
+    "Where the stage works: its own folder (new, or resuming the same identity), else a staging folder (overwrite)."
+    live = self.path / name
+    cfg = _read_or_none(live / "config.json")
+    old = cfg.get("identity") if isinstance(cfg, dict) else None
+    if old is None and not (live / "config.json").exists(): return self.stage(name)
+    if old == ident:
+        with contextlib.suppress(FileNotFoundError): self.marker(name).unlink()    # a rerun is unfinished until it finishes
+        return live
+    if not overwrite:
+        if old is None: raise AgentAlignError(f"{live / 'config.json'}: unreadable, so the settings of the {name} results there are unknown; pass --overwrite to replace them")
+        raise _refusal(name, live, old, ident)
+    staging = self.path / ".staging" / name
+    scfg = _read_or_none(staging / "config.json")
+    if not (isinstance(scfg, dict) and scfg.get("identity") == ident): shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True, exist_ok=True)
+    return staging
+
+@patch
+@contextlib.contextmanager
+def open_stage(self: RunDir, name: str, config: Any, inputs: Iterable[str | Path] = (), overwrite: bool = False,
+               settings: Any = None) -> Iterator["Stage"]:
+    "Lock stage `name`, check (or store) its identity (settings and input fingerprints), and yield a `Stage` to finish."
+    lock = self.lock(name)
+    try: lock.acquire(timeout=0)
+    except Timeout: raise AgentAlignError(f"{self.path / name} is being written by another process (lock {lock.lock_file}); wait for it to finish or use another --out")
+    try:
+        cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
+        ident = _identity(self, cfg, inputs)
+        work = self._workdir(name, ident, overwrite)
+        sett = config_identity(settings if settings is not None else cfg)
+        try: write_json(work / "config.json", {"stage": name, "identity": ident, "settings": sett, "config": cfg, "opened": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        except OSError as e: raise _os_error(work, e, "write the stage's settings")
+        yield Stage(self, name, cfg, work, ident, sett)
+    finally:
+        lock.release()
+
+# %% ../nbs/00_core.ipynb #f13ece75
 def _id_of(rec: Any) -> str | None:
     if isinstance(rec, dict): return rec.get("id")
     return getattr(rec, "id", None)
 
 class Stage:
-    "An open stage of a run (from `RunDir.open_stage`): paths, and `finish` to write its outcome."
-    def __init__(self, run: RunDir, name: str, config: dict):
+    "An open stage of a run (from `RunDir.open_stage`): its working folder, and `finish` to write its outcome."
+    def __init__(self, run: RunDir, name: str, config: dict, path: Path | None = None, identity: dict | None = None, settings: Any = None):
         self.run, self.name, self.config = run, name, config
-        self.path = run.stage(name)
+        self.path = path or run.stage(name)
+        self.identity, self.settings = identity or {"config": config_identity(config), "inputs": {}}, settings
         self.records_path, self.failures_path = self.path / "records.jsonl", self.path / "failures.jsonl"
 
+    @property
+    def staged(self) -> bool: return self.path != self.run.path / self.name
+
     def finish(self, records: list, failures: list[Failure], summary: dict | None = None) -> dict:
-        "Write records and failures (atomically), then the summary with counts; one error line when every item failed."
+        "Write records, failures, the summary and then the completion marker; swap a staged result in; one line when every item failed."
         ids = [i for i in (_id_of(r) for r in records) if i is not None]
         dup = len(ids) - len(set(ids))
         if dup: raise RuntimeError(f"{self.name}: {dup} duplicate record id(s)")
@@ -346,46 +493,39 @@ class Stage:
         if both: raise RuntimeError(f"{self.name}: {len(both)} item(s) are both a record and a failure, e.g. {sorted(both)[0]}")
         write_jsonl(self.records_path, records)
         write_jsonl(self.failures_path, failures)
-        summary = {"records": len(records), "failures": len(failures), "failures_by_reason": count_reasons(failures), **(summary or {})}
-        self.run.record_stage(self.name, self.config, summary)
-        if not records and failures:
-            top = ", ".join(f"{k} {v}" for k, v in sorted(summary["failures_by_reason"].items(), key=lambda kv: -kv[1])[:3])
+        return self.complete({"records": len(records), "failures": len(failures), "failures_by_reason": count_reasons(failures), **(summary or {})},
+                             failures, failed=bool(failures) and not records)
+
+    def complete(self, summary: dict, failures: list[Failure] = (), failed: bool = False) -> dict:
+        "Write the summary and, unless `failed`, the completion marker (then swap a staged result in); returns the summary."
+        write_json(self.path / "summary.json", summary)
+        if failed:
+            top = ", ".join(f"{k} {v}" for k, v in sorted(count_reasons(failures).items(), key=lambda kv: -kv[1])[:3])
             raise AgentAlignError(f"{self.name}: all {len(failures)} item(s) failed ({top}); see {self.failures_path}")
+        n_tr = len(transient(failures))
+        marker = {"stage": self.name, "status": "partial" if n_tr else "done", "transient": n_tr, "identity": self.identity, "settings": self.settings,
+                  "outputs": {p.relative_to(self.path).as_posix(): file_fingerprint(p) for p in folder_files(self.path) if p.name != "config.json" or p.parent != self.path},
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        write_json(self.path / MARKER, marker)
+        if self.staged: self._swap()
+        self._manifest(summary)
         return summary
 
-# %% ../nbs/00_core.ipynb #ca94a9f4
-@patch
-@contextlib.contextmanager
-def open_stage(self: RunDir, name: str, config: Any, inputs: Iterable[str | Path] = (), overwrite: bool = False,
-               outputs: Iterable[str] = ("records.jsonl", "failures.jsonl", "summary.json")) -> Iterator["Stage"]:
-    "Lock stage `name`, check (or store) its configuration and input fingerprints, and yield a `Stage` to finish."
-    folder = self.stage(name)
-    lock = FileLock(str(folder / ".lock"))
-    try: lock.acquire(timeout=0)
-    except Timeout: raise AgentAlignError(f"{folder} is being written by another process (lock {folder / '.lock'}); wait for it to finish or use another --out")
-    try:
-        cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
-        ident = {"config": config_identity(cfg),
-                 "inputs": {str(Path(p).relative_to(self.path) if Path(p).is_relative_to(self.path) else p): file_fingerprint(p) for p in inputs}}
-        ident = redact_obj(ident)
-        cpath = folder / "config.json"
-        if cpath.exists():
-            old = read_json(cpath).get("identity")
-            if old != ident:
-                if not overwrite:
-                    what = config_diff(old.get("config", {}) if isinstance(old, dict) else {}, ident["config"])
-                    ins = [k for k in set((old or {}).get("inputs", {})) | set(ident["inputs"])
-                           if (old or {}).get("inputs", {}).get(k) != ident["inputs"].get(k)]
-                    why = "; ".join(x for x in [f"settings differ: {what}" if what else "", f"input changed: {', '.join(sorted(ins))}" if ins else ""] if x)
-                    raise AgentAlignError(f"{folder} holds {name} results made with other settings or inputs ({why}); rerun with the same "
-                                          f"settings to resume, use another --out, or pass --overwrite to replace them")
-                for o in outputs:
-                    p = folder / o
-                    if p.is_file(): p.unlink()
-        write_json(cpath, {"stage": name, "identity": ident, "config": cfg, "opened": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        yield Stage(self, name, cfg)
-    finally:
-        lock.release()
+    def _swap(self) -> None:
+        "Replace the stage's old folder by the staged one (the old one goes to `.trash` first, then away)."
+        live = self.run.path / self.name
+        trash = self.run.path / ".trash" / f"{self.name.replace('/', '__')}.{os.getpid()}.{time.time_ns()}"
+        trash.parent.mkdir(parents=True, exist_ok=True); live.parent.mkdir(parents=True, exist_ok=True)
+        if live.exists(): os.replace(live, trash)
+        os.replace(self.path, live)
+        self.path = live; self.records_path, self.failures_path = live / "records.jsonl", live / "failures.jsonl"
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def _manifest(self, summary: dict) -> None:
+        with FileLock(str(self.run.path / ".locks" / "run.json.lock"), timeout=60):
+            m = self.run.manifest
+            m.setdefault("stages", {})[self.name] = {"config": self.config, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "summary": summary}
+            write_json(self.run.path / "run.json", m)
 
 # %% ../nbs/00_core.ipynb #d29cc151
 import functools, typer

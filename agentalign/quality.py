@@ -528,8 +528,7 @@ def run_quality(run: RunDir | str | Path, cfg: QualityConfig, *, overwrite: bool
         if not Path(run).expanduser().is_dir(): raise AgentAlignError(f"{run}: run folder not found (run `agentalign instructions --out {run}` first)")
         run = RunDir(run)
     src = run.require("instructions", "records.jsonl", hint=f"agentalign instructions --out {run.path}")
-    outputs = ("records.jsonl", "failures.jsonl", "summary.json", "funnel.csv", "kind_judge.csv", "calibration.jsonl")
-    with run.open_stage("quality", cfg, inputs=[src], overwrite=overwrite, outputs=outputs) as st:
+    with run.open_stage("quality", cfg, inputs=[src], overwrite=overwrite) as st:
         recs_in, bad = _read_input(src)
         for _, msg in bad: (warn or (lambda m: None))(msg)
         fails = [Failure(stage="quality", item_id=f"{src.name}:{ln}", reason="bad_input", detail=msg) for ln, msg in bad]

@@ -408,6 +408,7 @@ def tool_needs(cfg: ResponsesConfig) -> tuple[str | None, str | None]:
     return refuser, agent
 
 def _backends(cfg: ResponsesConfig, run: RunDir) -> tuple[Any, Any]:
+    "The refuser's and the agent's backends (one when they are the same); each backend registers its own key as a secret."
     from agentalign.llm.factory import make_backend
     need_r, need_a = tool_needs(cfg)
     if cfg.agent == cfg.refuser:
@@ -443,6 +444,7 @@ def run_responses(run: RunDir | str | Path, cfg: ResponsesConfig | dict, *, over
     t0 = time.time()
     with run.open_stage("responses", cfg, inputs=[src], overwrite=overwrite) as st:
         items, skipped, bad = load_inputs(src, cfg.limit)
+        if not items and not bad: raise AgentAlignError(f"{src}: no kept item to respond to ({skipped.get('lines', 0)} line(s))")
         for f in bad: print(f"warning: skipped {f.detail}", file=sys.stderr)
         refuser, agent = backends or _backends(cfg, run)
         outcomes = run_sync(respond_all(items, cfg, refuser, agent, progress)) if items else []

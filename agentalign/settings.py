@@ -15,14 +15,15 @@ from .core import AgentAlignError, data_dir, expect, read_text, redact_obj, vali
 # %% auto #0
 __all__ = ['PRESETS', 'M', 'PresetOpt', 'ConfigOpt', 'ShowSettingsOpt', 'OverwriteOpt', 'StageConfig', 'PipelineSection',
            'discover', 'known_roles', 'deep_merge', 'merge_llm', 'merge_stage', 'stage_part', 'load_config_file',
-           'check_layer', 'preset_path', 'Settings', 'resolve', 'settings_json', 'given', 'command_settings']
+           'check_layer', 'preset_path', 'Settings', 'resolve', 'settings_json', 'given', 'command_settings',
+           'stage_param']
 
 # %% ../nbs/00a_settings.ipynb #5b38b6f0
 _REGISTRY: dict[str, type] = {}
 
 class StageConfig(BaseModel):
     "Base of every stage's settings: unknown keys are errors; `section`, `roles`, `from_pipeline` say where values come from."
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)   # no "5" for 5, no true for 1, no NaN
     section: ClassVar[Optional[str]] = None          # the stage's table in a config file
     roles: ClassVar[dict[str, str]] = {}             # LLM field -> role name ([roles.<role>])
     default_roles: ClassVar[bool] = True             # whether [roles.default] fills this stage's roles
@@ -215,3 +216,11 @@ def command_settings(cls: Type[M], preset: str | None, config: str | Path | None
         typer.echo(settings_json(cfg))
         raise typer.Exit(0)
     return cfg
+
+# %% ../nbs/00a_settings.ipynb #f929b3d2
+def stage_param(cls: Type[M], value: str) -> M:
+    "A stage's settings from a notebook's `stage_config` parameter: JSON text, or `@FILE` naming a JSON file."
+    text = read_text(value[1:], "stage settings file") if isinstance(value, str) and value.startswith("@") else value
+    try: data = json.loads(text)
+    except (TypeError, json.JSONDecodeError) as e: raise AgentAlignError(f"stage_config: not JSON settings ({e})")
+    return validate_config(cls, data, "stage_config")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Annotated, Literal, Optional, Union
 import typer
-from pydantic import Field, model_validator
+from pydantic import Field
 from .core import (AgentAlignError, Failure, RunDir, app, cli_errors, read_json, rng, stable_id, write_json, write_jsonl)
 from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .dataset import load_dataset_dir
@@ -31,47 +31,40 @@ class SFTConfig(StageConfig):
     from_pipeline: ClassVar[dict[str, str]] = {"seed": "seed", "base_model": "base_model"}
     base_model: str = "embedded"            # "embedded" or a local Hugging Face model folder
     lora: bool = False                      # PEFT LoRA instead of full fine-tuning
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
     lora_target_modules: Union[str, list[str]] = "all-linear"
     merge_lora: bool = True                 # save the merged model in sft/model (directly scorable); the adapter goes to sft/adapter
-    epochs: float = 1.0
-    max_steps: Optional[int] = None         # overrides epochs
-    per_device_batch_size: int = 2          # examples per device and micro-step (named so: core treats `batch_size` as result-neutral)
-    grad_accum: int = 2                     # micro-steps per optimizer step: 2 x 2 = 4 examples a step, half the activation memory of 4 x 1
-    learning_rate: Optional[float] = None   # None: 5e-5 full fine-tuning, 2e-4 LoRA
+    epochs: float = Field(1.0, gt=0)
+    max_steps: Optional[int] = Field(None, ge=1)   # overrides epochs
+    per_device_batch_size: int = Field(2, ge=1)         # examples per device and micro-step (named so: core treats `batch_size` as result-neutral)
+    grad_accum: int = Field(2, ge=1)                    # micro-steps per optimizer step: 2 x 2 = 4 examples a step, half the activation memory of 4 x 1
+    learning_rate: Optional[float] = Field(None, gt=0, lt=1)   # None: 5e-5 full fine-tuning, 2e-4 LoRA
     lr_scheduler: str = "cosine"
-    warmup: float = 0.05                    # share of the steps (or a step count when >= 1)
-    weight_decay: float = 0.0
-    max_length: int = 1024                  # token budget per example
+    warmup: float = Field(0.05, ge=0)                   # share of the steps (or a step count when >= 1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_length: int = Field(1024, ge=32)                 # token budget per example
     over_length: Literal["drop", "truncate"] = "truncate"
-    max_tool_result_chars: Optional[int] = MAX_TOOL_RESULT_CHARS
-    max_tools: Optional[int] = MAX_TOOLS
+    max_tool_result_chars: Optional[int] = Field(MAX_TOOL_RESULT_CHARS, ge=1)
+    max_tools: Optional[int] = Field(MAX_TOOLS, ge=1)
     system_prompts: list[Optional[str]] = Field(default_factory=lambda: [None])   # one per example, seeded; None: the template's default
-    max_examples: Optional[int] = None      # use only the first N training examples (after the budget)
+    max_examples: Optional[int] = Field(None, ge=1)     # use only the first N training examples (after the budget)
     group_by_length: bool = True
-    group_window: int = 8                   # batches sorted by length together (see length_grouped_order)
+    group_window: int = Field(8, ge=1)                  # batches sorted by length together (see length_grouped_order)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: Optional[int] = None           # CPU torch threads; None: agentalign.models.cpu_threads()
+    threads: Optional[int] = Field(None, ge=1)          # CPU torch threads; None: agentalign.models.cpu_threads()
     bf16: Optional[bool] = None
     gradient_checkpointing: Optional[bool] = None
     padding_free: Optional[bool] = None
     packing: bool = False
     loss_impl: Literal["auto", "plain", "fused"] = "auto"   # auto: logits at assistant tokens only on CPU ("plain"), TRL's fused LM head on GPU
     eval: bool = True                       # validation loss at the end
-    save_steps: Optional[int] = None        # checkpoints every N steps (resumed after a kill); None: none
-    seed: int = 0
-    logging_steps: int = 1
+    save_steps: Optional[int] = Field(None, ge=1)       # checkpoints every N steps (resumed after a kill); None: none
+    seed: int = Field(0, ge=0)
+    logging_steps: int = Field(1, ge=1)
     figures: bool = True
     progress: bool = True
-
-    @model_validator(mode="after")
-    def _check(self):
-        if self.max_steps is not None and self.max_steps < 1: raise ValueError("max_steps must be at least 1")
-        if self.max_length < 32: raise ValueError("max_length must be at least 32 tokens")
-        if self.per_device_batch_size < 1 or self.grad_accum < 1: raise ValueError("per_device_batch_size and grad_accum must be at least 1")
-        return self
 
     @property
     def lr(self) -> float: return self.learning_rate or (2e-4 if self.lora else 5e-5)
@@ -363,12 +356,12 @@ def make_trainer(base: Path, cfg: SFTConfig, tok, ex: Examples, args_kw: dict, p
     return trainer, counter
 
 # %% ../nbs/08a_sft.ipynb #b9e5a044
-def fit(trainer, counter: TokenCounter, cfg: SFTConfig, out: Path, log: list) -> dict:
-    "Train, then evaluate on the validation examples (if any); returns the losses, the tokens trained and the seconds."
-    last = None
-    if cfg.save_steps and (out / "trainer").is_dir():
+def fit(trainer, counter: TokenCounter, cfg: SFTConfig, log: list) -> dict:
+    "Train (from the last checkpoint, if any), then evaluate on the validation examples (if any); returns the losses, the tokens trained and the seconds."
+    last, ckpt = None, Path(trainer.args.output_dir)
+    if cfg.save_steps and ckpt.is_dir():
         from transformers.trainer_utils import get_last_checkpoint
-        last = get_last_checkpoint(str(out / "trainer"))
+        last = get_last_checkpoint(str(ckpt))
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=last)
     seconds = time.time() - t0
@@ -429,23 +422,21 @@ def run_sft(run: RunDir | str | Path, cfg: SFTConfig | None = None, *, overwrite
     "Fine-tune `cfg.base_model` on the run's dataset (see the table above); returns the summary."
     cfg = cfg or SFTConfig()
     run = run if isinstance(run, RunDir) else RunDir(run)
-    data_files = [run.require("dataset", f"data/{s}.jsonl", "agentalign export") for s in ("train", "validation")]
+    run.require_done("dataset", "agentalign export")                 # finished, and its files unchanged since
+    data = run.path / "dataset" / "hf"                                  # what training reads
     base = resolve_base_model(cfg.base_model)
     rank, size = world()
     if rank == 0:
-        with run.open_stage("sft", cfg, inputs=data_files, overwrite=overwrite,
-                            outputs=("records.jsonl", "failures.jsonl", "summary.json", "log.jsonl", "train_config.json")) as st:
-            if not overwrite and _model_complete(st.path / "model") and (st.path / "summary.json").is_file():
-                return read_json(st.path / "summary.json")          # finished with these settings and this dataset
-            return _train(run, cfg, base, st)
+        if not overwrite and run.status("sft", cfg)[0] == "done": return read_json(run.path / "sft" / "summary.json")
+        with run.open_stage("sft", cfg, inputs=[data], overwrite=overwrite) as st: return _train(run, cfg, base, st)
     return _train(run, cfg, base, None)
 
 def _train(run: RunDir, cfg: SFTConfig, base: Path, st) -> dict:
     "The steps above, in order; only rank 0 (`st` given) saves and writes."
     import torch, transformers
     t0 = time.time()
-    out = run.stage("sft")
-    args_kw, resolved = train_settings(cfg, out / "trainer")
+    out = st.path if st is not None else None                           # rank 0 writes the stage's folder (a staged one on overwrite)
+    args_kw, resolved = train_settings(cfg, run.path / ".trainer" / "sft")   # checkpoints: the same place for every rank
     if resolved["device"] == "cpu": torch.set_num_threads(resolved["threads"])
     transformers.set_seed(cfg.seed)
     tok = load_tokenizer(base)
@@ -454,7 +445,7 @@ def _train(run: RunDir, cfg: SFTConfig, base: Path, st) -> dict:
     resolved["loss_impl"] = "plain" if plain else "fused"
     log: list[dict] = []
     trainer, counter = make_trainer(base, cfg, tok, ex, args_kw, plain, log)
-    fitted = fit(trainer, counter, cfg, out, log)
+    fitted = fit(trainer, counter, cfg, log)
     if st is None: return {"rank": world()[0]}
     model_dir = save_model(trainer, tok, cfg, base, out)
     write_jsonl(out / "log.jsonl", log)

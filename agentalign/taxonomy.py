@@ -394,16 +394,14 @@ def run_taxonomy(run: RunDir | str | Path, cfg: TaxonomyConfig | dict | None = N
     run = run if isinstance(run, RunDir) else RunDir(run)
     cfg = validate_config(TaxonomyConfig, cfg or {}, "taxonomy config")
     folder = Path(cfg.data) if cfg.data else data_dir() / "upstream"
-    with run.open_stage("taxonomy", cfg, inputs=[folder / f for f in FILES.values()], overwrite=overwrite,
-                        outputs=("summary.json",)) as st:
+    with run.open_stage("taxonomy", cfg, inputs=[folder / f for f in FILES.values()], overwrite=overwrite) as st:
         tax = load_taxonomy(cfg.data, repair=cfg.repair, strict=cfg.strict)
         sev = Counter(f.severity for f in tax.findings)
         summary = {**tax.counts(), "errors": sev["error"], "warnings": sev["warning"], "infos": sev["info"],
                    "repairs_applied": len(tax.repairs), "findings": [f.model_dump() for f in tax.findings], "repairs": tax.repairs,
                    "source": tax.source}
         if cfg.figures: summary["figures"] = [str(p) for p in draw_figures(tax, run.figures)]
-        run.record_stage("taxonomy", st.config, summary)
-    return summary
+        return st.complete(summary)
 
 @app.command("taxonomy")
 @cli_errors

@@ -148,6 +148,6 @@ def test_cli_agent_run_bad_tasks_file_is_one_line(tmp_path):
     from agentalign.core import app
     import agentalign.agent
     (tmp_path / "latin.jsonl").write_bytes(b'{"instruction": "caf\xe9", "tools": ["search_google"]}\n')
-    for path, msg in [(tmp_path, "not a file"), (tmp_path / "latin.jsonl", "not a UTF-8 text file")]:
+    for path, msg in [(tmp_path, "not a file"), (tmp_path / "latin.jsonl", "latin.jsonl:1: not UTF-8")]:
         r = CliRunner().invoke(app, ["agent-run", str(path), "--out", str(tmp_path / "run")])
         assert r.exit_code == 2 and msg in r.output and len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output, r.output

@@ -132,13 +132,13 @@ def test_sft_model_folder_end_to_end_progress_resume_cache(tmp_path, tiny_model,
     # a different scoring configuration is a different key: not served from the cache
     with pytest.raises(AssertionError, match="inspect was started"):
         ah.run_agentharm(tmp_path / "run3", ah.AgentHarmConfig(model=str(copy), limit=1, max_tokens=9, figures=False))
-    # --overwrite with another configuration under the same label: the old logs go before inspect starts
+    # --overwrite with another configuration under the same label fails: the old result stays whole (built beside it)
+    old = {p.relative_to(tmp_path): p.read_bytes() for p in sorted((tmp_path / "run2" / "agentharm" / "base").rglob("*")) if p.is_file()}
     with pytest.raises(AssertionError, match="inspect was started"):
         ah.run_agentharm(tmp_path / "run2", ah.AgentHarmConfig(model=str(copy), limit=1, max_tokens=9, label="base", figures=False), overwrite=True)
-    assert not (tmp_path / "run2" / "agentharm" / "base" / "logs").exists()
-    assert not (tmp_path / "run2" / "agentharm" / "base" / "metrics.json").exists()
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in sorted((tmp_path / "run2" / "agentharm" / "base").rglob("*")) if p.is_file()} == old
     s = ah.run_agentharm(tmp_path / "run2", ah.AgentHarmConfig(model=str(copy), limit=1, max_tokens=8, label="base", figures=False), overwrite=True)
-    assert s["cached"]                                          # back to the cached configuration: served from the cache
+    assert s["records"] == 2 and not s["cached"], s           # the kept result has these settings: nothing to score (inspect not started)
     # report over both labels of one run folder and the cached run: Table-1 rows, CSV and the comparison figure
     shutil.copytree(tmp_path / "run2" / "agentharm" / "base", run / "agentharm" / "base")
     r4 = runner.invoke(app, ["report", str(run)])

@@ -99,7 +99,7 @@ def test_cli_trains_saves_a_scorable_model(run_with_dataset, tiny):
     assert (run_with_dataset.path / "figures" / "sft_loss.png").is_file()
 
 def test_bad_input_is_one_clear_line(tmp_path, run_with_dataset, tiny):
-    cases = [(("sft", "--out", tmp_path / "empty"), "dataset/data/train.jsonl: not found: run the dataset stage"),
+    cases = [(("sft", "--out", tmp_path / "empty"), "empty/dataset: the dataset stage has not run"),
              (("sft", "--out", run_with_dataset.path, "--base-model", tmp_path / "nope"), "no such local folder"),
              (("sft", "--out", run_with_dataset.path, "--base-model", tmp_path), "not a Hugging Face model folder")]
     (tmp_path / "c.toml").write_text("[sft]\nlearning_rat = 1e-4\n")

@@ -24,11 +24,10 @@ from .provider import BATCH_STATS, DEFAULT_TOKEN_BUDGET, llm_model_spec, model_s
 from .report import METRIC_KEYS, collect_results, plot_categories, sample_rows, table1, task_logs, write_results
 
 # %% auto #0
-__all__ = ['TECHNIQUES', 'LOCAL_MAX_TOKENS', 'MODEL_FILES', 'WEIGHT_SUFFIXES', 'TRAINER_FILES', 'CACHED_FILES', 'OUTPUTS',
-           'AgentHarmConfig', 'model_files', 'model_fingerprint', 'label_slug', 'default_label', 'resolve_model',
-           'resolve_judge', 'scoring_identity', 'cache_entry', 'cache_store', 'cache_lookup', 'Scoring', 'plan_scoring',
-           'progress_line', 'worker_main', 'worker_info', 'obtain_logs', 'finish_scoring', 'run_agentharm',
-           'agentharm_cmd']
+__all__ = ['TECHNIQUES', 'LOCAL_MAX_TOKENS', 'MODEL_FILES', 'WEIGHT_SUFFIXES', 'TRAINER_FILES', 'CACHED_FILES', 'AgentHarmConfig',
+           'model_files', 'model_fingerprint', 'label_slug', 'default_label', 'resolve_model', 'resolve_judge',
+           'scoring_identity', 'cache_entry', 'cache_store', 'cache_lookup', 'Scoring', 'plan_scoring', 'progress_line',
+           'worker_main', 'worker_info', 'obtain_logs', 'finish_scoring', 'run_agentharm', 'agentharm_cmd']
 
 # %% ../../nbs/10d_agentharm.ipynb #59167e3a
 TECHNIQUES = ("standard", "cot", "react", "refusal")
@@ -302,9 +301,6 @@ def _scored_all(st: Path, selection: dict | None) -> bool:
     return True
 
 # %% ../../nbs/10d_agentharm.ipynb #4f7c6070
-OUTPUTS = ("records.jsonl", "failures.jsonl", "summary.json", "metrics.json", "samples.json", "samples.csv", "categories.csv",
-           "selection.json", "worker.json", "worker_result.json", "worker.log")
-
 def _say(msg: str) -> None: print(msg, file=sys.stderr, flush=True)
 
 def worker_info(sc: Scoring, cfg: AgentHarmConfig) -> dict:
@@ -374,10 +370,8 @@ def run_agentharm(run: RunDir | str | Path, cfg: AgentHarmConfig | dict, *, over
     cfg = validate_config(AgentHarmConfig, cfg, "agentharm")
     run = run if isinstance(run, RunDir) else RunDir(run)
     sc = plan_scoring(cfg, run)
-    cpath = run.path / "agentharm" / sc.slug / "config.json"
-    before = read_json(cpath).get("identity") if cpath.is_file() else None
-    with run.open_stage(f"agentharm/{sc.slug}", {"label": sc.label, "scoring": sc.identity}, overwrite=overwrite, outputs=OUTPUTS) as stage:
-        if before is not None and before != read_json(cpath).get("identity"): shutil.rmtree(stage.path / "logs", ignore_errors=True)   # --overwrite
+    model = [Path(sc.spec["path"])] if sc.spec.get("local") and sc.spec.get("path") else []   # a retrained model is a changed input
+    with run.open_stage(f"agentharm/{sc.slug}", {"label": sc.label, "scoring": sc.identity}, inputs=model, overwrite=overwrite, settings=cfg) as stage:
         cached = obtain_logs(stage.path, sc, cfg)
         summary = finish_scoring(run, stage, sc, cfg, cached)
         if cfg.cache and sc.key and cached is None and summary["complete"]: cache_store(sc.key, stage.path, sc.identity)

@@ -431,13 +431,13 @@ def check_base_url(url: str | None) -> str | None:
     except ValueError as e: raise AgentAlignError(f"--base-url {redact(url)!r}: not a URL ({e})")
     if parts.scheme not in ("http", "https") or not host:
         raise AgentAlignError(f"--base-url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {redact(url)!r}")
-    register_secret(parts.password); register_secret(parts.username)
+    register_secret(parts.password)                                       # a user name is no secret
     return url
 
 # %% ../../nbs/02_llm.ipynb #a5a56fda
 class LLMConfig(BaseModel):
     "Which LLM a role uses and how hard it may be driven."
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)   # a config file's "4" is not a number
     backend: Literal["local", "openai"] = "local"
     model: str = "embedded"
     base_url: str | None = None

@@ -30,11 +30,9 @@ def with_schema_instruction(messages: list[dict], schema: dict, name: str = "out
 
 # %% ../../nbs/02b_local.ipynb #d100bc1a
 class _Job:
-    __slots__ = ("ids", "out", "temperature", "max_tokens", "seed", "deadline", "timeout", "matcher", "consumed", "gen",
-                 "future", "loop", "finished")
-    def __init__(self, ids, temperature, max_tokens, seed, timeout, matcher, future, loop):
+    __slots__ = ("ids", "out", "temperature", "max_tokens", "seed", "matcher", "consumed", "gen", "future", "loop", "finished")
+    def __init__(self, ids, temperature, max_tokens, seed, matcher, future, loop):
         self.ids, self.out, self.temperature, self.max_tokens, self.seed = list(ids), [], temperature, max_tokens, seed
-        self.timeout, self.deadline = timeout, time.monotonic() + timeout
         self.matcher, self.consumed, self.gen = matcher, 0, None
         self.future, self.loop, self.finished = future, loop, False
 
@@ -150,17 +148,11 @@ async def _worker(self: LocalBackend, q: asyncio.Queue):
         live = []
         for j in jobs:
             if j.future.done(): j.finished = True                      # the caller has gone
-            elif time.monotonic() > j.deadline: _deliver(j, self._timeout(j))
             else: live.append(j)
         if not live: continue
         paused = await asyncio.to_thread(self._generate, live, q)
         self.paused_rows += len(paused)
         for j in paused: q.put_nowait(j)                              # to the back: the waiting requests go first
-
-@patch
-def _timeout(self: LocalBackend, j: _Job) -> LLMError:
-    _, tok = self._load()
-    return LLMError("timeout", f"generation exceeded {j.timeout:g}s", raw=tok.decode(j.out, skip_special_tokens=True) or None)
 
 @patch
 def _result(self: LocalBackend, j: _Job, finish: str) -> tuple[str, str, dict]:
@@ -228,17 +220,16 @@ def _pick(bt: _Batch, scores):
 
 # %% ../../nbs/02b_local.ipynb #fc1c5a50
 def _ends(bt: _Batch, ids):
-    "The stopping hook: record each row's token; end (and answer) a row at end of turn, max_tokens, its deadline or a gone caller."
+    "The stopping hook: record each row's token; end (and answer) a row at end of turn, at max_tokens or when its caller has gone."
     import torch
     bt.steps += 1; bt.b.steps += 1
-    last, now = ids[:, -1].tolist(), time.monotonic()
+    last = ids[:, -1].tolist()
     for i, j in enumerate(bt.jobs):
         if bt.done[i]: continue
         if last[i] in bt.eos_set: bt.done[i] = True; _deliver(j, bt.b._result(j, "stop")); continue
         j.out.append(last[i])
         if len(j.out) >= j.max_tokens: bt.done[i] = True; _deliver(j, bt.b._result(j, "length"))
         elif j.future.done(): bt.done[i] = True; j.finished = True        # the caller has gone
-        elif now > j.deadline: bt.done[i] = True; _deliver(j, bt.b._timeout(j))
     if bt.b.slice_tokens and not all(bt.done) and bt.steps >= bt.b.slice_tokens and bt.q.qsize() > 0: bt.pause = True
     return torch.tensor([d or bt.pause for d in bt.done], dtype=torch.bool, device=ids.device)
 
@@ -270,12 +261,12 @@ def _generate_batch(self: LocalBackend, jobs: list[_Job], q) -> list[_Job]:
 # %% ../../nbs/02b_local.ipynb #1a7cb482
 @patch
 async def generate_text(self: LocalBackend, ids: list[int], temperature: float = 0.0, max_tokens: int = 512, seed: int = 0,
-                        timeout: float = 120.0, grammar: str | None = None) -> tuple[str, str, dict]:
+                        grammar: str | None = None) -> tuple[str, str, dict]:
     "Raw completion of prompt token `ids` through the queue (optionally constrained by `grammar`): (text, finish_reason, usage)."
     loop = asyncio.get_running_loop()
     matcher = self.grammars().matcher(grammar) if grammar is not None else None
     fut = loop.create_future()
-    self._queue().put_nowait(_Job(ids, temperature, max_tokens, seed, timeout, matcher, fut, loop))
+    self._queue().put_nowait(_Job(ids, temperature, max_tokens, seed, matcher, fut, loop))
     return await fut
 
 # %% ../../nbs/02b_local.ipynb #d9fdffaf
@@ -303,7 +294,7 @@ async def chat(self: LocalBackend, req: ChatRequest) -> ChatResponse:
     for attempt in range(self.format_retries + 1):
         r = format_retry(req, attempt)
         ids, prefix, grammar = self.render(r)
-        try: text, finish, usage = await self.generate_text(ids, r.temperature, self.effective_max_tokens(r), r.seed, r.timeout, grammar)
+        try: text, finish, usage = await self.generate_text(ids, r.temperature, self.effective_max_tokens(r), r.seed, grammar)
         except LLMError as e: e.attempts = attempt + 1; raise
         try: return self.parse(r, prefix + text, finish, usage, attempt + 1)
         except LLMError as e: last = e; last.attempts = attempt + 1
