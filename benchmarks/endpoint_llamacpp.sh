@@ -16,14 +16,14 @@
 #   benchmarks/endpoint_llamacpp.sh all     # build, paper, done
 #
 # Environment: WORK (default /tmp/agentalign-llamacpp), PY (the Python with agentalign), PORT / PROXY (18080 / 18081),
-# JOBS (build jobs, 2), THREADS (llama-server threads, 2), KILL_AFTER (judge answers before the kill, 5), FRESH (1: start
-# the paper run anew; 0: resume it).
+# JOBS (build jobs, 2), THREADS (llama-server threads, 2), NICE (llama-server's niceness, 10), KILL_AFTER (judge answers
+# before the kill, 5), FRESH (1: start the paper run anew; 0: resume it).
 # OPENAI_API_KEY is set to a dummy value if unset: the proxy log shows it is never sent to the local server.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${WORK:-/tmp/agentalign-llamacpp}
 PY=${PY:-$REPO/.venv/bin/python}
-PORT=${PORT:-18080}; PROXY=${PROXY:-18081}; JOBS=${JOBS:-2}; THREADS=${THREADS:-2}; KILL_AFTER=${KILL_AFTER:-5}
+PORT=${PORT:-18080}; PROXY=${PROXY:-18081}; JOBS=${JOBS:-2}; THREADS=${THREADS:-2}; NICE=${NICE:-10}; KILL_AFTER=${KILL_AFTER:-5}
 export PYTHONPATH=$REPO HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
 export OPENAI_API_KEY=${OPENAI_API_KEY:-sk-dummy-must-never-reach-the-local-server}
 mkdir -p "$WORK"
@@ -50,8 +50,9 @@ build() {
 }
 
 start_server() {
+  if listening "$PORT"; then say "port $PORT is in use (an old server?)"; exit 1; fi
   local gguf; gguf=$("$PY" -c "from agentalign.models import gguf_path; print(gguf_path())")
-  nice -n 5 "$WORK/build/bin/llama-server" -m "$gguf" --jinja --chat-template-file "$REPO/benchmarks/smollm2_tools.jinja" \
+  nice -n "$NICE" "$WORK/build/bin/llama-server" -m "$gguf" --jinja --chat-template-file "$REPO/benchmarks/smollm2_tools.jinja" \
     --host 127.0.0.1 --port "$PORT" -c 16384 -np 4 -t "$THREADS" --no-webui >>"$WORK/server.log" 2>&1 &
   echo $! >"$WORK/server.pid"
   for _ in $(seq 180); do
@@ -60,9 +61,27 @@ start_server() {
   done
   say "llama-server did not start (see $WORK/server.log)"; exit 1
 }
-stop_server() { if [ -f "$WORK/server.pid" ]; then kill -9 "$(cat "$WORK/server.pid")" 2>/dev/null || true; rm -f "$WORK/server.pid"; fi; }
-start_proxy() { proxy_tool serve --listen "$PROXY" --upstream "$PORT" --log "$1" & echo $! >"$WORK/proxy.pid"; sleep 1; }
-stop_proxy() { if [ -f "$WORK/proxy.pid" ]; then kill "$(cat "$WORK/proxy.pid")" 2>/dev/null || true; rm -f "$WORK/proxy.pid"; fi; }
+stop_server() {
+  if [ -f "$WORK/server.pid" ]; then
+    local pid; pid=$(cat "$WORK/server.pid"); kill -9 "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    rm -f "$WORK/server.pid"
+  fi
+}
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+start_proxy() {  # the Python process itself in the background (not a shell function: its $! would be a subshell's)
+  if listening "$PROXY"; then say "port $PROXY is in use (an old proxy?)"; exit 1; fi
+  "$PY" "$REPO/benchmarks/logging_proxy.py" serve --listen "$PROXY" --upstream "$PORT" --log "$1" & echo $! >"$WORK/proxy.pid"
+  for _ in $(seq 50); do listening "$PROXY" && return; sleep 0.2; done
+  say "the logging proxy did not start on $PROXY"; exit 1
+}
+stop_proxy() {   # and wait until it is gone, so the next proxy can take the port
+  if [ -f "$WORK/proxy.pid" ]; then
+    local pid; pid=$(cat "$WORK/proxy.pid"); kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    rm -f "$WORK/proxy.pid"
+  fi
+}
 trap 'stop_proxy; stop_server' EXIT
 
 stage_table() {  # the run's stage table (RUN/summary.json, written by `agentalign run`)

@@ -8,10 +8,12 @@ HTTP-level fault instead (a status code, a hang, a broken body). It runs on 127.
 
 What a server does with a request's capabilities can be scripted too: `drop_tools=True` strips `tools` and
 `tool_choice` before the app sees them (a chat template without tool support), `drop_schema=True` strips
-`response_format`. The package's capability probe (`agentalign.llm.openai.probe`, requests marked with `PROBE_MARK`)
-is answered as a capable model would answer it, logged in `probes` (not in `completions`), and sees the same faults
-(called with n = 0). Every reply reports `usage.prompt_tokens` from the size of what the app saw, so a probe can
-tell dropped tools from a model that did not call.
+`response_format`; `props={...}` answers `GET /props` as llama.cpp's server does (its `chat_template_caps` say what
+the chat template supports; without it `/props` is a 404, as on servers other than llama.cpp). The package's
+capability probe (`agentalign.llm.openai.probe`, requests marked with `PROBE_MARK`) is answered as a capable model
+would answer it, logged in `probes` (not in `completions`), and sees the same faults (called with n = 0). Every reply
+reports `usage.prompt_tokens` from the size of what the app saw, so a probe can tell dropped tools from a model that
+did not call.
 
     def test_x(scripted_server):
         srv = scripted_server(lambda req: '{"harmful": true, "rationale": "x"}')
@@ -106,10 +108,10 @@ class ScriptedServer:
     return a `Fault` to answer instead. `log` has one entry per HTTP request: path, headers (lower-case names), JSON
     body, status."""
     def __init__(self, script: Callable[[ChatRequest], Any] | None = None, fault: Callable[[dict, dict, int], Fault | None] | None = None,
-                 model: str = "scripted", port: int = 0, drop_tools: bool = False, drop_schema: bool = False):
+                 model: str = "scripted", port: int = 0, drop_tools: bool = False, drop_schema: bool = False, props: dict | None = None):
         from agentalign.llm.serve import make_server_app
         self.backend = Scripted(script or (lambda req: "ok"), model)
-        self.fault, self.log, self.probe_log, self.port = fault, [], [], port
+        self.fault, self.log, self.probe_log, self.port, self.props = fault, [], [], port, props
         self.drop = (("tools", "tool_choice") if drop_tools else ()) + (("response_format",) if drop_schema else ())
         self._lock = threading.Lock()
         inner = make_server_app(self.backend, model)
@@ -134,6 +136,8 @@ class ScriptedServer:
             with server._lock:
                 entry = {"path": scope["path"], "headers": headers, "body": body, "status": None, "t": time.time()}
                 (server.probe_log if probe else server.log).append(entry); n = 0 if probe else len(server.log)
+            if scope["path"] == "/props" and server.props is not None:
+                entry["status"] = 200; return await JSONResponse(server.props)(scope, receive, send)
             f = server.fault(body, headers, n) if server.fault and scope["path"].endswith("/chat/completions") else None
             if f is not None:
                 if f.kind == "hang":

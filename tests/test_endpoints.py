@@ -160,6 +160,17 @@ def test_dropped_tools_are_one_line_before_agent_mode_spends_a_request(tmp_path,
     assert srv.requests == 0 and len(srv.probes) == 2                     # the required call, then the same prompt without tools
 
 
+def test_the_servers_own_word_that_its_template_has_no_tools_is_taken(tmp_path, scripted_server):
+    "llama.cpp's `/props` says the chat template renders no tools: the same one line, after one probe request instead of two."
+    items = agent_items(); write_quality(tmp_path, items)
+    caps = {"supports_tools": False, "supports_tool_calls": False, "supports_system_role": True}
+    srv = scripted_server(roles(items), drop_tools=True, props={"chat_template_caps": caps})
+    with pytest.raises(AgentAlignError) as e:
+        run_responses(tmp_path, tiny(srv.url).stage(ResponsesConfig, {"mode": "agent"}), progress=False)
+    assert str(e.value).startswith(f"refuser and agent at {srv.url} (model scripted): the server ignores `tools`")
+    assert srv.requests == 0 and len(srv.probes) == 1 and [x["path"] for x in srv.log] == ["/props"]
+
+
 def test_dropped_tools_warn_where_they_are_only_offered(tmp_path, scripted_server, capsys):
     items = [quality_row(0, "harmful", "Placeholder harmful request one.")]; write_quality(tmp_path, items)
     srv = scripted_server(lambda req: "I can't help with this: it would be harmful and illegal. I can offer something safe instead.", drop_tools=True)
