@@ -430,7 +430,7 @@ def parsed_answer(resp) -> Any:
 def role_backend(run: RunDir, cfg) -> tuple[Any, str]:
     "The backend of an LLM role (`LLMConfig`), cached in `run`'s LLM cache, and its generator name `backend:model`."
     from agentalign.llm.factory import make_backend
-    return make_backend(cfg, cache_path=run.cache), f"{cfg.backend}:{cfg.model}"
+    return make_backend(cfg, run.cache, "chain writer", json_schema=True), f"{cfg.backend}:{cfg.model}"
 
 # %% ../nbs/04_chains.ipynb #cf5dff6c
 def chain_requests(tax, subs: list[tuple[str, str]], cfg: ChainsConfig, decon: Decontaminator | None) -> tuple[list, list[Failure]]:
