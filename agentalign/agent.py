@@ -166,6 +166,10 @@ async def run_episode(backend: Any, task: AgentTask, config: AgentConfig | None 
             break
         llm_s += time.perf_counter() - t0
         model = resp.model or model
+        if not resp.tool_calls and req.tool_choice == "required":   # text where a call was required: never the final answer
+            n_fmt += 1; messages.append({"role": "assistant", "content": resp.content or ""})
+            if turn < cfg.max_turns: messages.append({"role": "user", "content": FORMAT_CORRECTION.format(detail="a tool call is required at this step")})
+            continue
         if not resp.tool_calls:
             messages.append({"role": "assistant", "content": resp.content or ""})
             termination, final = "final_answer", resp.content or ""
@@ -311,7 +315,7 @@ def agent_run(tasks: Annotated[Path, typer.Argument(help="JSONL of tasks: {instr
     lcfg = llm_config(backend or "local", model or "embedded", base_url, api_key_env, concurrency or 4, rpm)
     run = RunDir(out)
     with run.open_stage("agent", {"agent": cfg.model_dump(), "llm": lcfg.model_dump()}, inputs=[tasks], overwrite=overwrite) as st:
-        run_episodes_sync(make_backend(lcfg, run.cache), items, config=cfg, out=st.path, concurrency=lcfg.concurrency)
+        run_episodes_sync(make_backend(lcfg, run.cache, "agent", tools="required"), items, config=cfg, out=st.path, concurrency=lcfg.concurrency)
         ids = {t.key() for t in items}
         recs = [t for t in read_jsonl(st.records_path, Trajectory, missing_ok=True) if t.id in ids]
         fails = [f for f in read_jsonl(st.failures_path, Failure, missing_ok=True) if f.item_id in ids]

@@ -109,13 +109,15 @@ Write {n} new behavior chains for "{subcategory}". Rules:
 Answer with JSON only, in this form:
 {{"chains": [{{"steps": ["Module.capability", "..."], "explanation": "..."}}]}}"""
 
-def chain_schema(capabilities: Iterable[str]) -> dict:
-    "JSON schema of the chain-synthesis answer (steps constrained to the known capabilities)."
-    return {"type": "object", "additionalProperties": False, "required": ["chains"],
-            "properties": {"chains": {"type": "array", "items": {
-                "type": "object", "additionalProperties": False, "required": ["steps", "explanation"],
-                "properties": {"steps": {"type": "array", "items": {"type": "string", "enum": sorted(capabilities)}},
-                               "explanation": {"type": "string"}}}}}}
+def chain_schema(capabilities: Iterable[str], n: int | None = None) -> dict:
+    """JSON schema of the chain-synthesis answer: at most `n` chains (when given), each of `MIN_STEPS`..`MAX_STEPS` known
+    capabilities. A constrained decoder (ours, or a server's) then cannot write empty chains or loop into extra ones."""
+    steps = {"type": "array", "minItems": MIN_STEPS, "maxItems": MAX_STEPS, "items": {"type": "string", "enum": sorted(capabilities)}}
+    chains = {"type": "array", "minItems": 1, "items": {
+        "type": "object", "additionalProperties": False, "required": ["steps", "explanation"],
+        "properties": {"steps": steps, "explanation": {"type": "string"}}}}
+    if n: chains["maxItems"] = n
+    return {"type": "object", "additionalProperties": False, "required": ["chains"], "properties": {"chains": chains}}
 
 def capability_catalog(tax) -> str:
     "One line per capability: name, what it does (from its first tool's description) and its tools."
@@ -151,7 +153,7 @@ def chain_request(tax, category: str, subcategory: str, n: int, seed: int, k_exa
     msgs = [{"role": "system", "content": CHAIN_SYSTEM}, {"role": "user", "content": user}]
     if decon is not None:
         for m in msgs: decon.check(m["content"], f"chain prompt {category}/{subcategory}")
-    return ChatRequest(messages=msgs, response_schema=chain_schema(tax.capabilities), schema_name="behavior_chains",
+    return ChatRequest(messages=msgs, response_schema=chain_schema(tax.capabilities, n), schema_name="behavior_chains",
                        temperature=temperature, max_tokens=max_tokens * n + 48, seed=seed, id=f"{category}/{subcategory}")
 
 # %% ../nbs/04_chains.ipynb #3db5e47a
@@ -431,7 +433,7 @@ def parsed_answer(resp) -> Any:
 def role_backend(run: RunDir, cfg) -> tuple[Any, str]:
     "The backend of an LLM role (`LLMConfig`), cached in `run`'s LLM cache, and its generator name `backend:model`."
     from agentalign.llm.factory import make_backend
-    return make_backend(cfg, cache_path=run.cache), f"{cfg.backend}:{cfg.model}"
+    return make_backend(cfg, run.cache, "chain writer", json_schema=True), f"{cfg.backend}:{cfg.model}"
 
 # %% ../nbs/04_chains.ipynb #cf5dff6c
 def chain_requests(tax, subs: list[tuple[str, str]], cfg: ChainsConfig, decon: Decontaminator | None) -> tuple[list, list[Failure]]:

@@ -251,7 +251,7 @@ def validate_config(model: Type[M], data: Any, where: str = "config") -> M:
 
 # %% ../nbs/00_core.ipynb #8f43b066
 NEUTRAL_KEYS = frozenset({"concurrency", "rpm", "figures", "progress", "batch_size", "max_retries", "timeout",
-                          "workers", "overwrite", "backoff_base", "format_retries", "cache"})
+                          "workers", "overwrite", "backoff_base", "format_retries", "cache", "api_key_env"})
 
 def config_identity(cfg: Any) -> Any:
     """The part of a configuration that can change results: JSON-normalised, without `NEUTRAL_KEYS` at any depth, with

@@ -15,13 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .core import (AgentAlignError, Failure, RunDir, app, check_accounting, cli_errors, read_json, read_jsonl, rng, stable_id, write_json, write_jsonl, write_text)
 from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .dataset_card import dataset_card, plot_composition, plot_tokens
+from .thirdparty import convert_example
 
 # %% auto #0
 __all__ = ['MESSAGE_KEYS', 'LINEAGE', 'COLUMNS', 'SHAREGPT_ODD', 'SHAREGPT_EVEN', 'MIX_SOURCES', 'OutOpt', 'ResponseInput',
            'normalize_messages', 'row_from_record', 'features', 'fixture_records', 'write_fixture_run',
-           'stratified_split', 'to_sharegpt', 'dataset_info_entry', 'check_sharegpt', 'parse_mix', 'convert_example',
-           'load_mix_source', 'mix_rows', 'DatasetConfig', 'load_dataset_dir', 'read_responses', 'mix_in',
-           'token_lengths', 'token_stats', 'write_files', 'export_rows', 'run_dataset', 'export_cmd']
+           'stratified_split', 'to_sharegpt', 'dataset_info_entry', 'check_sharegpt', 'parse_mix', 'load_mix_source',
+           'mix_rows', 'DatasetConfig', 'load_dataset_dir', 'read_responses', 'mix_in', 'token_lengths', 'token_stats',
+           'write_files', 'export_rows', 'run_dataset', 'export_cmd']
 
 # %% ../nbs/08_dataset.ipynb #bd8f02d2
 class ResponseInput(BaseModel):
@@ -293,7 +294,7 @@ def check_sharegpt(ex: dict) -> list[str]:
     return probs
 
 # %% ../nbs/08_dataset.ipynb #73ca1505
-MIX_SOURCES = {"glaive": "llamafactory/glaive_toolcall_en"}
+MIX_SOURCES = {"glaive": "llamafactory/glaive_toolcall_en", "toolace": "Team-ACE/ToolACE"}
 
 def parse_mix(spec: str) -> tuple[str, float]:
     "`NAME:SHARE` -> (name, share); one clear line when malformed."
@@ -302,35 +303,6 @@ def parse_mix(spec: str) -> tuple[str, float]:
     except ValueError: s = -1
     if not sep or not name or not 0 < s < 1: raise AgentAlignError(f"--mix {spec!r}: expected NAME:SHARE with 0 < SHARE < 1 (e.g. glaive:0.2)")
     return name, s
-
-# %% ../nbs/08_dataset.ipynb #c82187d1
-def _from_sharegpt(ex: dict) -> tuple[list[dict], list]:
-    role = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
-    msgs, pending = [], []
-    for t in ex["conversations"]:
-        f, v = t.get("from"), t.get("value") or ""
-        if f in role: msgs.append({"role": role[f], "content": v})
-        elif f == "function_call":
-            v = json.loads(v); calls = v if isinstance(v, list) else [v]
-            pending = [f"call_{len(msgs)}_{j}" for j in range(len(calls))]
-            msgs.append({"role": "assistant", "content": None, "tool_calls": [
-                {"id": pending[j], "type": "function", "function": {"name": c["name"], "arguments": c.get("arguments", {})}} for j, c in enumerate(calls)]})
-        elif f == "observation":
-            parts = v.split("\n</tool_response>\n<tool_response>\n") if len(pending) > 1 else [v]
-            for cid, p in zip(pending, parts): msgs.append({"role": "tool", "tool_call_id": cid, "content": p})
-        else: raise ValueError(f"unknown sharegpt role {f!r}")
-    if ex.get("system"): msgs.insert(0, {"role": "system", "content": ex["system"]})
-    tools = ex.get("tools") or "[]"
-    tools = json.loads(tools) if isinstance(tools, str) else tools
-    return msgs, [t if t.get("type") == "function" else {"type": "function", "function": t} for t in tools]
-
-def convert_example(ex: dict) -> tuple[list[dict], list]:
-    "(messages, tools) of a third-party example in sharegpt (`conversations`) or OpenAI (`messages` + `tools`) format."
-    if "conversations" in ex: return _from_sharegpt(ex)
-    if "messages" in ex:
-        tools = ex.get("tools") or []
-        return ex["messages"], json.loads(tools) if isinstance(tools, str) else tools
-    raise ValueError(f"unknown format (columns {sorted(ex)}): expected 'conversations' (sharegpt) or 'messages' (OpenAI)")
 
 # %% ../nbs/08_dataset.ipynb #e7b5be37
 def load_mix_source(name: str):
@@ -387,7 +359,7 @@ class DatasetConfig(StageConfig):
     @field_validator("mix")
     @classmethod
     def _mix(cls, v):
-        for s in v: parse_mix(s)
+        if sum(parse_mix(s)[1] for s in v) >= 1: raise ValueError(f"the shares of {', '.join(v)} add up to 1 or more")
         return v
 
 def load_dataset_dir(run: RunDir | str | Path):
@@ -424,9 +396,11 @@ def read_responses(src: Path, require_valid: bool = True) -> tuple[list[dict], l
 def mix_in(n_own: int, specs: list[str], seed: int) -> tuple[list[dict], list[Failure], list[dict]]:
     "(third-party rows, their failures, what was asked and got per source) for the `NAME:SHARE` specs."
     rows, fails, mixes = [], [], []
+    total = sum(parse_mix(x)[1] for x in specs)
+    if total >= 1: raise AgentAlignError(f"--mix {' '.join(specs)}: the shares add up to {total:g}; together they must stay below 1")
     for spec in specs:
         name, share = parse_mix(spec)
-        want = round(share / (1 - share) * n_own)
+        want = round(share / (1 - total) * n_own)
         mrows, mfails = mix_rows(name, want, seed)
         rows += mrows; fails += mfails
         mixes.append({"name": name, "share": share, "asked": want, "rows": len(mrows), "unconvertible": len(mfails)})

@@ -443,7 +443,7 @@ def run_instructions(run: RunDir | str | Path, cfg: InstructionsConfig | dict | 
         instances, fails = instantiate_all(chains, tax, cfg.seed)
         write_jsonl(st.path / "instances.jsonl", instances)
         reqs, meta, prompt_fails, slots = build_requests(instances, cfg, mode, tax, decon)
-        if backend is None: backend = make_backend(cfg.writer, cache_path=run.cache)
+        if backend is None: backend = make_backend(cfg.writer, run.cache, "instruction writer", json_schema=True)
         t0 = time.time()
         results = run_batch_sync(backend, reqs, concurrency=cfg.writer.concurrency, desc="instructions", stage="instructions", progress=cfg.progress)
         llm_seconds = time.time() - t0

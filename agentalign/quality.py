@@ -433,17 +433,17 @@ def take_draft(items: QualityItems, i: int, judged: tuple, cfg: QualityConfig, d
 # %% ../nbs/06_quality.ipynb #3c543ffc
 def run_judge(items: QualityItems, cfg: QualityConfig, backend, dc: Decontaminator | None, dc_note: str) -> dict:
     "3 the judge's answers on the calibration set and the surviving items, its trust, and the drafts it took; the counts."
-    from agentalign.llm.base import run_batch_sync
+    from agentalign.llm.base import require_answers, run_batch_sync
     rows, todo = calibration_items(cfg.calibration_limit), items.alive()
     reqs = [judge_request(x["text"], cfg, f"calibration:{x['id']}") for x in rows] + [judge_request(items.text[i], cfg, items.recs[i].id) for i in todo]
-    res = run_batch_sync(backend, reqs, concurrency=cfg.judge.concurrency, desc="quality judge", stage="quality")
+    res = require_answers(run_batch_sync(backend, reqs, concurrency=cfg.judge.concurrency, desc="quality judge", stage="quality"), "quality: the judge")
     preds = [_judge_ok(x) for x in res[:len(rows)]]
     calib = calibration_report(rows, [p[0] for p in preds])
     trusted, note = judge_trust(cfg, calib)
     for i, x in zip(todo, res[len(rows):]): items.judged[i] = _judge_ok(x)
     retry = draft_retries(items, cfg, dc) if trusted else []
-    res2 = run_batch_sync(backend, [judge_request(items.recs[i].draft, cfg, f"draft:{items.recs[i].id}") for i in retry],
-                          concurrency=cfg.judge.concurrency, desc="quality judge (drafts)", stage="quality") if retry else []
+    res2 = require_answers(run_batch_sync(backend, [judge_request(items.recs[i].draft, cfg, f"draft:{items.recs[i].id}") for i in retry],
+                           concurrency=cfg.judge.concurrency, desc="quality judge (drafts)", stage="quality"), "quality: the judge") if retry else []
     for i, x in zip(retry, res2): take_draft(items, i, _judge_ok(x), cfg, dc, dc_note)
     return {"trusted": trusted, "note": note, "calibration": calib, "requests": len(reqs) + len(retry), "drafts_rejudged": len(retry),
             "cached": sum(bool(x.ok and x.response.cached) for x in res + res2),
@@ -538,7 +538,7 @@ def run_quality(run: RunDir | str | Path, cfg: QualityConfig, *, overwrite: bool
         judge_model = "" if cfg.judge_mode == "off" else f"{cfg.judge.backend}:{cfg.judge.model}"
         items, (dc, dc_note) = QualityItems(recs_in), load_agentharm(cfg)
         cheap_checks(items, cfg, dc, dc_note)
-        judge = dict(JUDGE_OFF) if cfg.judge_mode == "off" else run_judge(items, cfg, backend or make_backend(cfg.judge, cache_path=run.cache), dc, dc_note)
+        judge = dict(JUDGE_OFF) if cfg.judge_mode == "off" else run_judge(items, cfg, backend or make_backend(cfg.judge, run.cache, "judge", json_schema=True), dc, dc_note)
         if "calibration_rows" in judge: write_jsonl(st.path / "calibration.jsonl", judge.pop("calibration_rows"))
         judge_verdicts(items, cfg, judge["trusted"], judge["note"])
         dedup_verdicts(items, cfg)
@@ -589,11 +589,11 @@ def filter_cmd(out: OutOpt,
 def calibrate(judge: LLMConfig | None = None, limit: int | None = None, cache_path: str | Path | None = None, backend=None) -> dict:
     "The judge's accuracy and confusion matrix on the labelled set (outside a run; `cache_path` caches the answers)."
     from agentalign.llm.factory import make_backend
-    from agentalign.llm.base import run_batch_sync
+    from agentalign.llm.base import require_answers, run_batch_sync
     cfg = QualityConfig(judge=judge or LLMConfig(), calibration_limit=limit)
     rows = calibration_items(limit)
-    be = backend or make_backend(cfg.judge, cache_path=Path(cache_path) if cache_path else None)
-    res = run_batch_sync(be, [judge_request(x["text"], cfg, x["id"]) for x in rows], concurrency=cfg.judge.concurrency, desc="calibration")
+    be = backend or make_backend(cfg.judge, Path(cache_path) if cache_path else None, "judge", json_schema=True)
+    res = require_answers(run_batch_sync(be, [judge_request(x["text"], cfg, x["id"]) for x in rows], concurrency=cfg.judge.concurrency, desc="calibration"), "calibration: the judge")
     c = calibration_report(rows, [_judge_ok(x)[0] for x in res])
     c["model"] = f"{cfg.judge.backend}:{cfg.judge.model}"
     return c

@@ -23,7 +23,8 @@ from .writing import (answer_problem, answer_request, clean_note, clean_rewrite,
 # %% auto #0
 __all__ = ['PROMPT_VERSION', 'FORMAT_ERRORS', 'ResponseInput', 'ResponseRecord', 'load_inputs', 'ResponsesConfig', 'offer',
            'env_seed', 'ItemOutcome', 'responder_name', 'write_refusal', 'plan_trajectory', 'agent_trajectory',
-           'respond_item', 'response_summary', 'plot_responses', 'respond_all', 'run_responses', 'respond_cmd']
+           'respond_item', 'response_summary', 'plot_responses', 'tool_needs', 'respond_all', 'run_responses',
+           'respond_cmd']
 
 # %% ../nbs/07_responses.ipynb #136c1c18
 PROMPT_VERSION = "responses-v1"
@@ -182,7 +183,7 @@ async def write_refusal(backend, item: ResponseInput, cfg: ResponsesConfig, env=
     draft = refusal_draft(item, cfg.seed) if cfg.refusal_mode == "rewrite" else None
     rejected: list[str] = []
     try: text, attempts = await _refusal_attempts(backend, item, schemas, draft, cfg, rejected)
-    except LLMError as e: return _fail(item, "llm_error", f"{e.reason}: {e.detail}", t0, e.raw, len(rejected) + 1, rejected=rejected)
+    except LLMError as e: return _fail(item, "llm_error", f"{e.reason}: {e.detail}", t0, e.raw, len(rejected) + e.attempts, rejected=rejected)
     source = "llm" if draft is None else "rewrite"
     if text is None:
         if draft is None:
@@ -249,7 +250,7 @@ async def plan_trajectory(backend, item: ResponseInput, cfg: ResponsesConfig, ag
         notes = await _connecting_notes(backend, item, calls, offered, cfg)
         msgs = plan_messages(item.instruction, calls, notes)
         final, attempts = await _final_answer(backend, item, msgs, schemas, draft, facts, cfg, rejected)
-    except LLMError as e: return _fail(item, "llm_error", f"{e.reason}: {e.detail}", t0, e.raw)
+    except LLMError as e: return _fail(item, "llm_error", f"{e.reason}: {e.detail}", t0, e.raw, len(rejected) + e.attempts)
     source = "llm" if draft is None else "rewrite"
     if final is None:
         if draft is None:
@@ -400,12 +401,20 @@ def plot_responses(summary: dict, path: str | Path) -> Path:
     return path
 
 # %% ../nbs/07_responses.ipynb #2b265a6c
+def tool_needs(cfg: ResponsesConfig) -> tuple[str | None, str | None]:
+    "What the refuser and the agent need of their endpoint's tool support: `required`, `offered` or None."
+    refuser = "offered" if cfg.refusal_mode == "free" and cfg.tools_in_prompt else None
+    agent = "required" if cfg.mode in ("agent", "auto") else ("offered" if cfg.answer_mode == "free" and cfg.tools_in_prompt else None)
+    return refuser, agent
+
 def _backends(cfg: ResponsesConfig, run: RunDir) -> tuple[Any, Any]:
     "The refuser's and the agent's backends (one when they are the same); each backend registers its own key as a secret."
     from agentalign.llm.factory import make_backend
-    refuser = make_backend(cfg.refuser, cache_path=run.cache)
-    agent = refuser if cfg.agent == cfg.refuser else make_backend(cfg.agent, cache_path=run.cache)
-    return refuser, agent
+    need_r, need_a = tool_needs(cfg)
+    if cfg.agent == cfg.refuser:
+        both = make_backend(cfg.agent, run.cache, "refuser and agent", tools="required" if "required" in (need_r, need_a) else need_r or need_a)
+        return both, both
+    return make_backend(cfg.refuser, run.cache, "refuser", tools=need_r), make_backend(cfg.agent, run.cache, "agent", tools=need_a)
 
 # %% ../nbs/07_responses.ipynb #cc48848e
 async def respond_all(items: list[ResponseInput], cfg: ResponsesConfig, refuser, agent, progress: bool = True) -> list[ItemOutcome]:

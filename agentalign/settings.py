@@ -8,7 +8,7 @@ thing whichever command reads it."""
 from __future__ import annotations
 import copy, importlib, json, pkgutil
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Type, TypeVar
+from typing import Any, ClassVar, Iterable, Optional, Type, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 from .core import AgentAlignError, data_dir, expect, read_text, redact_obj, validate_config
 
@@ -39,8 +39,9 @@ class PipelineSection(StageConfig):
     section: ClassVar[str] = "pipeline"
     stages: Optional[list[str]] = None    # stage names in order (None: the pipeline's default)
     seed: int = Field(0, ge=0)            # every stage's seed unless its table sets one
-    base_model: str = "embedded"          # fine-tuned by [sft] and scored by agentharm_base unless their tables name one
+    base_model: str = "embedded"          # fine-tuned by [sft] and scored by agentharm_base unless their tables name one ("": must be given)
     report: bool = True                   # render the run report into RUN/report.ipynb and RUN/report.html
+    default_fills: list[str] = []         # roles outside synthesis that [roles.default] fills too (preset paper: agentharm_judge)
 
 # %% ../nbs/00a_settings.ipynb #bc9abb96
 def discover() -> dict[str, type]:
@@ -82,12 +83,13 @@ def merge_stage(cls: type, a: dict, b: dict) -> dict:
         if f in b: out[f] = merge_llm(a.get(f), b[f]) if f in a else copy.deepcopy(b[f])
     return out
 
-def stage_part(layer: dict, cls: type) -> dict:
-    "What one layer sets for the stage of `cls`: `[pipeline]` < `[roles.default]` < `[roles.<role>]` < the stage's table."
+def stage_part(layer: dict, cls: type, fills: Iterable[str] = ()) -> dict:
+    """What one layer sets for the stage of `cls`: `[pipeline]` < `[roles.default]` < `[roles.<role>]` < the stage's table
+    (`[roles.default]` fills the stage's roles when `cls.default_roles`, and the roles named in `fills`)."""
     roles, pipe = layer.get("roles", {}), layer.get("pipeline", {})
     out = {f: pipe[k] for f, k in cls.from_pipeline.items() if k in pipe and f in cls.model_fields}
     for f, role in cls.roles.items():
-        r = merge_llm(roles.get("default", {}) if cls.default_roles else {}, roles.get(role, {}))
+        r = merge_llm(roles.get("default", {}) if cls.default_roles or role in fills else {}, roles.get(role, {}))
         if r: out[f] = r
     return merge_stage(cls, out, layer.get(cls.section, {}) if cls.section else {})
 
@@ -122,7 +124,9 @@ def check_layer(layer: dict, where: str) -> None:
         expect(v, dict, where, f"[roles.{role}]")
         bad = sorted(set(v) - set(LLMConfig.model_fields))
         if bad: raise AgentAlignError(f"{where}: [roles.{role}]: unknown key {bad[0]} (LLM settings are {', '.join(LLMConfig.model_fields)})")
-    validate_config(PipelineSection, layer.get("pipeline", {}), f"{where} [pipeline]")
+    fills = validate_config(PipelineSection, layer.get("pipeline", {}), f"{where} [pipeline]").default_fills
+    if any(r not in roles for r in fills):
+        raise AgentAlignError(f"{where}: [pipeline] default_fills: unknown role {next(r for r in fills if r not in roles)!r} (known: {', '.join(sorted(roles))})")
     for sect, cls in sections.items():                  # every table's keys, whichever stage the command runs
         if sect in layer and sect != "pipeline": validate_config(cls, stage_part(layer, cls), f"{where} [{sect}]")
 
@@ -153,13 +157,17 @@ class Settings:
     def stage(self, cls: Type[M], cli: dict | None = None) -> M:
         "The settings object of the stage of `cls`: defaults < preset < config file < `cli` (options given on the command line)."
         out: dict = {}
+        fills = self.pipeline().default_fills if self.layers else []
         for data, where in self.layers:
-            part = stage_part(data, cls)
+            part = stage_part(data, cls, fills)
             validate_config(cls, part, f"{where} [{cls.section}]")
             out = merge_stage(cls, out, part)
         if cli:
             validate_config(cls, cli, "command line")
             out = merge_stage(cls, out, cli)
+        if any(k == "base_model" and out.get(f) == "" for f, k in cls.from_pipeline.items()):
+            raise AgentAlignError(f"[pipeline] base_model: {self.describe()} names no model to fine-tune and score; set base_model to a "
+                                  f"local Hugging Face model folder in your --config (or base_model = \"embedded\" for the bundled 135M model)")
         return validate_config(cls, out, f"[{cls.section}] settings")
 
     def pipeline(self) -> PipelineSection:

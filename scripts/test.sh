@@ -25,7 +25,7 @@ fi
 echo "==> notebooks (nbdev-test)"
 .venv/bin/nbdev-test --n-workers 2 --timing
 echo "==> pytest"
-.venv/bin/pytest -q tests
+.venv/bin/pytest -q --durations=15 tests   # the 15 slowest tests, so the suite's time stays visible
 after=$(state)
 if [ "$before" != "$after" ]; then
   echo "FAIL: the tests changed or added files in the working tree (run outputs belong in temporary folders):"

@@ -6,6 +6,15 @@ function of the request, behind a thin layer that logs every HTTP request (heade
 HTTP-level fault instead (a status code, a hang, a broken body). It runs on 127.0.0.1 in a thread; `stop()` and
 `start()` take it down and bring it back on the same port (a server that dies mid-stage).
 
+What a server does with a request's capabilities can be scripted too: `drop_tools=True` strips `tools` and
+`tool_choice` before the app sees them (a chat template without tool support), `drop_schema=True` strips
+`response_format`; `props={...}` answers `GET /props` as llama.cpp's server does (its `chat_template_caps` say what
+the chat template supports; without it `/props` is a 404, as on servers other than llama.cpp). The package's
+capability probe (`agentalign.llm.openai.probe`, requests marked with `PROBE_MARK`) is answered as a capable model
+would answer it, logged in `probes` (not in `completions`), and sees the same faults (called with n = 0). Every reply
+reports `usage.prompt_tokens` from the size of what the app saw, so a probe can tell dropped tools from a model that
+did not call.
+
     def test_x(scripted_server):
         srv = scripted_server(lambda req: '{"harmful": true, "rationale": "x"}')
         ... OpenAIBackend("scripted", base_url=srv.url) ...
@@ -18,6 +27,7 @@ from typing import Any, Callable
 import pytest
 from agentalign.core import stable_id
 from agentalign.llm.base import Backend, ChatRequest, ChatResponse, LLMError, ToolCall
+from agentalign.llm.openai import PROBE_MARK
 
 
 def free_port() -> int:
@@ -49,6 +59,18 @@ class Cut(str):
     "A scripted reply that stopped at `max_tokens` (finish_reason length)."
 
 
+def is_probe(messages: Any) -> bool:
+    "Whether a request (its messages) is the package's capability probe."
+    return isinstance(messages, list) and bool(messages) and isinstance(messages[0], dict) and str(messages[0].get("content") or "").startswith(PROBE_MARK)
+
+
+def probe_answer(req: ChatRequest) -> Any:
+    "What a capable model answers to a probe request: the call it asks for, the JSON it asks for, or text."
+    if req.tools: return [call(req.tools[0]["function"]["name"], {"ok": True})]
+    if req.response_schema is not None: return {"ok": True}
+    return "ok"
+
+
 class Scripted(Backend):
     "A backend answering each request with `script(req)` (see `reply` for what it may return); raises what the script raises."
     kind = "scripted"
@@ -56,10 +78,15 @@ class Scripted(Backend):
         self.script, self.model = script, model
         self.seen: list[ChatRequest] = []
     async def chat(self, req: ChatRequest) -> ChatResponse:
-        self.seen.append(req)
-        out = self.script(req)
-        if asyncio.iscoroutine(out): out = await out
-        return reply(out, self.model)
+        if is_probe(req.messages): out = probe_answer(req)
+        else:
+            self.seen.append(req)
+            out = self.script(req)
+            if asyncio.iscoroutine(out): out = await out
+        r = reply(out, self.model)
+        if r.usage: return r
+        n = len(json.dumps([req.messages, req.tools])) // 4
+        return r.model_copy(update={"usage": {"prompt_tokens": n, "completion_tokens": 1, "total_tokens": n + 1}})
 
 
 class Fault:
@@ -81,10 +108,11 @@ class ScriptedServer:
     return a `Fault` to answer instead. `log` has one entry per HTTP request: path, headers (lower-case names), JSON
     body, status."""
     def __init__(self, script: Callable[[ChatRequest], Any] | None = None, fault: Callable[[dict, dict, int], Fault | None] | None = None,
-                 model: str = "scripted", port: int = 0):
+                 model: str = "scripted", port: int = 0, drop_tools: bool = False, drop_schema: bool = False, props: dict | None = None):
         from agentalign.llm.serve import make_server_app
         self.backend = Scripted(script or (lambda req: "ok"), model)
-        self.fault, self.log, self.port = fault, [], port
+        self.fault, self.log, self.probe_log, self.port, self.props = fault, [], [], port, props
+        self.drop = (("tools", "tool_choice") if drop_tools else ()) + (("response_format",) if drop_schema else ())
         self._lock = threading.Lock()
         inner = make_server_app(self.backend, model)
         self.app = self._wrap(inner)
@@ -102,9 +130,14 @@ class ScriptedServer:
             try: body = json.loads(raw or b"{}")
             except ValueError: body = None
             headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            probe = isinstance(body, dict) and is_probe(body.get("messages"))
+            if isinstance(body, dict) and server.drop and any(k in body for k in server.drop):
+                body = {k: v for k, v in body.items() if k not in server.drop}; raw = json.dumps(body).encode()
             with server._lock:
                 entry = {"path": scope["path"], "headers": headers, "body": body, "status": None, "t": time.time()}
-                server.log.append(entry); n = len(server.log)
+                (server.probe_log if probe else server.log).append(entry); n = 0 if probe else len(server.log)
+            if scope["path"] == "/props" and server.props is not None:
+                entry["status"] = 200; return await JSONResponse(server.props)(scope, receive, send)
             f = server.fault(body, headers, n) if server.fault and scope["path"].endswith("/chat/completions") else None
             if f is not None:
                 if f.kind == "hang":
@@ -129,6 +162,8 @@ class ScriptedServer:
         from agentalign.llm.serve import ServerThread
         self._thread = ServerThread(self.app, port=self.port).__enter__()
         self.port = self._thread.port
+        from agentalign.llm import factory                 # a new server on a port used before: probe it anew
+        for k in [k for k in factory._PROBED if k[0] == self.url]: del factory._PROBED[k]
         return self
 
     def stop(self) -> None:
@@ -145,7 +180,9 @@ class ScriptedServer:
     @property
     def requests(self) -> int: return len(self.completions)
     def succeeded(self) -> int: return sum(e["status"] == 200 for e in self.completions)
-    def sent_authorization(self) -> list[str]: return [e["headers"]["authorization"] for e in self.log if "authorization" in e["headers"]]
+    @property
+    def probes(self) -> list[dict]: return [e for e in self.probe_log if e["path"].endswith("/chat/completions")]
+    def sent_authorization(self) -> list[str]: return [e["headers"]["authorization"] for e in self.probe_log + self.log if "authorization" in e["headers"]]
     def hits(self, key: Callable[[dict], Any]) -> Counter: return Counter(key(e["body"]) for e in self.completions)
     def settle(self, quiet: float = 0.3, limit: float = 60.0) -> int:
         "Wait until every request received so far is answered and none came for `quiet` seconds (a killed client's last ones); the requests then."
@@ -163,7 +200,7 @@ class ScriptedServer:
 def scripted_server():
     "Start scripted servers: `scripted_server(script, fault=None, model='scripted')`; all are stopped after the test."
     servers: list[ScriptedServer] = []
-    def make(script=None, fault=None, model: str = "scripted", port: int = 0) -> ScriptedServer:
-        s = ScriptedServer(script, fault, model, port).start(); servers.append(s); return s
+    def make(script=None, fault=None, model: str = "scripted", port: int = 0, **kw) -> ScriptedServer:
+        s = ScriptedServer(script, fault, model, port, **kw).start(); servers.append(s); return s
     yield make
     for s in servers: s.stop()

@@ -195,6 +195,21 @@ def test_openai_compatible_endpoint_with_tool_calls(tmp_path, scripted_server):
                           "semantic": "openai-api/scripted/scripted-agent"}
     assert "not-a-secret" not in "".join(p.read_text(errors="ignore") for p in st.glob("*.json*"))
 
+def test_an_openai_model_at_another_host_gets_only_the_key_named_for_it(tmp_path, scripted_server):
+    "`--model openai/NAME --model-base-url URL`: OPENAI_API_KEY never goes to URL; `--model-api-key-env VAR` sends VAR's value."
+    srv = scripted_server(meme_agent, model="m")
+    env = _env(tmp_path, OPENAI_API_KEY="sk-openai-never-there-0123456789", MY_SERVER_KEY="sk-mine-0123456789")
+    base = ["agentharm", "--model", "openai/m", "--model-base-url", srv.url, "--split", "val", "--behavior-ids", "fx4-1", "--no-cache", "--no-figures"]
+    r = _cli(base + ["--out", str(tmp_path / "a")], env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    sent = set(srv.sent_authorization())
+    assert srv.requests >= 2 and "Bearer sk-openai-never-there-0123456789" not in sent and sent <= {"Bearer EMPTY"}, sent
+    n = len(srv.log)
+    r = _cli(base + ["--out", str(tmp_path / "b"), "--model-api-key-env", "MY_SERVER_KEY"], env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {e["headers"].get("authorization") for e in srv.log[n:]} == {"Bearer sk-mine-0123456789"}
+    assert "sk-mine-0123456789" not in "".join(p.read_text(errors="ignore") for p in (tmp_path / "b").rglob("*.json"))
+
 class RecordingAgent:
     """A scripted endpoint's answers: a refusal for the tap-water behavior, a completion otherwise; records which
     behavior each request belongs to, and can hang on one behavior until released."""

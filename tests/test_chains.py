@@ -87,7 +87,8 @@ def test_chains_stage_resume_settings_and_all_failed(tmp_path, scripted_server):
             "--api-key-env", "AGENTALIGN_TEST_NO_KEY", "--limit", "2"]
     r = CliRunner().invoke(app, down)
     errs = [l for l in r.output.splitlines() if l.startswith("error:")]     # (the rest is the progress bar on stderr)
-    assert r.exit_code == 2 and len(errs) == 1 and "all 2 item(s) failed" in errs[0], r.output
+    assert r.exit_code == 2 and len(errs) == 1 and "chain writer at http://127.0.0.1:" in errs[0], r.output   # the probe, before any item
+    assert "no answer from the endpoint (connection_error" in errs[0] and not (tmp_path / "down" / "chains" / "summary.json").exists()
 
 
 @pytest.mark.parametrize("args,msg", [(["--examples", "0"], "examples: Input should be greater than or equal to 1"),

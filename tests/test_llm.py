@@ -132,9 +132,11 @@ def test_401_quoting_the_key_never_reaches_any_file(tmp_path, scripted_server):
     message = f"Incorrect API key provided: {SECRET}. You can find your key at https://example.org."
     srv = scripted_server(lambda req: INSTRUCTIONS, fault=lambda body, headers, n: Fault.status(401, message))
     r = _instructions(tmp_path / "run", srv.url, "--api-key-env", "AGENTALIGN_TEST_KEY", env={"AGENTALIGN_TEST_KEY": SECRET})
-    assert srv.sent_authorization() == [f"Bearer {SECRET}"]            # the named key was sent, once (a 401 is not retried)
-    failures = [json.loads(l) for l in (tmp_path / "run" / "instructions" / "failures.jsonl").read_text().splitlines()]
-    assert [f["reason"] for f in failures] == ["http_error"] and "Incorrect API key provided: ***" in failures[0]["detail"]
+    # the capability probe met the 401 before the stage sent anything: one error line, the named key went to that host only
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: instruction writer at http://127.0.0.1:"), r.stderr[-2000:]
+    assert "the endpoint refused the request (http_error: HTTP 401: Incorrect API key provided: ***" in r.stderr
+    assert len(srv.probes) == 1 and srv.requests == 0                  # one probe (a 401 is not retried), no stage request
+    assert set(srv.sent_authorization()) == {f"Bearer {SECRET}"}
     assert SECRET not in _everything_written(tmp_path / "run") + r.stdout + r.stderr
 
 

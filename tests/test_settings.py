@@ -76,10 +76,14 @@ def test_a_command_line_option_overrides_exactly_its_field(args, field, value, f
     assert alone == expected
 
 def test_a_new_base_url_does_not_inherit_the_presets_key_variable(tmp_path):
-    f = tmp_path / "local.toml"; f.write_text('[roles.default]\nmodel = "m"\nbase_url = "http://127.0.0.1:8/v1"\n')
+    f = tmp_path / "local.toml"; f.write_text('[pipeline]\nbase_model = "embedded"\n[roles.default]\nmodel = "m"\nbase_url = "http://127.0.0.1:8/v1"\n')
     ran = invoke(["run", "--out", str(tmp_path), "--preset", "paper", "--config", str(f), "--show-settings"])
-    for stage, role in [("chains", "writer"), ("instructions", "writer"), ("quality", "judge"), ("responses", "agent")]:
-        assert ran[stage][role]["api_key_env"] is None, (stage, ran[stage][role])
+    for stage, role in [("chains", "writer"), ("instructions", "writer"), ("quality", "judge"), ("responses", "agent"), ("agentharm_base", "judge")]:
+        assert ran[stage][role]["api_key_env"] is None and ran[stage][role]["base_url"] == "http://127.0.0.1:8/v1", (stage, ran[stage][role])
+
+def test_the_paper_preset_without_a_base_model_is_one_line(tmp_path):
+    r = CliRunner().invoke(app, ["run", "--out", str(tmp_path), "--preset", "paper", "--show-settings"])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "[pipeline] base_model: preset paper names no model" in r.output, r.output
 
 @pytest.mark.parametrize("text,message", [
     ("[qualty]\nseed = 1\n", "unknown table [qualty]"),

@@ -40,7 +40,8 @@ class AgentHarmConfig(StageConfig):
     default_roles: ClassVar[bool] = False        # [roles.default] is for synthesis: the judge stays offline unless named
     from_pipeline: ClassVar[dict[str, str]] = {"model": "base_model"}
     model: str | LLMConfig = "embedded"   # embedded | a local HF model folder | an inspect provider/name | an LLMConfig
-    base_url: Optional[str] = None        # OpenAI-compatible endpoint for an inspect `openai-api/...` model name
+    base_url: Optional[str] = None        # OpenAI-compatible endpoint for an inspect `openai/...` or `openai-api/...` model name
+    api_key_env: Optional[str] = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")   # variable holding that endpoint's key (None: no key to a host other than OpenAI's)
     judge: str | LLMConfig = "offline"    # offline | an inspect provider/name | an LLMConfig (refusal and semantic judge)
     split: Literal["val", "test_public"] = "val"
     data_dir: Optional[str] = None        # AgentHarm folder (default: $AGENTALIGN_AGENTHARM_DIR, ../shared/agentharm-validation, the hub)
@@ -109,7 +110,7 @@ def resolve_model(cfg: AgentHarmConfig, run: RunDir | None = None) -> dict:
             m = m.model_copy(update={"model": str(run.path / m.model)})
         return llm_model_spec(m, "aa-model", cfg.token_budget, cfg.max_connections)
     if run is not None and m != "embedded" and not Path(m).expanduser().exists() and (run.path / m).exists(): m = str(run.path / m)
-    return model_spec(m, cfg.base_url, cfg.token_budget, cfg.max_connections)
+    return model_spec(m, cfg.base_url, cfg.token_budget, cfg.max_connections, cfg.api_key_env)
 
 def resolve_judge(cfg: AgentHarmConfig) -> dict:
     "The inspect spec of the refusal and semantic judges."
@@ -391,6 +392,7 @@ def agentharm_cmd(out: Path = typer.Option(..., help="run folder (results go to 
                   hint: Optional[bool] = typer.Option(None, "--hint/--no-hint", help="only behaviors with / without the hint"),
                   max_tokens: Optional[int] = typer.Option(None, help="max new tokens per generation (default 512 for local models, the task's 4096 otherwise)"),
                   model_base_url: Optional[str] = typer.Option(None, help="base URL of an OpenAI-compatible endpoint"),
+                  model_api_key_env: Optional[str] = typer.Option(None, help="environment variable holding the key for --model-base-url (default: no key to a host other than api.openai.com)"),
                   max_connections: Optional[int] = typer.Option(None, help="concurrent samples / model requests"),
                   token_budget: Optional[int] = typer.Option(None, help=f"local models: padded tokens per generated batch, bounds memory [default: {DEFAULT_TOKEN_BUDGET}]"),
                   time_limit: Optional[int] = typer.Option(None, help="seconds per sample"),
@@ -405,7 +407,7 @@ def agentharm_cmd(out: Path = typer.Option(..., help="run folder (results go to 
     ids = [s.strip() for s in behavior_ids.split(",") if s.strip()] if behavior_ids else None
     cfg = command_settings(AgentHarmConfig, preset, config, show_settings, model=model, split=split, limit=limit, data_dir=data_dir,
                            judge=judge, prompt_technique=prompt_technique, behavior_ids=ids, detailed=detailed, hint=hint,
-                           max_tokens=max_tokens, base_url=model_base_url, max_connections=max_connections, token_budget=token_budget,
+                           max_tokens=max_tokens, base_url=model_base_url, api_key_env=model_api_key_env, max_connections=max_connections, token_budget=token_budget,
                            time_limit=time_limit, message_limit=message_limit, label=label, progress_every=progress_every,
                            cache=cache, figures=figures)
     s = run_agentharm(out, cfg, overwrite=overwrite)

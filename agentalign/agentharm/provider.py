@@ -9,7 +9,7 @@ from __future__ import annotations
 import concurrent.futures, queue, re, threading, time
 from pathlib import Path
 from ..core import AgentAlignError
-from ..llm.base import LLMConfig, parse_tool_call_block, parse_tool_calls
+from ..llm.base import LLMConfig, is_official, parse_tool_call_block, parse_tool_calls
 
 # %% auto #0
 __all__ = ['DEFAULT_TOKEN_BUDGET', 'BATCH_STATS', 'inspect_message', 'plan_batches', 'TokenBudgetBatcher', 'make_hf_provider',
@@ -193,8 +193,9 @@ def _template_text(folder: Path) -> str:
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+/\S+")
 
-def model_spec(model: str, base_url: str | None = None, token_budget: int | None = None, max_batch: int | None = None) -> dict:
-    "Inspect model name, model args and identity for `embedded`, a local HF folder, or an inspect `provider/name`."
+def model_spec(model: str, base_url: str | None = None, token_budget: int | None = None, max_batch: int | None = None,
+               api_key_env: str | None = None) -> dict:
+    "Inspect model name, model args and identity for `embedded`, a local HF folder, or an inspect `provider/name` (see above for keys)."
     if not model: raise AgentAlignError("model is empty")
     if model == "embedded" or Path(model).expanduser().exists():
         from agentalign.models import resolve_model_path
@@ -211,8 +212,15 @@ def model_spec(model: str, base_url: str | None = None, token_budget: int | None
     if model.startswith(("/", ".", "~")) or Path(model.split("/")[0]).is_dir():
         raise AgentAlignError(f"model {model!r}: no such local model folder")
     if _NAME.fullmatch(model):
-        return {"model": model, "model_args": {}, "local": False, "path": None, "source": model, "base_url": base_url, "env": {},
-                "identity": {"model": model, "base_url": base_url}}
+        ident = {"model": model, "base_url": base_url}
+        if model.startswith("openai/") and base_url and not is_official(base_url):     # an endpoint: its key, or none
+            s = llm_model_spec(LLMConfig(backend="openai", model=model.split("/", 1)[1], base_url=base_url, api_key_env=api_key_env), "aa-model")
+            return {**s, "source": model, "identity": ident}
+        env = {}
+        if api_key_env and model.startswith("openai-api/"):
+            from agentalign.llm.openai import resolve_api_key
+            env[f"{model.split('/')[1].upper().replace('-', '_')}_API_KEY"] = resolve_api_key(base_url, api_key_env) or "EMPTY"
+        return {"model": model, "model_args": {}, "local": False, "path": None, "source": model, "base_url": base_url, "env": env, "identity": ident}
     raise AgentAlignError(f"model {model!r}: expected 'embedded', a local model folder, or an inspect model name 'provider/name' (e.g. openai/gpt-4o, vllm/my-model)")
 
 def llm_model_spec(llm: LLMConfig, service: str, token_budget: int | None = None, max_batch: int | None = None) -> dict:

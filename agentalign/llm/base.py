@@ -16,11 +16,12 @@ from ..core import AgentAlignError, Failure, redact, register_secret, stable_id
 
 # %% auto #0
 __all__ = ['INT64_MIN', 'INT64_MAX', 'TOOL_CALL_RE', 'SCHEMA_STATS', 'ROLES', 'TOOL_NAME', 'FORMAT_RETRY_TEMPERATURE',
-           'FORMAT_ERRORS', 'OPENAI_HOST', 'RequestError', 'validation_line', 'ToolCall', 'ChatRequest', 'ChatResponse',
-           'LLMError', 'run_sync', 'tool_call_blocks', 'canonical_arguments', 'parse_tool_call_block',
-           'parse_tool_calls', 'check_schema', 'extract_json', 'parse_structured', 'check_messages', 'tool_names',
-           'check_tools', 'forced_tool_names', 'format_retry', 'Backend', 'BatchResult', 'run_batch', 'run_batch_sync',
-           'ResponseCache', 'CachedBackend', 'is_official', 'check_base_url', 'LLMConfig']
+           'FORMAT_ERRORS', 'TRANSPORT_ERRORS', 'OPENAI_HOST', 'RequestError', 'validation_line', 'ToolCall',
+           'ChatRequest', 'ChatResponse', 'LLMError', 'run_sync', 'tool_call_blocks', 'canonical_arguments',
+           'parse_tool_call_block', 'parse_tool_calls', 'check_schema', 'extract_json', 'parse_structured',
+           'check_messages', 'tool_names', 'check_tools', 'forced_tool_names', 'check_forced_call', 'format_retry',
+           'Backend', 'BatchResult', 'run_batch', 'run_batch_sync', 'unanswered', 'require_answers', 'ResponseCache',
+           'CachedBackend', 'is_official', 'check_base_url', 'LLMConfig']
 
 # %% ../../nbs/02_llm.ipynb #f85e481d
 INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
@@ -177,8 +178,7 @@ def extract_json(text: str) -> Any:
         except json.JSONDecodeError: continue
     raise ValueError("no JSON object found")
 
-def parse_structured(text: str | None, schema: dict) -> Any:
-    "Parse `text` as JSON and validate against `schema`; `LLMError` (invalid_json / schema_mismatch) with raw text otherwise."
+def _structured(text: str | None, schema: dict) -> Any:
     import jsonschema
     validator = check_schema(schema)
     try: obj = extract_json(text or "")
@@ -188,6 +188,19 @@ def parse_structured(text: str | None, schema: dict) -> Any:
         path = "/".join(str(p) for p in err.absolute_path) or "(root)"
         raise LLMError("schema_mismatch", f"at {path}: {err.message}", raw=text)
     return obj
+
+def parse_structured(text: str | None, schema: dict, finish: str | None = None, max_tokens: int | None = None) -> Any:
+    """Parse `text` as JSON and validate against `schema`; `LLMError` with the raw text otherwise: `invalid_json` /
+    `schema_mismatch`, or `length` when the reply stopped at `max_tokens` (`finish` "length") before the JSON was whole."""
+    if finish == "length":                    # cut off: the outermost JSON value must be whole (not an inner object of it)
+        m = re.search(r"[\{\[]", text or "")
+        try:
+            if m is None: raise ValueError
+            json.JSONDecoder().raw_decode(text, m.start())
+        except ValueError:
+            raise LLMError("length", f"the reply was cut off at max_tokens{f' ({max_tokens})' if max_tokens else ''} after "
+                           f"{len(text or '')} characters, before its JSON was complete; raise max_tokens", raw=text) from None
+    return _structured(text, schema)
 
 # %% ../../nbs/02_llm.ipynb #fad35974
 ROLES = ("system", "user", "assistant", "tool", "developer")
@@ -248,8 +261,17 @@ def forced_tool_names(req: ChatRequest) -> list[str] | None:
     return [name]
 
 # %% ../../nbs/02_llm.ipynb #0f521682
+def check_forced_call(req: ChatRequest, calls: list[ToolCall], raw: str | None) -> None:
+    "`LLMError('invalid_tool_call')` when `req` obliges a call (tool_choice required / named) and `calls` has none of the allowed tools."
+    forced = forced_tool_names(req)
+    if forced is None or any(c.name in forced for c in calls): return
+    what = "no tool call was made" if not calls else f"it called {', '.join(c.name for c in calls)}, not {' or '.join(forced)}"
+    raise LLMError("invalid_tool_call", f"tool_choice requires a tool call and {what}", raw=raw)
+
+# %% ../../nbs/02_llm.ipynb #040d14b0
 FORMAT_RETRY_TEMPERATURE = 0.7
-FORMAT_ERRORS = ("invalid_json", "schema_mismatch", "invalid_tool_call", "bad_response")
+FORMAT_ERRORS = ("invalid_json", "schema_mismatch", "invalid_tool_call", "bad_response", "length")
+TRANSPORT_ERRORS = ("connection_error", "timeout", "server_error", "http_error", "rate_limited")
 
 def format_retry(req: ChatRequest, attempt: int) -> ChatRequest:
     "The request for format-retry `attempt` (0 = the original request); the seed wraps around within 64 bits."
@@ -314,6 +336,23 @@ def run_batch_sync(backend: Backend, requests: list[ChatRequest], **kw) -> list[
         try: return await run_batch(backend, requests, **kw)
         finally: await backend.aclose()
     return run_sync(go())
+
+# %% ../../nbs/02_llm.ipynb #61721650
+def unanswered(results: list[BatchResult]) -> str | None:
+    "One line naming the requests of `results` that got no answer from the endpoint (transport failures), or None."
+    bad = [r.failure for r in results if not r.ok and r.failure is not None and r.failure.reason in TRANSPORT_ERRORS]
+    if not bad: return None
+    reasons = {}
+    for f in bad: reasons[f.reason] = reasons.get(f.reason, 0) + 1
+    top = max(reasons, key=reasons.get)
+    ex = next(f for f in bad if f.reason == top)
+    return f"{len(bad)} of {len(results)} request(s) got no answer ({', '.join(f'{k} {v}' for k, v in reasons.items())}; e.g. {top}: {ex.detail})"
+
+def require_answers(results: list[BatchResult], who: str) -> list[BatchResult]:
+    "`results`, or one `AgentAlignError` line (see `unanswered`) when some of them got no answer from the endpoint."
+    line = unanswered(results)
+    if line: raise AgentAlignError(f"{who}: {line}; the answers so far are in the run's cache: run the same command again once the endpoint answers")
+    return results
 
 # %% ../../nbs/02_llm.ipynb #73865856
 class ResponseCache:
@@ -407,6 +446,7 @@ class LLMConfig(BaseModel):
     rpm: float | None = Field(None, gt=0, allow_inf_nan=False)
     max_retries: int = Field(4, ge=0)
     format_retries: int = Field(2, ge=0)
+    timeout: float | None = Field(None, gt=0, allow_inf_nan=False)   # endpoints: seconds per attempt (None: the stage's request timeout)
     cache: bool = True
     batch_size: int = Field(8, ge=1)   # local backend: rows generated together
 

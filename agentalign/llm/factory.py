@@ -5,27 +5,68 @@ response cache; the LLM options every stage command shares."""
 
 # %% ../../nbs/02e_llm_factory.ipynb #68ec2fcf
 from __future__ import annotations
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 from pydantic import ValidationError
 from ..core import AgentAlignError
-from .base import (INT64_MAX, _ENV_NAME, Backend, CachedBackend, LLMConfig, check_base_url, validation_line)
+from .base import (INT64_MAX, _ENV_NAME, Backend, CachedBackend, LLMConfig, LLMError, check_base_url, run_sync, validation_line)
 from .local import LocalBackend
 from .openai import OpenAIBackend
 
 # %% auto #0
-__all__ = ['BackendOpt', 'ModelOpt', 'BaseUrlOpt', 'ApiKeyEnvOpt', 'ConcurrencyOpt', 'RpmOpt', 'SeedOpt', 'make_backend',
-           'llm_config']
+__all__ = ['TOOLS_HINT', 'BackendOpt', 'ModelOpt', 'BaseUrlOpt', 'ApiKeyEnvOpt', 'ConcurrencyOpt', 'RpmOpt', 'SeedOpt',
+           'make_backend', 'endpoint_verdict', 'check_endpoint', 'llm_config']
 
 # %% ../../nbs/02e_llm_factory.ipynb #3e1c9804
-def make_backend(cfg: LLMConfig, cache_path: Path | None = None) -> Backend:
-    "The backend described by `cfg`, wrapped in the SQLite cache at `cache_path` (if given and `cfg.cache`)."
+def make_backend(cfg: LLMConfig, cache_path: Path | None = None, role: str | None = None, tools: str | None = None,
+                 json_schema: bool = False) -> Backend:
+    """The backend described by `cfg`, wrapped in the SQLite cache at `cache_path` (if given and `cfg.cache`). An
+    endpoint is probed first (`check_endpoint`) for what the `role` needs: `tools` ("required" or "offered"), `json_schema`."""
     if cfg.backend == "local":
         b: Backend = LocalBackend(cfg.model, batch_size=cfg.batch_size, format_retries=cfg.format_retries)
     else:
         b = OpenAIBackend(cfg.model, base_url=cfg.base_url, api_key_env=cfg.api_key_env, max_retries=cfg.max_retries,
-                          format_retries=cfg.format_retries, rpm=cfg.rpm)
+                          format_retries=cfg.format_retries, rpm=cfg.rpm, timeout=cfg.timeout)
+        if tools or json_schema: check_endpoint(b, role or "llm", tools, json_schema)
     return CachedBackend(b, cache_path) if (cache_path is not None and cfg.cache) else b
+
+# %% ../../nbs/02e_llm_factory.ipynb #e3135dc6
+_PROBED: dict = {}
+TOOLS_HINT = ("serve the model with a chat template that renders tools (llama.cpp: llama-server --jinja, with "
+              "--chat-template-file if the model's own template has no tool support)")
+
+def endpoint_verdict(found: dict, where: str, tools: str | None, json_schema: bool) -> tuple[str | None, list[str]]:
+    "(error line or None, warning lines) for what a probe `found` at `where`, given what the role needs."
+    t, j, warn = found.get("tools"), found.get("json_schema"), []
+    if tools and t == "ignored":
+        why = f"{where}: the server ignores `tools` (its chat template does not render them)"
+        if tools == "required": return f"{why}; agent-mode trajectories need tool calls: {TOOLS_HINT}, or use [responses] mode = \"plan\"", []
+        warn.append(f"{why}: the model writes without seeing the tools offered; {TOOLS_HINT}")
+    if tools and t and t.startswith("rejected"): return f"{where}: the server {t.replace('rejected', 'rejects `tools`', 1)}; {TOOLS_HINT}", []
+    if tools == "required" and t == "not_called":
+        warn.append(f"{where}: the model answered without the tool call that tool_choice required; such replies are rejected and retried")
+    if json_schema and j and j.startswith("rejected"):
+        return f"{where}: the server {j.replace('rejected', 'rejects structured output (response_format json_schema)', 1)}", []
+    if json_schema and j and j.startswith("not followed"):
+        warn.append(f"{where}: the reply did not follow the JSON schema sent in response_format ({j}); replies are validated and retried")
+    return None, warn
+
+def check_endpoint(backend: OpenAIBackend, role: str, tools: str | None = None, json_schema: bool = False) -> dict:
+    "Probe `backend`'s endpoint for what `role` needs; one error line where the stage cannot work, warning lines on stderr otherwise."
+    where = f"{role} at {backend.base_url or 'https://api.openai.com/v1'} (model {backend.model})"
+    key = (backend.base_url, backend.model, bool(tools), json_schema)
+    if key not in _PROBED:
+        try: _PROBED[key] = run_sync(backend.probe(tools=bool(tools), json_schema=json_schema))
+        except LLMError as e:
+            fix = ("check base_url, model and the key variable (api_key_env)" if e.reason == "http_error" else
+                   "start the server or fix base_url, then run the same command again")
+            raise AgentAlignError(f"{where}: {'the endpoint refused the request' if e.reason == 'http_error' else 'no answer from the endpoint'} "
+                                  f"({e.reason}: {e.detail}); {fix}") from None
+    err, warn = endpoint_verdict(_PROBED[key], where, tools, json_schema)
+    if err: raise AgentAlignError(err)
+    for w in warn: print(f"warning: {w}", file=sys.stderr)
+    return _PROBED[key]
 
 # %% ../../nbs/02e_llm_factory.ipynb #56621c82
 import typer

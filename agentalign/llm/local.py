@@ -276,7 +276,7 @@ def parse(self: LocalBackend, req: ChatRequest, text: str, finish: str, usage: d
     content, calls = text.strip() or None, []
     forced = forced_tool_names(req)
     if req.response_schema is not None and not forced:
-        return ChatResponse(content=content, parsed=parse_structured(content, req.response_schema), finish_reason=finish,
+        return ChatResponse(content=content, parsed=parse_structured(content, req.response_schema, finish, self.effective_max_tokens(req)), finish_reason=finish,
                             usage=usage, model=self.model, attempts=attempts)
     if req.tools and req.tool_choice != "none":
         try: content, calls = parse_tool_calls(text)

@@ -5,14 +5,15 @@ Ollama, llama.cpp's server, or `agentalign serve` — through the official `open
 
 # %% ../../nbs/02c_openai.ipynb #756c0289
 from __future__ import annotations
-import asyncio, contextvars, json, os
+import asyncio, email.utils, json, os, random, time
 from typing import Any
 from fastcore.basics import patch
 from ..core import AgentAlignError, register_secret, stable_id
-from .base import (FORMAT_ERRORS, Backend, ChatRequest, ChatResponse, LLMError, ToolCall, canonical_arguments, check_base_url, check_messages, check_schema, format_retry, is_official, parse_structured, parse_tool_calls)
+from .base import (FORMAT_ERRORS, Backend, ChatRequest, ChatResponse, LLMError, ToolCall, canonical_arguments, check_base_url, check_forced_call, check_messages, check_schema, format_retry, is_official, parse_structured, parse_tool_calls)
 
 # %% auto #0
-__all__ = ['NO_KEY', 'resolve_api_key', 'OpenAIBackend']
+__all__ = ['NO_KEY', 'RETRY_STATUS', 'PROBE_MARK', 'PROBE_TOOL', 'PROBE_SCHEMA', 'resolve_api_key', 'OpenAIBackend', 'retry_wait',
+           'probe_request']
 
 # %% ../../nbs/02c_openai.ipynb #7af964c0
 def resolve_api_key(base_url: str | None, api_key_env: str | None) -> str | None:
@@ -28,7 +29,6 @@ def resolve_api_key(base_url: str | None, api_key_env: str | None) -> str | None
 
 # %% ../../nbs/02c_openai.ipynb #db754638
 NO_KEY = "agentalign-no-key"        # the client insists on a key; this placeholder is removed before sending (URL credentials stay)
-_ATTEMPTS: contextvars.ContextVar = contextvars.ContextVar("agentalign_openai_attempts", default=None)
 
 def _err_msg(e) -> str:
     "The server's error message, one line (never the request headers)."
@@ -39,12 +39,13 @@ def _err_msg(e) -> str:
     return " ".join(str(m if m else getattr(e, "message", e)).split())[:300]
 
 class OpenAIBackend(Backend):
-    "Any OpenAI-compatible chat completions endpoint, with the client's retries, an RPM limit and output validation."
+    "Any OpenAI-compatible chat completions endpoint, with retries, an RPM limit and output validation."
     kind = "openai"
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str | None = None, max_retries: int = 4,
-                 format_retries: int = 2, rpm: float | None = None, max_tokens_param: str = "max_tokens"):
+                 format_retries: int = 2, rpm: float | None = None, max_tokens_param: str = "max_tokens", timeout: float | None = None):
         self.model, self.base_url, self.api_key_env = model, check_base_url(base_url), api_key_env
         self.max_retries, self.format_retries, self.rpm, self.max_tokens_param = max_retries, format_retries, rpm, max_tokens_param
+        self.timeout = timeout           # seconds per attempt (None: the request's)
         self._key = resolve_api_key(base_url, api_key_env)
         self._clients: dict = {}
         self.requests_sent = 0           # HTTP attempts, retries included
@@ -65,17 +66,15 @@ def client(self: OpenAIBackend):
             if limiter is not None: await limiter.acquire()
             if request.headers.get("authorization") == f"Bearer {NO_KEY}": del request.headers["authorization"]
             self.requests_sent += 1
-            n = _ATTEMPTS.get()
-            if n is not None: n[0] += 1
         http = DefaultAsyncHttpxClient(event_hooks={"request": [on_request]})
-        self._clients[loop] = AsyncOpenAI(api_key=self._key or NO_KEY, base_url=self.base_url, max_retries=self.max_retries, http_client=http)
+        self._clients[loop] = AsyncOpenAI(api_key=self._key or NO_KEY, base_url=self.base_url, max_retries=0, http_client=http)
     return self._clients[loop]
 
 # %% ../../nbs/02c_openai.ipynb #bc8000d0
 @patch
 def body(self: OpenAIBackend, req: ChatRequest) -> dict:
     "Keyword arguments of `chat.completions.create` for `req`."
-    kw = dict(model=self.model, messages=req.messages, temperature=req.temperature, seed=req.seed, timeout=req.timeout)
+    kw = dict(model=self.model, messages=req.messages, temperature=req.temperature, seed=req.seed, timeout=self.timeout or req.timeout)
     kw[self.max_tokens_param] = req.max_tokens
     if req.tools: kw["tools"] = req.tools
     if req.tool_choice is not None: kw["tool_choice"] = req.tool_choice
@@ -101,39 +100,71 @@ def parse(self: OpenAIBackend, req: ChatRequest, completion: Any, attempts: int)
         if req.tools and not calls and content and "<tool_call>" in content:
             content, calls = parse_tool_calls(content)
     except (ValueError, AttributeError) as e: raise LLMError("invalid_tool_call", str(e), raw=content or str(raw_calls)[:2000])
-    parsed = parse_structured(content, req.response_schema) if req.response_schema is not None else None
+    check_forced_call(req, calls, content)
+    parsed = parse_structured(content, req.response_schema, finish, req.max_tokens) if req.response_schema is not None else None
     return ChatResponse(content=content, tool_calls=calls, parsed=parsed, finish_reason="tool_calls" if calls and finish == "stop" else finish,
                         usage=usage, model=getattr(completion, "model", None) or self.model, attempts=attempts)
 
 # %% ../../nbs/02c_openai.ipynb #55442a19
+RETRY_STATUS = (408, 409, 429)
+
+def retry_wait(headers: Any, retry: int) -> float:
+    "Seconds to wait before retry number `retry` (0-based): the server's `retry-after-ms` / `Retry-After`, else backoff."
+    h = {k.lower(): v for k, v in (headers or {}).items()}
+    wait = None
+    try: wait = float(h["retry-after-ms"]) / 1000 if "retry-after-ms" in h else None
+    except ValueError: pass
+    if wait is None and "retry-after" in h:
+        try: wait = float(h["retry-after"])
+        except ValueError:
+            d = email.utils.parsedate_to_datetime(h["retry-after"]) if h["retry-after"] else None
+            wait = d.timestamp() - time.time() if d is not None else None
+    if wait is not None and 0 <= wait <= 60: return wait
+    return min(0.5 * 2 ** retry, 8.0) * (1 - 0.25 * random.random())
+
 @patch
-async def _create(self: OpenAIBackend, req: ChatRequest):
-    "One `chat.completions.create` call (the client retries transient errors); `LLMError` when it fails for good."
+async def _once(self: OpenAIBackend, req: ChatRequest):
+    "One HTTP attempt: the completion, or (LLMError, whether it may be retried, the response headers)."
     import openai
     try: return await self.client().chat.completions.create(**self.body(req))
-    except openai.APITimeoutError: raise LLMError("timeout", f"no answer within {req.timeout:g}s")
-    except openai.APIConnectionError as e: raise LLMError("connection_error", f"{e} ({type(e.__cause__).__name__ if e.__cause__ else 'no cause'})")
-    except openai.RateLimitError as e: raise LLMError("rate_limited", _err_msg(e))
+    except openai.APITimeoutError: return LLMError("timeout", f"no answer within {self.timeout or req.timeout:g}s"), True, None
+    except openai.APIConnectionError as e: return LLMError("connection_error", f"{e} ({type(e.__cause__).__name__ if e.__cause__ else 'no cause'})"), True, None
     except openai.APIStatusError as e:
+        hdr = dict(e.response.headers) if getattr(e, "response", None) is not None else {}
+        again = {"true": True, "false": False}.get(str(hdr.get("x-should-retry", "")).lower(), e.status_code >= 500 or e.status_code in RETRY_STATUS)
+        if isinstance(e, openai.RateLimitError): return LLMError("rate_limited", _err_msg(e)), again, hdr
         reason = "server_error" if e.status_code >= 500 or e.status_code in (408, 409) else "http_error"
-        raise LLMError(reason, f"HTTP {e.status_code}: {_err_msg(e)}")
+        return LLMError(reason, f"HTTP {e.status_code}: {_err_msg(e)}"), again, hdr
     except (openai.APIResponseValidationError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LLMError("bad_response", f"unreadable response: {type(e).__name__}: {e}")
+        return LLMError("bad_response", f"unreadable response: {type(e).__name__}: {e}"), False, None
 
-# %% ../../nbs/02c_openai.ipynb #4bc006f5
+@patch
+async def _create(self: OpenAIBackend, req: ChatRequest, attempts: list[int]):
+    "The completion of `req`, retrying what is transient (a timeout once); `LLMError` when it fails for good. `attempts[0]` counts HTTP attempts."
+    timeouts = 0
+    for retry in range(self.max_retries + 1):
+        attempts[0] += 1
+        out = await self._once(req)
+        if not isinstance(out, tuple): return out
+        err, again, hdr = out
+        timeouts += err.reason == "timeout"
+        if not again or retry >= self.max_retries or timeouts > 1:
+            if timeouts > 1: err.detail += f" (twice; {attempts[0]} attempts)"
+            raise err
+        await asyncio.sleep(retry_wait(hdr, retry))
+
+# %% ../../nbs/02c_openai.ipynb #d3d913f3
 @patch
 async def chat(self: OpenAIBackend, req: ChatRequest) -> ChatResponse:
     check_messages(req.messages)
     if req.response_schema is not None: check_schema(req.response_schema)
-    attempts = [0]; token = _ATTEMPTS.set(attempts)
-    try:
-        for fmt in range(self.format_retries + 1):
-            cur = format_retry(req, fmt)
-            try: return self.parse(cur, await self._create(cur), attempts[0])
-            except LLMError as e:
-                e.attempts = attempts[0]
-                if e.reason not in FORMAT_ERRORS or fmt >= self.format_retries: raise
-    finally: _ATTEMPTS.reset(token)
+    attempts = [0]
+    for fmt in range(self.format_retries + 1):
+        cur = format_retry(req, fmt)
+        try: return self.parse(cur, await self._create(cur, attempts), attempts[0])
+        except LLMError as e:
+            e.attempts = attempts[0]
+            if e.reason not in FORMAT_ERRORS or fmt >= self.format_retries: raise
 
 @patch
 async def aclose(self: OpenAIBackend):
@@ -141,3 +172,77 @@ async def aclose(self: OpenAIBackend):
     except RuntimeError: return
     c = self._clients.pop(loop, None)
     if c is not None: await c.close()
+
+# %% ../../nbs/02c_openai.ipynb #6d75ebd4
+PROBE_MARK = "agentalign capability probe"
+PROBE_TOOL = {"type": "function", "function": {"name": "agentalign_probe", "description": "Confirm that tool calling works.",
+              "parameters": {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}}}
+PROBE_SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": False}
+
+def probe_request(what: str) -> ChatRequest:
+    "A probe request: `tools` (a required call of `PROBE_TOOL`), `plain` (the same messages without the tool), `json` (`PROBE_SCHEMA`)."
+    ask = 'Reply with the JSON object {"ok": true}.' if what == "json" else "Call the tool agentalign_probe with ok set to true."
+    return ChatRequest(messages=[{"role": "system", "content": f"{PROBE_MARK}: do exactly what the user asks."}, {"role": "user", "content": ask}],
+                       tools=[PROBE_TOOL] if what == "tools" else None, tool_choice="required" if what == "tools" else None,
+                       response_schema=PROBE_SCHEMA if what == "json" else None, schema_name="probe",
+                       max_tokens={"tools": 48, "plain": 1, "json": 16}[what], temperature=0.0, seed=0)
+
+def _rejected(e: LLMError) -> bool:
+    "Whether a probe's error is the server rejecting the request's form (HTTP 400 / 422), not an auth or transport problem."
+    return e.reason == "http_error" and e.detail.startswith(("HTTP 400", "HTTP 422"))
+
+def _prompt_tokens(completion) -> int | None:
+    u = getattr(completion, "usage", None)
+    return getattr(u, "prompt_tokens", None) or None
+
+# %% ../../nbs/02c_openai.ipynb #8a90cb09
+@patch
+async def server_caps(self: OpenAIBackend) -> dict | None:
+    "`chat_template_caps` from llama.cpp's `/props` (what the server's chat template supports), or None where there is none."
+    import httpx
+    if not self.base_url: return None
+    root = self.base_url.rstrip("/").removesuffix("/v1")
+    try:
+        async with httpx.AsyncClient(timeout=5, headers={"authorization": f"Bearer {self._key}"} if self._key else {}) as c:
+            r = await c.get(root + "/props")
+        caps = r.json().get("chat_template_caps") if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError): return None
+    return caps if isinstance(caps, dict) else None
+
+# %% ../../nbs/02c_openai.ipynb #b4a35c56
+@patch
+async def _probe_tools(self: OpenAIBackend, caps: dict | None) -> str:
+    "`ok`, `ignored`, `not_called` or `rejected (why)`: what the endpoint did with a required tool call."
+    req = probe_request("tools")
+    try: comp = await self._create(req, [0])
+    except LLMError as e:
+        if _rejected(e): return f"rejected ({e.detail})"
+        raise
+    try: self.parse(req, comp, 1); return "ok"
+    except LLMError: pass
+    if caps is not None and caps.get("supports_tools") is False: return "ignored"
+    n_tools, n_plain = _prompt_tokens(comp), _prompt_tokens(await self._create(probe_request("plain"), [0]))
+    return "ignored" if n_tools and n_tools == n_plain else "not_called"
+
+@patch
+async def _probe_json(self: OpenAIBackend) -> str:
+    "`ok`, `not followed (reason)` or `rejected (why)`: what the endpoint did with a JSON schema."
+    req = probe_request("json")
+    try: comp = await self._create(req, [0])
+    except LLMError as e:
+        if _rejected(e): return f"rejected ({e.detail})"
+        raise
+    try: self.parse(req, comp, 1); return "ok"
+    except LLMError as e: return f"not followed ({e.reason})"
+
+@patch
+async def probe(self: OpenAIBackend, tools: bool = True, json_schema: bool = True) -> dict:
+    "What the endpoint does with tools and a JSON schema (see above); a transport `LLMError` when it does not answer."
+    out: dict = {}
+    try:
+        caps = await self.server_caps()
+        if caps: out["template_caps"] = caps
+        if tools: out["tools"] = await self._probe_tools(caps)
+        if json_schema: out["json_schema"] = await self._probe_json()
+    finally: await self.aclose()
+    return out
