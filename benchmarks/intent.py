@@ -6,11 +6,12 @@
 
 Prints one JSON object: requests and prompt tokens per set, batch size, torch threads, device, the machine's load
 average before and after, the wall time from the first import to the written result (imports, model load, scoring,
-probe, figure) and the scoring time alone; then the stage's table (decision AUROC, refusal rates at the model's
+probe, figure), the scoring time alone, and the process's CPU time (user + system: on a shared machine the wall time
+follows the load, the CPU time much less; CPU seconds / threads is the wall time on that many idle cores); then the stage's table (decision AUROC, refusal rates at the model's
 operating point, gap with Fisher p, probe AUROC cross-validated and transferred). The run folder is a new temporary
 one unless --out is given (then RUN/intent/<label> is removed first and scored afresh).
 """
-import argparse, json, os, shutil, tempfile, time
+import argparse, json, os, resource, shutil, tempfile, time
 from pathlib import Path
 
 def main():
@@ -37,13 +38,14 @@ def main():
         s = run_intent(out, cfg)
         m = read_json(Path(s["folder"]) / "metrics.json")
         wall = time.time() - t0
+        ru = resource.getrusage(resource.RUSAGE_SELF)
         print(json.dumps({"model": a.model, "records": s["records"], "failures": s["failures"],
                           "requests": {k: v["n"] for k, v in m["sets"].items()},
                           "prompt_tokens_mean": {k: round(v["prompt_tokens_mean"], 1) for k, v in m["sets"].items()},
                           "prompt_tokens_max": {k: v["prompt_tokens_max"] for k, v in m["sets"].items()},
                           "batch_size": a.batch_size, "threads": m["timing"]["threads"], "device": m["timing"]["device"],
                           "scored_now": m["timing"]["scored_now"], "scoring_seconds": m["timing"]["seconds"],
-                          "wall_seconds": round(wall, 1), "loadavg_before": [round(x, 2) for x in load0],
+                          "wall_seconds": round(wall, 1), "cpu_seconds": round(ru.ru_utime + ru.ru_stime, 1), "loadavg_before": [round(x, 2) for x in load0],
                           "loadavg_after": [round(x, 2) for x in os.getloadavg()], "skipped": s["skipped"]}, indent=1))
         print(intent_table(m))
     finally:
