@@ -15,11 +15,10 @@ from pydantic import Field, field_validator
 from .core import (AgentAlignError, Failure, RunDir, agentharm_dir, app, append_jsonl, check_accounting, cli_errors, data_dir,
     expect, read_json, read_jsonl, validate_config, write_json)
 from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
-from .models import render_row, training_template
-from .agentharm.evaluate import label_slug, model_files   # a model folder's result-deciding files; label -> folder name
+from .models import label_slug, model_files, render_row, training_template
 
 # %% auto #0
-__all__ = ['TOOL_OPENING', 'REFUSAL_OPENINGS', 'SETS', 'LABELS', 'ACTION_WORDS', 'OUTPUTS', 'IntentConfig', 'tool_mentions',
+__all__ = ['TOOL_OPENING', 'REFUSAL_OPENINGS', 'SETS', 'LABELS', 'ACTION_WORDS', 'IntentConfig', 'tool_mentions',
            'load_labelled_requests', 'our_requests', 'agentharm_tool', 'agentharm_requests', 'limit_requests',
            'request_sets', 'first_turn', 'generation_prompt', 'opening_ids', 'common_prefix', 'opening_logprobs',
            'decision_scores', 'auroc', 'decision_metrics', 'default_layers', 'check_layers', 'probe_cv',
@@ -362,8 +361,6 @@ def plot_roc(curves: list[tuple], path: Path, title: str) -> Path:
     return path
 
 # %% ../nbs/08b_intent.ipynb #4a25b9b8
-OUTPUTS = ("records.jsonl", "failures.jsonl", "summary.json", "metrics.json", "scores.jsonl", "hidden.npz", "roc.png")
-
 def resolve_intent_model(model: str, run: RunDir) -> Path:
     "The model folder of `model` (a relative folder inside `run` counts); one line when it is no usable model folder."
     from agentalign.models import resolve_model_path
@@ -498,7 +495,7 @@ def run_intent(run: RunDir | str | Path, cfg: IntentConfig | dict | None = None,
     path = resolve_intent_model(cfg.model, run)
     label = cfg.label or default_label(cfg.model, path); slug = label_slug(label)
     reqs, files, skipped = request_sets(cfg)
-    with run.open_stage(f"intent/{slug}", cfg, inputs=[*files, *model_files(path)], overwrite=overwrite, outputs=OUTPUTS) as stage:
+    with run.open_stage(f"intent/{slug}", cfg, inputs=[*files, *model_files(path)], overwrite=overwrite) as stage:
         for note in skipped.values(): _say(f"intent [{label}]: {note}")
         records, hidden, fails, layers, timing = score_stage(stage.path, cfg, path, reqs, label)
         check_accounting([r["id"] for r in reqs], [r["id"] for r in records], [f.item_id for f in fails], "intent")
