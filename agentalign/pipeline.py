@@ -16,9 +16,10 @@ from .settings import Settings, StageConfig, deep_merge, settings_json
 from filelock import Timeout
 
 # %% auto #0
-__all__ = ['PIPELINE', 'STAGE_NAMES', 'DEFAULT_STAGES', 'INTENT_KEYS', 'StageSpec', 'selected_stages', 'stage_configs',
-           'plan_stages', 'action', 'model_refs', 'check_models', 'notebooks_dir', 'stage_notebook', 'kernel_spec',
-           'execute_notebook', 'run_pipeline', 'render_report', 'intent_numbers', 'run_summary', 'run_cmd']
+__all__ = ['PIPELINE', 'STAGE_NAMES', 'OPTIONAL_STAGES', 'DEFAULT_STAGES', 'INTENT_KEYS', 'StageSpec', 'selected_stages',
+           'stage_configs', 'plan_stages', 'action', 'model_refs', 'check_models', 'notebooks_dir', 'stage_notebook',
+           'kernel_spec', 'execute_notebook', 'run_pipeline', 'render_report', 'intent_numbers', 'run_summary',
+           'run_cmd']
 
 # %% ../nbs/11_pipeline.ipynb #c7131206
 @dataclass
@@ -65,13 +66,20 @@ PIPELINE: list[StageSpec] = [
               doc="first-turn refuse-or-act decision (AUROC, refusal rates) and probe ceiling of the base model"),
     StageSpec("intent_sft", "intent", "IntentConfig", "run_intent", folder="intent/sft", cli={"label": "sft", "model": "sft/model"},
               doc="the same of the fine-tuned model"),
+    StageSpec("pairs", "pairs", "PairsConfig", "run_pairs", doc="preference pairs from the run's items: refusal vs executed compliance, trajectory vs over-refusal (optional)"),
+    StageSpec("dpo", "dpo", "DPOConfig", "run_dpo", doc="DPO (TRL) of the fine-tuned model on the pairs (optional)"),
+    StageSpec("intent_dpo", "intent", "IntentConfig", "run_intent", folder="intent/dpo", cli={"label": "dpo", "model": "dpo/model"},
+              doc="the decision of the DPO model (optional)"),
     StageSpec("agentharm_base", "agentharm.evaluate", "AgentHarmConfig", "run_agentharm", folder="agentharm/base", cli={"label": "base"},
               doc="AgentHarm score of the base model (cached by model fingerprint)"),
     StageSpec("agentharm_sft", "agentharm.evaluate", "AgentHarmConfig", "run_agentharm", folder="agentharm/sft",
               cli={"label": "sft", "model": "sft/model"}, doc="AgentHarm score of the fine-tuned model"),
+    StageSpec("agentharm_dpo", "agentharm.evaluate", "AgentHarmConfig", "run_agentharm", folder="agentharm/dpo",
+              cli={"label": "dpo", "model": "dpo/model"}, doc="AgentHarm score of the DPO model (optional)"),
 ]
 STAGE_NAMES = [s.name for s in PIPELINE]
-DEFAULT_STAGES = [s for s in STAGE_NAMES if s != "chains"]
+OPTIONAL_STAGES = ("chains", "pairs", "dpo", "intent_dpo", "agentharm_dpo")
+DEFAULT_STAGES = [s for s in STAGE_NAMES if s not in OPTIONAL_STAGES]
 
 # %% ../nbs/11_pipeline.ipynb #59c6d853
 def selected_stages(settings: Settings, specs: list[StageSpec] | None = None) -> list[str]:
@@ -351,13 +359,13 @@ def run_summary(run: RunDir, report: dict | None = None) -> dict:
            "cache_hit_rate": round(cached / requests, 4) if requests else None,
            "seconds": round(sum(v["seconds"] or 0 for v in stages.values()), 1)}
     ah = {}
-    for lab in ("base", "sft"):
+    for lab in ("base", "sft", "dpo"):
         m = run.path / "agentharm" / lab / "metrics.json"
         if m.is_file():
             try: ah[lab] = read_json(m)
             except AgentAlignError: pass
     if ah: out["agentharm"] = ah
-    it = {lab: m for lab in ("base", "sft") if (m := intent_numbers(run.path / "intent" / lab / "metrics.json"))}
+    it = {lab: m for lab in ("base", "sft", "dpo") if (m := intent_numbers(run.path / "intent" / lab / "metrics.json"))}
     if it: out["intent"] = it
     write_json(run.path / "summary.json", out)
     return out

@@ -98,7 +98,7 @@ def agentharm_metrics(summary: dict) -> list[dict]:
     "The checked AgentHarm metrics of the base and the fine-tuned model that the run has (base first)."
     from agentalign.agentharm.report import check_metrics
     ah = summary.get("agentharm", {})
-    return [check_metrics(ah[k], Path(summary["run"]) / "agentharm" / k / "metrics.json") for k in ("base", "sft") if k in ah]
+    return [check_metrics(ah[k], Path(summary["run"]) / "agentharm" / k / "metrics.json") for k in ("base", "sft", "dpo") if k in ah]
 
 def agentharm_table(summary: dict) -> str | None:
     "Table-1 rows (markdown) of the run's AgentHarm results, or None without any."
@@ -107,10 +107,10 @@ def agentharm_table(summary: dict) -> str | None:
     return table1(ms) if ms else None
 
 def agentharm_figure(run: RunDir, summary: dict) -> Path | None:
-    "`figures/agentharm_before_after.png`: the eight numbers of the base and the fine-tuned model, or None without both."
+    "`figures/agentharm_before_after.png`: the eight numbers of the base, the fine-tuned (and the DPO) model, or None without two."
     from agentalign.agentharm.report import plot_comparison
     ms = agentharm_metrics(summary)
-    return plot_comparison(ms, run.figures / "agentharm_before_after.png") if len(ms) == 2 else None
+    return plot_comparison(ms, run.figures / "agentharm_before_after.png") if len(ms) >= 2 else None
 
 # %% ../nbs/12_report.ipynb #a3be5930
 def intent_table(summary: dict) -> str | None:
