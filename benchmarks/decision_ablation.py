@@ -34,6 +34,7 @@ def one(name: str, src: Path, out: Path, a) -> dict:
     d = out / name
     shutil.rmtree(d, ignore_errors=True); d.mkdir(parents=True)
     shutil.copytree(src / "dataset", d / "dataset")
+    if (src / "quality" / "records.jsonl").is_file(): (d / "quality").mkdir(); shutil.copy2(src / "quality" / "records.jsonl", d / "quality" / "records.jsonl")
     for rel in read_json(src / "dataset" / "done.json")["identity"]["inputs"]:    # what the dataset stage read (responses/records.jsonl)
         if not Path(rel).is_absolute(): (d / rel).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(src / rel, d / rel)
     base = Settings(a.preset).stage(SFTConfig)
@@ -59,8 +60,34 @@ def one(name: str, src: Path, out: Path, a) -> dict:
         mm = read_json(Path(m["folder"]) / "metrics.json")["sets"]["ours"]
         row.update({"ours_n": mm["n"], "ours_auroc": mm["auroc"], "ours_refusal_harmful": mm["refusal_harmful"],
                     "ours_refusal_benign": mm["refusal_benign"], "intent_seconds": round(time.time() - t1, 1)})
+    if a.dpo: row.update(dpo_after(d, cfg, a))
     if not a.keep_models: shutil.rmtree(d / "sft" / "model", ignore_errors=True); shutil.rmtree(d / ".trainer", ignore_errors=True)
     return row
+
+
+def dpo_after(d: Path, sft_cfg, a) -> dict:
+    "DPO of the variant's SFT model on the run's pairs minus the held-in instances, then the held-in decision metrics of the DPO model."
+    from datasets import load_from_disk
+    from transformers import AutoModelForCausalLM
+    from agentalign.core import RunDir, read_jsonl, write_jsonl
+    from agentalign.decision import heldin_scorer
+    from agentalign.dpo import DPOConfig, run_dpo
+    from agentalign.pairs import run_pairs
+    from agentalign.sft import load_tokenizer
+    run = RunDir(d)
+    run_pairs(run)
+    held = {r["instance_id"] for r in read_jsonl(d / "sft" / "records.jsonl") if r.get("split") == "heldin"}
+    pairs = [p for p in read_jsonl(d / "pairs" / "pairs.jsonl") if p["instance_id"] not in held]
+    write_jsonl(d / "pairs_train.jsonl", pairs)
+    t0 = time.time()
+    s = run_dpo(run, DPOConfig(pairs=str(d / "pairs_train.jsonl"), epochs=a.dpo_epochs, beta=a.dpo_beta, learning_rate=a.dpo_lr,
+                               threads=a.threads, figures=False, progress=False, seed=a.seed))
+    rows = [r for r in load_from_disk(str(d / "dataset" / "hf"))["train"] if r["instance_id"] in held]
+    tok = load_tokenizer(d / "dpo" / "model")
+    m = heldin_scorer(tok, rows, sft_cfg.render_kw)(AutoModelForCausalLM.from_pretrained(str(d / "dpo" / "model")))
+    return {"dpo_pairs": len(pairs), "dpo_steps": s["steps"], "dpo_seconds": round(time.time() - t0, 1), "dpo_last_loss": s["last_loss"],
+            "dpo_reward_accuracy": s["last_reward_accuracy"], "dpo_auroc": m["auroc"], "dpo_refusal_harmful": m["refusal_harmful"],
+            "dpo_refusal_benign": m["refusal_benign"]}
 
 
 def main():
@@ -78,6 +105,10 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--intent-limit", type=int, default=0)
     ap.add_argument("--keep-models", action="store_true")
+    ap.add_argument("--dpo", action="store_true", help="then DPO of each variant's model on the pairs (held-in instances left out)")
+    ap.add_argument("--dpo-epochs", type=float, default=1.0)
+    ap.add_argument("--dpo-beta", type=float, default=0.1)
+    ap.add_argument("--dpo-lr", type=float, default=5e-6)
     a = ap.parse_args()
     os.environ["AGENTALIGN_TORCH_THREADS"] = str(a.threads)
     src, out = Path(a.run), Path(a.out); out.mkdir(parents=True, exist_ok=True)
@@ -87,11 +118,12 @@ def main():
         print(json.dumps(r), flush=True)
         with (out / "results.jsonl").open("a") as f: f.write(json.dumps(r) + "\n")
     f = lambda x, s=".3f": "-" if x is None else format(x, s)
-    print("| variant | steps | held-in n | AUROC (last step) | H refusal | B refusal | best step | AUROC (best) | train s | CPU s |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| variant | steps | held-in n | AUROC (last step) | H refusal | B refusal | best step | AUROC (best) | train s | CPU s | + DPO AUROC | + DPO H / B refusal |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['variant']} | {r['steps']} | {r['heldin_requests']} | {f(r['last_auroc'])} | {f(r['last_refusal_harmful'], '.0%')} | "
-              f"{f(r['last_refusal_benign'], '.0%')} | {r['best_step']} | {f(r['best_auroc'])} | {r['train_seconds']} | {r['cpu_seconds']} |")
+              f"{f(r['last_refusal_benign'], '.0%')} | {r['best_step']} | {f(r['best_auroc'])} | {r['train_seconds']} | {r['cpu_seconds']} | "
+              f"{f(r.get('dpo_auroc'))} | {f(r.get('dpo_refusal_harmful'), '.0%')} / {f(r.get('dpo_refusal_benign'), '.0%')} |")
 
 
 if __name__ == "__main__":
