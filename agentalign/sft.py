@@ -8,21 +8,23 @@ the same code on one CPU, one GPU or many (accelerate / torchrun). `agentalign s
 from __future__ import annotations
 import json, os, re, resource, shutil, statistics, sys, time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Annotated, Literal, Optional, Union
 import typer
 from pydantic import Field
-from .core import (AgentAlignError, Failure, RunDir, app, cli_errors, read_json, rng, stable_id, write_json, write_jsonl)
+from .core import (AgentAlignError, Failure, RunDir, app, cli_errors, read_json, read_jsonl, rng, stable_id, write_json, write_jsonl)
 from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .dataset import load_dataset_dir
 from .models import MAX_TOOL_RESULT_CHARS, MAX_TOOLS, render_row, training_template
+from .decision import DecisionWeighting, heldin_instances, heldin_scorer, load_best, selection_callback, twin_batch_order
 
 # %% auto #0
 __all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_conversation', 'masked_spans', 'build_examples',
            'length_grouped_order', 'resolve_base_model', 'tiny_model_folder', 'world', 'train_settings', 'peak_rss_mb',
            'TokenCounter', 'plot_loss', 'assistant_logits_loss', 'Examples', 'load_tokenizer', 'prepare_examples',
-           'make_trainer', 'fit', 'save_model', 'train_summary', 'run_sft', 'sft_cmd']
+           'twin_batch_size', 'make_trainer', 'selection_dir', 'fit', 'save_model', 'selection_summary',
+           'train_summary', 'run_sft', 'sft_cmd']
 
 # %% ../nbs/08a_sft.ipynb #cf52b72d
 class SFTConfig(StageConfig):
@@ -52,6 +54,11 @@ class SFTConfig(StageConfig):
     max_examples: Optional[int] = Field(None, ge=1)     # use only the first N training examples (after the budget)
     group_by_length: bool = True
     group_window: int = Field(8, ge=1)                  # batches sorted by length together (see length_grouped_order)
+    twin_batches: bool = False                          # each harmful example in one batch with a benign twin of its instance (replaces length grouping; 08c_decision)
+    decision_weight: float = Field(1.0, ge=1)           # loss weight of the first assistant turn's first `decision_tokens` tokens (1: every token alike)
+    decision_tokens: int = Field(8, ge=1)
+    select_share: float = Field(0.0, ge=0, lt=1)        # share of the training instances held in to choose the checkpoint by decision AUROC (0: the last step)
+    select_steps: Optional[int] = Field(None, ge=1)     # score the held-in requests every N steps (None: about ten times a training)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Optional[int] = Field(None, ge=1)          # CPU torch threads; None: agentalign.models.cpu_threads()
     bf16: Optional[bool] = None
@@ -137,7 +144,7 @@ def build_examples(rows: list[dict], tok, cfg: SFTConfig, split: str, method: st
         if not enc["assistant_tokens"]:
             fails.append(Failure(stage="sft", item_id=rid, reason="no_assistant_tokens", detail=f"{n} tokens, none of them the assistant's within max_length {cfg.max_length}")); continue
         ex.append({"input_ids": enc["input_ids"], "labels": enc["labels"]})
-        recs.append({"id": rid, "split": split, "label": r["label"], "kind": r["kind"], "tokens": n, "used_tokens": len(enc["input_ids"]),
+        recs.append({"id": rid, "split": split, "label": r["label"], "kind": r["kind"], "instance_id": r.get("instance_id") or "", "tokens": n, "used_tokens": len(enc["input_ids"]),
                      "assistant_tokens": enc["assistant_tokens"], "truncated": truncated})
     return ex, recs, fails
 
@@ -271,20 +278,23 @@ def plot_loss(log: list[dict], path: Path, title: str = "SFT loss") -> Path:
 
 # %% ../nbs/08a_sft.ipynb #3738df9b
 def assistant_logits_loss(model, inputs: dict, num_items_in_batch=None):
-    "Cross-entropy computing logits only where there is loss: the LM head (vocabulary 49k for SmolLM2) runs on the assistant's tokens, not on every token."
+    """Cross-entropy computing logits only where there is loss: the LM head (vocabulary 49k for SmolLM2) runs on the assistant's tokens, not on every token.
+    With `loss_weights` in the batch (`agentalign.decision.DecisionWeighting`) each token's cross-entropy is multiplied by its weight."""
     import torch, torch.nn.functional as F
     labels = inputs["labels"]
     tgt = labels[:, 1:]
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = tgt != -100                        # position t predicts token t+1
-    fwd = {k: v for k, v in inputs.items() if k != "labels"}
+    fwd = {k: v for k, v in inputs.items() if k not in ("labels", "loss_weights")}
     logits = model(**fwd, logits_to_keep=keep, use_cache=False).logits
     logits = logits.reshape(-1, logits.size(-1))      # (kept positions, vocabulary), in row-major order like tgt[tgt != -100]
     y = tgt[tgt != -100]
     n = num_items_in_batch if num_items_in_batch is not None else max(1, y.numel())
-    return F.cross_entropy(logits.float(), y, reduction="sum") / torch.as_tensor(n, device=logits.device)
+    ce = F.cross_entropy(logits.float(), y, reduction="none")
+    if inputs.get("loss_weights") is not None: ce = ce * inputs["loss_weights"][:, 1:][tgt != -100].to(ce)
+    return ce.sum() / torch.as_tensor(n, device=logits.device)
 
-# %% ../nbs/08a_sft.ipynb #d21e8bd7
+# %% ../nbs/08a_sft.ipynb #f4d2748b
 def _trainer_class(plain: bool):
     "TRL's SFTTrainer, or one whose loss computes logits only at the assistant's tokens (`assistant_logits_loss`)."
     from trl import SFTTrainer
@@ -294,10 +304,11 @@ def _trainer_class(plain: bool):
     class AssistantLossSFTTrainer(SFTTrainer):
         "SFTTrainer with `assistant_logits_loss` (see above)."
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            weights = inputs.pop("loss_weights", None)   # decision weights (training only; evaluation reports the plain loss)
             if return_outputs or "labels" not in inputs:
                 return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-            try: loss = assistant_logits_loss(model, inputs, num_items_in_batch)
-            except TypeError:                          # a model without `logits_to_keep`: full logits
+            try: loss = assistant_logits_loss(model, {**inputs, "loss_weights": weights}, num_items_in_batch)
+            except TypeError:                          # a model without `logits_to_keep`: full logits (and no decision weights)
                 return Trainer.compute_loss(self, model, inputs, num_items_in_batch=num_items_in_batch)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes   # as Trainer.compute_loss: DDP averages the gradients
@@ -313,6 +324,7 @@ class Examples:
     train_records: list[dict]
     records: list[dict]
     failures: list[Failure]
+    heldin: list[dict] = field(default_factory=list)   # dataset rows held out of training for checkpoint selection
 
 def load_tokenizer(base: Path):
     "The base model's tokenizer with a pad token and the training chat template (`agentalign.models.training_template`)."
@@ -325,16 +337,26 @@ def load_tokenizer(base: Path):
 def prepare_examples(run: RunDir, tok, cfg: SFTConfig) -> Examples:
     "The run's exported dataset as training and validation examples under the token budget, in training order."
     dd = load_dataset_dir(run)
-    ex_tr, rec_tr, fail_tr = build_examples(list(dd["train"]), tok, cfg, "train")
+    rows = list(dd["train"])
+    held = heldin_instances(rows, cfg.select_share, cfg.seed) if cfg.select_share else set()
+    heldin = [r for r in rows if r.get("instance_id") in held]
+    ex_tr, rec_tr, fail_tr = build_examples([r for r in rows if r.get("instance_id") not in held], tok, cfg, "train")
     val_rows = list(dd["validation"]) if "validation" in dd else []
     ex_va, rec_va, fail_va = build_examples(val_rows, tok, cfg, "validation") if cfg.eval else ([], [], [])
     if cfg.max_examples is not None: ex_tr, rec_tr = ex_tr[:cfg.max_examples], rec_tr[:cfg.max_examples]
-    if cfg.group_by_length: order = length_grouped_order([len(e["input_ids"]) for e in ex_tr], cfg.per_device_batch_size, cfg.seed, cfg.group_window)
+    if cfg.twin_batches: order = twin_batch_order(rec_tr, twin_batch_size(cfg), cfg.seed)
+    elif cfg.group_by_length: order = length_grouped_order([len(e["input_ids"]) for e in ex_tr], cfg.per_device_batch_size, cfg.seed, cfg.group_window)
     else: order = list(range(len(ex_tr))); rng(cfg.seed, "order").shuffle(order)
     if not ex_tr:
         reasons = Counter(f.reason for f in fail_tr)
         raise AgentAlignError(f"sft: no training example fits (max_length {cfg.max_length}; {dict(reasons)}); raise max_length or use over_length = 'truncate'")
-    return Examples([ex_tr[i] for i in order], ex_va, rec_tr, rec_tr + rec_va, fail_tr + fail_va)
+    rec_tr = [rec_tr[i] for i in order]
+    rec_hi = [{"id": f"heldin:{r['id']}", "split": "heldin", "label": r["label"], "kind": r["kind"], "instance_id": r["instance_id"]} for r in heldin]
+    return Examples([ex_tr[i] for i in order], ex_va, rec_tr, rec_tr + rec_va + rec_hi, fail_tr + fail_va, heldin)
+
+def twin_batch_size(cfg: SFTConfig) -> int:
+    "The batch twins share: a device batch when it holds two, else the optimizer step (devices x accumulation)."
+    return cfg.per_device_batch_size if cfg.per_device_batch_size >= 2 else cfg.per_device_batch_size * cfg.grad_accum
 
 # %% ../nbs/08a_sft.ipynb #c9fd1528
 def make_trainer(base: Path, cfg: SFTConfig, tok, ex: Examples, args_kw: dict, plain: bool, log: list):
@@ -349,11 +371,20 @@ def make_trainer(base: Path, cfg: SFTConfig, tok, ex: Examples, args_kw: dict, p
                                  target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
     trainer = _trainer_class(plain)(model=str(base), args=TRLConfig(**args_kw), train_dataset=Dataset.from_list(ex.train),
                                     eval_dataset=Dataset.from_list(ex.validation) if ex.validation else None, processing_class=tok, peft_config=peft_config)
-    counter = TokenCounter(trainer.data_collator)
+    inner = trainer.data_collator
+    if cfg.decision_weight != 1: inner = DecisionWeighting(inner, cfg.decision_tokens, cfg.decision_weight)
+    counter = TokenCounter(inner)
     trainer.data_collator = counter
     trainer.remove_callback(PrinterCallback)            # our bar and log.jsonl say it
     trainer.add_callback(_progress_callback(counter, cfg.progress, log))
+    if ex.heldin:
+        trainer.add_callback(selection_callback(heldin_scorer(tok, ex.heldin, cfg.render_kw), cfg.select_steps, selection_dir(args_kw),
+                                                log=lambda m: print(m, file=sys.stderr, flush=True) if cfg.progress else None))
     return trainer, counter
+
+def selection_dir(args_kw: dict) -> Path:
+    "Where checkpoint selection keeps its journal and the best weights: beside the trainer's checkpoints (resumed with them)."
+    return Path(args_kw["output_dir"]) / "selection"
 
 # %% ../nbs/08a_sft.ipynb #b9e5a044
 def fit(trainer, counter: TokenCounter, cfg: SFTConfig, log: list) -> dict:
@@ -365,17 +396,18 @@ def fit(trainer, counter: TokenCounter, cfg: SFTConfig, log: list) -> dict:
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=last)
     seconds = time.time() - t0
+    selected = load_best(trainer.model, Path(trainer.args.output_dir) / "selection") if cfg.select_share else None   # the best held-in step's weights
     real, padded = counter.real, counter.padded            # the evaluation below goes through the same collator
     eval_loss = None
     if trainer.eval_dataset is not None:
         eval_loss = trainer.evaluate().get("eval_loss")
         log.append({"step": trainer.state.global_step, "eval_loss": eval_loss, "seconds": round(time.time() - t0, 2)})
-    return {"train_loss": result.training_loss, "eval_loss": eval_loss, "seconds": seconds, "tokens": real, "padded": padded}
+    return {"train_loss": result.training_loss, "eval_loss": eval_loss, "seconds": seconds, "tokens": real, "padded": padded, "selected": selected}
 
 # %% ../nbs/08a_sft.ipynb #1d052b0c
 MODEL_MARKER = "agentalign_sft.json"
 
-def save_model(trainer, tok, cfg: SFTConfig, base: Path, out: Path) -> Path:
+def save_model(trainer, tok, cfg: SFTConfig, base: Path, out: Path, selected: dict | None = None) -> Path:
     "Save the trained model with its tokenizer as `out/model` (atomically, `MODEL_MARKER` inside); returns that folder."
     model_dir, tmp = out / "model", out / f".model.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -389,7 +421,8 @@ def save_model(trainer, tok, cfg: SFTConfig, base: Path, out: Path) -> Path:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tok.padding_side = "left"
         tok.save_pretrained(str(tmp))
-    info = {"base_model": cfg.base_model, "base_path": str(base), "steps": trainer.state.global_step, "lora": cfg.lora, "merged": cfg.lora and cfg.merge_lora,
+    info = {"base_model": cfg.base_model, "base_path": str(base), "steps": trainer.state.global_step, "selected_step": (selected or {}).get("step"),
+            "lora": cfg.lora, "merged": cfg.lora and cfg.merge_lora,
             "template_sha": stable_id(tok.chat_template), "seed": cfg.seed, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (tmp / MODEL_MARKER).write_text(json.dumps(info, indent=2))
     if model_dir.exists(): shutil.rmtree(model_dir)
@@ -399,6 +432,15 @@ def save_model(trainer, tok, cfg: SFTConfig, base: Path, out: Path) -> Path:
 def _model_complete(folder: Path) -> bool: return (folder / MODEL_MARKER).is_file() and (folder / "config.json").is_file()
 
 # %% ../nbs/08a_sft.ipynb #dfc5e5c6
+def selection_summary(ex: Examples, selected: dict | None, folder: Path, out: Path) -> dict:
+    "What checkpoint selection saw (the held-in decision metrics per scored step, copied to `out/selection.jsonl`) and which step won."
+    journal = read_jsonl(folder / "selection.jsonl", missing_ok=True, bad=[])
+    write_jsonl(out / "selection.jsonl", journal)
+    return {"heldin_instances": len({r["instance_id"] for r in ex.heldin}), "heldin_requests": len(ex.heldin),
+            "scored_steps": [r["step"] for r in journal], "best_step": (selected or {}).get("step"), "best_auroc": (selected or {}).get("auroc"),
+            "best_refusal_harmful": (selected or {}).get("refusal_harmful"), "best_refusal_benign": (selected or {}).get("refusal_benign"),
+            "last_step_auroc": journal[-1]["auroc"] if journal else None}
+
 def train_summary(cfg: SFTConfig, resolved: dict, ex: Examples, trainer, fitted: dict, log: list[dict]) -> dict:
     "The numbers `summary.json` reports of a training."
     steps, secs = trainer.state.global_step, fitted["seconds"]
@@ -409,7 +451,7 @@ def train_summary(cfg: SFTConfig, resolved: dict, ex: Examples, trainer, fitted:
             "train_examples": len(ex.train), "train_labels": dict(Counter(r["label"] for r in ex.train_records)), "validation_examples": len(ex.validation),
             "steps": steps, "epochs": round(trainer.state.epoch or 0, 3), "batch_size": cfg.per_device_batch_size * cfg.grad_accum * resolved["world_size"],
             "max_length": cfg.max_length, "dropped_over_budget": sum(f.reason == "over_token_budget" for f in ex.failures),
-            "truncated": sum(r["truncated"] for r in ex.records),
+            "truncated": sum(r.get("truncated", False) for r in ex.records), "heldin_examples": len(ex.heldin),
             "tokens_per_example_median": int(statistics.median(toks)), "tokens_per_example_max": toks[-1],
             "train_tokens": real, "padded_tokens": padded, "padding_share": round(1 - real / padded, 3) if padded else None,
             "train_seconds": round(secs, 1), "seconds_per_step": round(secs / steps, 2) if steps else None,
@@ -441,15 +483,17 @@ def _train(run: RunDir, cfg: SFTConfig, base: Path, st) -> dict:
     transformers.set_seed(cfg.seed)
     tok = load_tokenizer(base)
     ex = prepare_examples(run, tok, cfg)
-    plain = cfg.loss_impl == "plain" or (cfg.loss_impl == "auto" and resolved["device"] == "cpu")
+    if cfg.decision_weight != 1 and cfg.loss_impl == "fused": raise AgentAlignError("decision_weight needs loss_impl 'plain' or 'auto' (TRL's fused loss takes no token weights)")
+    plain = cfg.loss_impl == "plain" or (cfg.loss_impl == "auto" and (resolved["device"] == "cpu" or cfg.decision_weight != 1))
     resolved["loss_impl"] = "plain" if plain else "fused"
     log: list[dict] = []
     trainer, counter = make_trainer(base, cfg, tok, ex, args_kw, plain, log)
     fitted = fit(trainer, counter, cfg, log)
     if st is None: return {"rank": world()[0]}
-    model_dir = save_model(trainer, tok, cfg, base, out)
+    model_dir = save_model(trainer, tok, cfg, base, out, fitted["selected"])
     write_jsonl(out / "log.jsonl", log)
     summary = train_summary(cfg, resolved, ex, trainer, fitted, log) | {"model": str(model_dir.relative_to(run.path)), "seconds": round(time.time() - t0, 1)}
+    if cfg.select_share: summary["selection"] = selection_summary(ex, fitted["selected"], selection_dir(args_kw), out)
     write_json(out / "train_config.json", {"stage": cfg.model_dump(mode="json"), "resolved": resolved,
                                            "trl": {k: v for k, v in trainer.args.to_dict().items() if not k.startswith("_") and "token" not in k.lower()},
                                            "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": __import__("trl").__version__}})

@@ -52,8 +52,8 @@ def test_missing_stage_notebook_is_one_line(tmp_path):
 # (Killing and resuming every stage is tested on a fast scripted pipeline in test_run_state.py.)
 import hashlib, json, os, time
 
-TINY_STAGES = ["taxonomy", "instructions", "quality", "responses", "dataset", "sft", "agentharm_base", "agentharm_sft"]
-STAGE_FOLDERS = {"agentharm_base": "agentharm/base", "agentharm_sft": "agentharm/sft"}
+TINY_STAGES = ["taxonomy", "instructions", "quality", "responses", "dataset", "sft", "intent_base", "intent_sft", "agentharm_base", "agentharm_sft"]
+STAGE_FOLDERS = {"intent_base": "intent/base", "intent_sft": "intent/sft", "agentharm_base": "agentharm/base", "agentharm_sft": "agentharm/sft"}
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 def jsonl(p: Path) -> list[dict]:
@@ -122,6 +122,10 @@ def test_tiny_every_stage_hands_over_its_records(tiny_run):
     ds = load_from_disk(str(out / "dataset" / "hf"))
     assert sum(len(v) for v in ds.values()) == len([r for r in resp if r.get("validation", {}).get("ok", True)])
     assert (out / "sft" / "model" / "config.json").is_file()
+    for label in ("base", "sft"):                 # the decision before and after: 2 + 2 requests of each set ([intent] limit = 2)
+        m = json.loads((out / "intent" / label / "metrics.json").read_text())
+        assert {s: v["n"] for s, v in m["sets"].items()} == {"ours": 4, "agentharm": 4}, m["sets"]
+        assert m["model_path"].endswith("sft/model") == (label == "sft"), m["model_path"]
     for label in ("base", "sft"):
         m = json.loads((out / "agentharm" / label / "metrics.json").read_text())
         assert m["harmful"]["n"] == 1 and m["benign"]["n"] == 1, m

@@ -12,12 +12,15 @@ ROOT = Path(__file__).resolve().parents[1]
 # stage of `agentalign run` -> the stage command and the options that make it the same stage
 COMMANDS = {"taxonomy": ["taxonomy"], "chains": ["chains"], "instructions": ["instructions"], "quality": ["filter"],
             "responses": ["respond"], "dataset": ["export"], "sft": ["sft"],
+            "intent_base": ["intent", "--label", "base"], "intent_sft": ["intent", "--label", "sft", "--model", "sft/model"],
+            "pairs": ["pairs"], "dpo": ["dpo"], "intent_dpo": ["intent", "--label", "dpo", "--model", "dpo/model"],
+            "agentharm_dpo": ["agentharm", "--label", "dpo", "--model", "dpo/model"],
             "agentharm_base": ["agentharm", "--label", "base"], "agentharm_sft": ["agentharm", "--label", "sft", "--model", "sft/model"]}
 
 ENDPOINT = 'backend = "openai"\nmodel = "served-model"\nbase_url = "http://127.0.0.1:9/v1"\n'
 CONFIGS = {
     "default_role_only": "[roles.default]\n" + ENDPOINT,
-    "role_vs_stage_table": ("[pipeline]\nstages = [\"taxonomy\", \"chains\", \"instructions\", \"quality\", \"responses\", \"dataset\", \"sft\", \"agentharm_base\", \"agentharm_sft\"]\n"
+    "role_vs_stage_table": ("[pipeline]\nstages = [\"taxonomy\", \"chains\", \"instructions\", \"quality\", \"responses\", \"dataset\", \"sft\", \"intent_base\", \"intent_sft\", \"pairs\", \"dpo\", \"intent_dpo\", \"agentharm_base\", \"agentharm_sft\", \"agentharm_dpo\"]\n"
                             "seed = 11\nbase_model = \"embedded\"\n"
                             "[roles.default]\n" + ENDPOINT + "concurrency = 3\n"
                             "[roles.judge]\nmodel = \"judge-from-role\"\n"

@@ -17,17 +17,17 @@ from pydantic import Field
 from ..core import (AGENTHARM_ENV, AgentAlignError, RunDir, agentharm_dir, app, cache_dir, check_accounting, cli_errors, file_fingerprint, read_json, stable_id, validate_config, write_json)
 from ..settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from ..llm.base import LLMConfig
-from ..models import cpu_threads
+from ..models import MODEL_FILES, TRAINER_FILES, WEIGHT_SUFFIXES, cpu_threads, label_slug, model_files   # moved down: intent uses them too
 from .tasks import BEHAVIOR_FILES, TASKS, inspect_bench, prepare_inspect_cache, selection_ids
 from .judge import judge_spec
 from .provider import BATCH_STATS, DEFAULT_TOKEN_BUDGET, llm_model_spec, model_spec, register_providers
 from .report import METRIC_KEYS, collect_results, plot_categories, sample_rows, table1, task_logs, write_results
 
 # %% auto #0
-__all__ = ['TECHNIQUES', 'LOCAL_MAX_TOKENS', 'MODEL_FILES', 'WEIGHT_SUFFIXES', 'TRAINER_FILES', 'CACHED_FILES', 'AgentHarmConfig',
-           'model_files', 'model_fingerprint', 'label_slug', 'default_label', 'resolve_model', 'resolve_judge',
-           'scoring_identity', 'cache_entry', 'cache_store', 'cache_lookup', 'Scoring', 'plan_scoring', 'progress_line',
-           'worker_main', 'worker_info', 'obtain_logs', 'finish_scoring', 'run_agentharm', 'agentharm_cmd']
+__all__ = ['TECHNIQUES', 'LOCAL_MAX_TOKENS', 'CACHED_FILES', 'AgentHarmConfig', 'model_fingerprint', 'default_label',
+           'resolve_model', 'resolve_judge', 'scoring_identity', 'cache_entry', 'cache_store', 'cache_lookup',
+           'Scoring', 'plan_scoring', 'progress_line', 'worker_main', 'worker_info', 'obtain_logs', 'finish_scoring',
+           'run_agentharm', 'agentharm_cmd']
 
 # %% ../../nbs/10d_agentharm.ipynb #59167e3a
 TECHNIQUES = ("standard", "cot", "react", "refusal")
@@ -62,17 +62,6 @@ class AgentHarmConfig(StageConfig):
     cache: bool = True                    # reuse / store the result under cache_dir()/agentharm/<key>
 
 # %% ../../nbs/10d_agentharm.ipynb #00c81f63
-MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-               "added_tokens.json", "chat_template.jinja", "chat_template.json", "vocab.json", "merges.txt", "tokenizer.model")
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
-TRAINER_FILES = ("training_args.bin", "optimizer.pt", "scheduler.pt", "trainer_state.json")
-
-def model_files(folder: str | Path) -> list[Path]:
-    "The files of a model folder that determine its outputs: weights, configs, tokenizer and chat template."
-    folder = Path(folder)
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name not in TRAINER_FILES and not p.name.startswith("rng_state")
-                  and (p.name in MODEL_FILES or p.suffix in WEIGHT_SUFFIXES or p.name.endswith(".safetensors.index.json")))
-
 def model_fingerprint(folder: str | Path, memo: str | Path | None = None) -> str:
     "SHA-256 (16 hex) of a model folder's weights, configs, tokenizer and chat template (file hashes memoised)."
     memo = Path(memo) if memo else cache_dir() / "agentharm" / "fingerprints.json"
@@ -88,10 +77,6 @@ def model_fingerprint(folder: str | Path, memo: str | Path | None = None) -> str
         try: write_json(memo, known)
         except OSError: pass
     return stable_id(parts, n=16)
-
-def label_slug(label: str) -> str:
-    "The folder name of a label (`embedded + cot prompt` -> `embedded-cot-prompt`)."
-    return re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower() or "run"
 
 def default_label(spec: dict, technique: str) -> str:
     "A label from the model (folder name; its parent for `.../sft/model`) and the prompting technique."
