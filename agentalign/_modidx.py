@@ -916,6 +916,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                             'agentalign/llm/openai.py'),
                                        'agentalign.llm.openai.OpenAIBackend._probe_tools': ( 'openai.html#openaibackend._probe_tools',
                                                                                              'agentalign/llm/openai.py'),
+                                       'agentalign.llm.openai.OpenAIBackend._send_probe': ( 'openai.html#openaibackend._send_probe',
+                                                                                            'agentalign/llm/openai.py'),
                                        'agentalign.llm.openai.OpenAIBackend.aclose': ( 'openai.html#openaibackend.aclose',
                                                                                        'agentalign/llm/openai.py'),
                                        'agentalign.llm.openai.OpenAIBackend.body': ( 'openai.html#openaibackend.body',

@@ -193,9 +193,10 @@ def _kernel_env(run: RunDir, stage: str):
         shutil.rmtree(tmp, ignore_errors=True)
 
 @contextlib.contextmanager
-def _private_params(cfg: BaseModel):
-    "A stage's settings in a private file outside the run folder (0600, removed afterwards): the executed notebook names only the file."
-    fd, path = tempfile.mkstemp(prefix="agentalign-stage-", suffix=".json")
+def _private_params(cfg: BaseModel, folder: Path):
+    "A stage's settings in a private file in `folder` (0600, removed afterwards): the executed notebook names only the file."
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, path = tempfile.mkstemp(dir=folder, prefix="agentalign-stage-", suffix=".json")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f: f.write(cfg.model_dump_json())
         yield "@" + path
@@ -257,7 +258,7 @@ def _run_stage(run: RunDir, s: StageSpec, cfg: BaseModel, index: int, swap: bool
     outnb = run.path / "notebooks" / f"{index:02d}_{s.name}.ipynb"
     log = run.path / "logs" / f"{s.name}.log"
     t0 = time.time()
-    with _private_params(cfg) as param:
+    with _private_params(cfg, run.path / ".tmp") as param:
         execute_notebook(stage_notebook(s), outnb, {"run_dir": str(run.path), "stage_config": param, "overwrite": swap, "run_slow": False},
                          run, log, s.name, timeout)
     st, why = run.status(s.dir, cfg)
@@ -278,6 +279,7 @@ def run_pipeline(out: str | Path, preset: str | None = "small", config: str | Pa
     lock = run.lock("run")
     try: lock.acquire(timeout=0)
     except Timeout: raise AgentAlignError(f"{run.path} is in use by another `agentalign run` (lock {lock.lock_file}); wait for it to finish or use another --out")
+    shutil.rmtree(run.path / ".tmp", ignore_errors=True)                # what a killed run left: temp folders, settings files
     try:
         for s in specs: s.load()                                         # a stage's settings class registers its table
         settings = Settings(preset, config)

@@ -6,6 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export MPLBACKEND=Agg
+# the notebooks' demo cells and pytest write into temporary folders: keep them in one private folder, removed when
+# the tests pass (kept for inspection when they fail)
+TESTS_TMP=$(mktemp -d -t agentalign-tests-XXXXXX)
+trap 'rc=$?; if [ $rc -eq 0 ]; then rm -rf "$TESTS_TMP"; else echo "temporary files of the failed tests: $TESTS_TMP"; fi' EXIT
+export TMPDIR=$TESTS_TMP
 # nbdev-test runs two notebooks at once on this 2-core machine: one BLAS/OpenMP thread each avoids the
 # oversubscription that makes local generation several times slower.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}

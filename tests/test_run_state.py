@@ -167,6 +167,9 @@ def test_killed_in_every_stage_then_resumed_gives_the_same_records(fast, tmp_pat
     assert snapshot(out) == fast["snap"]
     now = cache_rows(out)                                                  # no answered LLM request was asked again
     assert kept and not [k for k, t in kept.items() if now.get(k) != t]
+    # what the SIGKILLed runs left (their private settings files, with the URL password) is gone after the resume
+    assert not list(out.glob(".tmp/agentalign-stage-*"))
+    assert [str(p) for p in out.rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()] == []
     r = run(out, "--config", fast["cfg"])                                  # finished: nothing is replayed
     stages = json.loads((out / "pipeline.json").read_text())["stages"]
     assert r.returncode == 0 and not any(v["ran"] for v in stages.values()), stages

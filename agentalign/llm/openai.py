@@ -211,13 +211,20 @@ async def server_caps(self: OpenAIBackend) -> dict | None:
 
 # %% ../../nbs/02c_openai.ipynb #b4a35c56
 @patch
-async def _probe_tools(self: OpenAIBackend, caps: dict | None) -> str:
-    "`ok`, `ignored`, `not_called` or `rejected (why)`: what the endpoint did with a required tool call."
-    req = probe_request("tools")
-    try: comp = await self._create(req, [0])
+async def _send_probe(self: OpenAIBackend, what: str):
+    "Send `probe_request(what)`: `(request, completion)`, or the string `rejected (why)` when the server refuses its form."
+    req = probe_request(what)
+    try: return req, await self._create(req, [0])
     except LLMError as e:
         if _rejected(e): return f"rejected ({e.detail})"
         raise
+
+@patch
+async def _probe_tools(self: OpenAIBackend, caps: dict | None) -> str:
+    "`ok`, `ignored`, `not_called` or `rejected (why)`: what the endpoint did with a required tool call."
+    sent = await self._send_probe("tools")
+    if isinstance(sent, str): return sent
+    req, comp = sent
     try: self.parse(req, comp, 1); return "ok"
     except LLMError: pass
     if caps is not None and caps.get("supports_tools") is False: return "ignored"
@@ -227,11 +234,9 @@ async def _probe_tools(self: OpenAIBackend, caps: dict | None) -> str:
 @patch
 async def _probe_json(self: OpenAIBackend) -> str:
     "`ok`, `not followed (reason)` or `rejected (why)`: what the endpoint did with a JSON schema."
-    req = probe_request("json")
-    try: comp = await self._create(req, [0])
-    except LLMError as e:
-        if _rejected(e): return f"rejected ({e.detail})"
-        raise
+    sent = await self._send_probe("json")
+    if isinstance(sent, str): return sent
+    req, comp = sent
     try: self.parse(req, comp, 1); return "ok"
     except LLMError as e: return f"not followed ({e.reason})"
 
