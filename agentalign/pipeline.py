@@ -177,11 +177,14 @@ def _kernel_env(run: RunDir, stage: str):
     name, jpath = kernel_spec(run)
     tmp = run.path / ".tmp" / stage.replace("/", "__")
     shutil.rmtree(tmp, ignore_errors=True); (tmp / "runtime").mkdir(parents=True)
-    keys = ("JUPYTER_PATH", "AGENTALIGN_TORCH_THREADS", "TMPDIR", "JUPYTER_RUNTIME_DIR")
+    keys = ("JUPYTER_PATH", "AGENTALIGN_TORCH_THREADS", "TMPDIR", "JUPYTER_RUNTIME_DIR", "OMP_WAIT_POLICY")
     saved = {k: os.environ.get(k) for k in keys}
     os.environ["JUPYTER_PATH"] = jpath + (os.pathsep + saved["JUPYTER_PATH"] if saved["JUPYTER_PATH"] else "")
     # the stage kernel is the only process at work: local models may use every core (unless the user says otherwise)
     os.environ.setdefault("AGENTALIGN_TORCH_THREADS", str(os.cpu_count() or 1))
+    # torch's OpenMP threads sleep at a barrier instead of spinning (unless the user says otherwise): the same arithmetic;
+    # measured with the embedded model on 2 cores: 8 % slower alone, 2.2 times faster beside two busy processes
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ["TMPDIR"], os.environ["JUPYTER_RUNTIME_DIR"] = str(tmp), str(tmp / "runtime")   # demo cells' temp folders, kernel files
     tempfile.tempdir = None
     try: yield name
