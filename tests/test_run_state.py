@@ -21,6 +21,11 @@ VOLATILE = {"time", "seconds", "llm_seconds", "created", "finished", "opened", "
 PASSWORD = "s3cret-pass-9f2"
 
 
+def files_with_password(folder: Path) -> list[str]:
+    "Every file under `folder` that contains the URL password."
+    return [str(p) for p in folder.rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()]
+
+
 def fast_script(req):
     "Deterministic answers for every request the fast pipeline sends."
     props = (req.response_schema or {}).get("properties", {})
@@ -169,7 +174,7 @@ def test_killed_in_every_stage_then_resumed_gives_the_same_records(fast, tmp_pat
     assert kept and not [k for k, t in kept.items() if now.get(k) != t]
     # what the SIGKILLed runs left (their private settings files, with the URL password) is gone after the resume
     assert not list(out.glob(".tmp/agentalign-stage-*"))
-    assert [str(p) for p in out.rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()] == []
+    assert files_with_password(out) == []
     r = run(out, "--config", fast["cfg"])                                  # finished: nothing is replayed
     stages = json.loads((out / "pipeline.json").read_text())["stages"]
     assert r.returncode == 0 and not any(v["ran"] for v in stages.values()), stages
@@ -219,8 +224,7 @@ def test_corrupted_outputs_are_rebuilt_to_the_same_records(fast, finished):
 
 def test_no_secret_and_no_leftovers(fast):
     "The base URL's password is nowhere in the run folder (executed notebooks included); no temporary folder or kernel file is left behind."
-    hits = [str(p) for p in fast["ref"].rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()]
-    assert hits == [], hits
+    assert files_with_password(fast["ref"]) == []
     assert not (fast["ref"] / ".tmp").exists() or not any((fast["ref"] / ".tmp").iterdir())
     assert not (fast["ref"] / ".staging").exists() or not any((fast["ref"] / ".staging").iterdir())
 
