@@ -104,6 +104,10 @@ def transfer_section(report: dict | None) -> list[str]:
     if report.get("agentharm_skipped"): out.append(f"AgentHarm AUROC not measured ({report['agentharm_skipped']}).")
     p = (report.get("purpose") or {}).get("harmful") or {}
     if p.get("no_purpose_share") is not None: out.append(f"{p['no_purpose_share']:.0%} of the {p['known']} drafted harmful requests state no purpose.")
+    tw = report.get("twins") or {}
+    if tw.get("contrast") or tw.get("everyday"):
+        out.append(f"{tw['contrast']} of the {tw['contrast'] + tw['everyday']} benign requests made from a scenario are contrast twins "
+                   "(the subject of a harmful request of the same harm subcategory, a legitimate act); the others are everyday scenarios.")
     return out
 
 def provenance_section(rows: list[dict], mixes: list[dict]) -> list[str]:

@@ -158,9 +158,9 @@ DESCRIBE_SHARE = 0.75                                                  # share o
 RECIPIENT_ARGS = ("to", "chat_id", "user_id", "recipient", "destination")
 
 def step_text(st: PlanStep, part: dict, r, tax, ph: RequestPhrases | None = None, target: str | None = None,
-              about: dict[str, str] | None = None) -> str:
-    "One step as words (see above); `target` is named after its recipient, when it has one; `about` says what a value is."
-    ph = ph or request_phrases()
+              about: dict[str, str] | None = None, k=None) -> str:
+    "One step as words (see above); `target` is named after its recipient, when it has one; `about` says what a value is (drawn with `k`, default `r`)."
+    ph, k = ph or request_phrases(), k or r
     props = tax.tools[st.tool].parameters.get("properties", {})
     tpl = r.choice(ph.tools[st.tool])
     req = set(tax.tools[st.tool].parameters.get("required", []))
@@ -168,7 +168,7 @@ def step_text(st: PlanStep, part: dict, r, tax, ph: RequestPhrases | None = None
     about, vals = about or {}, {}
     def value(a):
         v = write_value(st.arguments.get(a), props.get(a))
-        return r.choice(ph.describers).format(v=v, about=about[a]) if a in about and r.random() < DESCRIBE_SHARE else v
+        return k.choice(ph.describers).format(v=v, about=about[a]) if a in about and k.random() < DESCRIBE_SHARE else v
     for a in req:
         vals[a] = reference(slots[a], r, ph) if a in part["derived"] else value(a)
         if target and a in RECIPIENT_ARGS and a not in part["derived"]: vals[a] += f" ({target})"; target = None
@@ -210,23 +210,25 @@ def described(plan: list[PlanStep], scenario: dict, filled: list[str]) -> dict[s
     return out
 
 def compose_request(plan: list[PlanStep], kind: str, scenario: dict, r, tax, ph: RequestPhrases | None = None,
-                    filled: list[str] = ()) -> tuple[str, str]:
-    "(request text, purpose clause) for `plan`, in people's words (see above); `filled`: the arguments `scenario` filled."
-    ph = ph or request_phrases()
-    say = scenario.get("say") if r.random() < PURPOSE_SHARE[kind] else None
-    target = scenario.get("target") if r.random() < TARGET_SHARE else None
+                    filled: list[str] = (), k=None) -> tuple[str, str]:
+    """(request text, purpose clause) for `plan`, in people's words (see above); `filled`: the arguments `scenario` filled.
+    `r` draws the wording (shared by twins), `k` (default `r`) what depends on the scenario: descriptions, purpose frame."""
+    ph, k = ph or request_phrases(), k or r
+    u_say, u_target = r.random(), r.random()
+    opener, closer = r.choice(ph.openers), r.choice(ph.closers)
+    say = scenario.get("say") if u_say < PURPOSE_SHARE[kind] else None
+    target = scenario.get("target") if u_target < TARGET_SHARE else None
     about, steps = described(plan, scenario, list(filled)), []
     for st, part in zip(plan, plan_parts(plan)):
-        steps.append(step_text(st, part, r, tax, ph, target, about.get(st.step)))
+        steps.append(step_text(st, part, r, tax, ph, target, about.get(st.step), k))
         target = target if target and target not in steps[-1] else None
     body = _chain_steps(steps, r, ph)
     intent = ""
     if say:
-        intent = r.choice(ph.purpose_frames).format(say=say.rstrip(". "))
+        intent = k.choice(ph.purpose_frames).format(say=say.rstrip(". "))
         if intent.rstrip().endswith((" so", ",", ":", "-")): body = f"{intent} {body[:1].lower() + body[1:]}"   # a frame that leads in
-        elif r.random() < 0.5: body = f"{_sentence(intent)} {body}"
+        elif k.random() < 0.5: body = f"{_sentence(intent)} {body}"
         else: body = f"{body} {_sentence(intent)}"
-    opener, closer = r.choice(ph.openers), r.choice(ph.closers)
     if opener and not opener.endswith((".", "!", "?", ":", ",")): body = body[:1].lower() + body[1:]   # "hey can you ..."
     text = " ".join(x for x in (opener, body, closer) if x)
     return text[:1].upper() + text[1:], intent
@@ -238,7 +240,8 @@ def draft_for(inst: InstantiatedChain, kind: str, index: int, seed: int, tax=Non
         from agentalign.taxonomy import load_taxonomy
         tax = load_taxonomy()
     plan, sc, filled = kind_plan(inst, kind, index, seed, tax)
-    text, intent = compose_request(plan, kind, sc, rng(seed, "draft", inst.id, kind, index), tax, filled=filled)
+    text, intent = compose_request(plan, kind, sc, rng(seed, "draft", inst.id, index), tax, filled=filled,
+                                   k=rng(seed, "draft", inst.id, kind, index))
     return Draft(text, intent, plan, scenario_id(sc))
 
 # %% ../nbs/05a_drafts.ipynb #46290003

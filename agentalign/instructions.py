@@ -6,6 +6,7 @@ state the planned argument values: written freely by an LLM, or drafted from the
 # %% ../nbs/05_instructions.ipynb #2145bd48
 from __future__ import annotations
 import json, re, time
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar, Any, Literal, Optional
@@ -18,7 +19,7 @@ from .decontamination import Decontaminator, load_decontaminator
 from .llm.base import LLMConfig
 from .drafts import (KINDS, MIN_CHARS, ECHO_RE, clean_text, norm_text, plan_parts, plan_coverage, show_value,
                                draft_for, rewrite_request, accept_rewrite)
-from .pools import kind_plan, scenario_id
+from .pools import kind_plan, scenario_id, scenario_pools
 from .content import read_yaml, text_list
 
 # %% auto #0
@@ -163,7 +164,7 @@ def instruction_request(inst: InstantiatedChain, kind: str, n: int, seed: int, t
     "The `ChatRequest` for instructions `start .. start+n-1` (at most `max_tokens` tokens each) of one kind for one instance, and their styles."
     from agentalign.llm.base import ChatRequest
     if kind not in KINDS: raise AgentAlignError(f"unknown instruction kind {kind!r} (expected one of {', '.join(KINDS)})")
-    styles = [sample_style(seed, inst.id, kind, i) for i in range(start, start + n)]
+    styles = [sample_style(seed, inst.id, i) for i in range(start, start + n)]
     brief = KIND_BRIEF[kind].format(category=inst.category, subcategory=inst.subcategory, explanation=inst.explanation or "(none given)")
     user = INSTR_USER.format(tools=tools_block(inst, tax), brief=brief, n=n, hint=scenario_hint(scenario),
                              styles="\n".join(f"{i + 1}. as {s['persona']}, {s['tone']}, written as {s['form']}" for i, s in enumerate(styles)))
@@ -347,7 +348,7 @@ def rewrite_requests(inst: InstantiatedChain, kind: str, n: int, cfg: Instructio
     "Rewrite mode: one request per slot, with its kind plan, draft and intent, and the failures of drafts overlapping AgentHarm."
     reqs, meta, fails = [], {}, []
     for i in range(n):
-        sid, style = slot_id(inst.id, kind, i), sample_style(cfg.seed, inst.id, kind, i)
+        sid, style = slot_id(inst.id, kind, i), sample_style(cfg.seed, inst.id, i)
         d = draft_for(inst, kind, i, cfg.seed, tax)
         draft, intent, ki = d.text, d.intent, inst.model_copy(update={"argument_plan": d.plan})
         req = rewrite_request(sid, draft, style, cfg.seed + i, cfg.rewrite_temperature, cfg.max_tokens)
@@ -477,14 +478,15 @@ def count_reasons_dict(per_kind: dict[str, dict[str, int]]) -> dict[str, int]:
 
 def _summary(recs, fails, instances, chains, counts, mode, reqs, results, extra, fallbacks, note) -> dict:
     slot_fails = [f for f in fails if f.reason != "invalid_plan"]
-    per_kind = {}
+    per_kind, pool_of = {}, scenario_pools()
     for k in KINDS:
         want, got = counts[k] * len(instances), [r for r in recs if r.kind == k]
         per_kind[k] = {"requested": want, "produced": len(got), "failed": sum(_kind_of(f.item_id) == k for f in slot_fails),
                        "yield": round(len(got) / want, 4) if want else None,
                        "sources": {s: sum(r.source == s for r in got) for s in SOURCES if any(r.source == s for r in got)},
                        "rewrite_fallbacks": dict(sorted(fallbacks.get(k, {}).items())),
-                       "mean_plan_coverage": _mean([r.plan_coverage for r in got])}
+                       "mean_plan_coverage": _mean([r.plan_coverage for r in got]),
+                       "pools": dict(Counter(pool_of.get(r.scenario, "none") for r in got))}   # contrast twins vs everyday
     by_source = {s: sum(r.source == s for r in recs) for s in SOURCES}
     return {"mode": mode, "chains": len(chains), "instances": len(instances), "invalid_plans": len(chains) - len(instances),
             "requests": len(reqs), "requests_failed": sum(not r.ok for r in results),

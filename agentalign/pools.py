@@ -14,9 +14,9 @@ from .content import check_keys, load_once, read_yaml, text_map
 from .chains import InstantiatedChain, PlanStep, arg_slot, attachment_of, fit_value, plan_problems
 
 # %% auto #0
-__all__ = ['TEXT_SLOTS', 'SLOTS', 'WORDS', 'DESCRIBED', 'DOMAINS', 'VALUES_DIR', 'KINDS', 'check_value', 'check_scenario',
-           'check_about', 'Pools', 'read_pools', 'pools', 'slot_of', 'open_slots', 'candidates', 'choose_scenario',
-           'apply_scenario', 'scenario_id', 'kind_plan']
+__all__ = ['TEXT_SLOTS', 'SLOTS', 'WORDS', 'DESCRIBED', 'DOMAINS', 'VALUES_DIR', 'KINDS', 'CONTRAST_SHARE', 'check_value',
+           'check_scenario', 'check_about', 'Pools', 'read_pools', 'pools', 'slot_of', 'open_slots', 'candidates',
+           'is_contrast', 'choose_scenario', 'apply_scenario', 'scenario_id', 'scenario_pools', 'kind_plan']
 
 # %% ../nbs/04b_pools.ipynb #5224591f
 TEXT_SLOTS = ("web_query", "social_query", "product_query", "food_query", "email_subject", "email_body", "text_message", "post",
@@ -70,6 +70,7 @@ class Pools(NamedTuple):
     benign: list[dict]
     borderline: dict[str, list[dict]]            # category -> scenarios
     slots: dict[str, dict[str, str]]             # capability -> argument -> slot
+    contrast: dict[str, dict[str, list[dict]]]   # category -> subcategory -> benign contrast twins
 
 def _scenarios(v: Any, where: str, benign: bool = False) -> list[dict]:
     if not isinstance(v, list) or not v: raise AgentAlignError(f"{where}: expected a non-empty list of scenarios, got {v!r}"[:300])
@@ -91,24 +92,29 @@ def _slot_map(path: Path, tax) -> dict[str, dict[str, str]]:
     return {c: args(v, f"{path}: {c}") for c, v in m.items()}
 
 # %% ../nbs/04b_pools.ipynb #060eb746
-def read_pools(folder: Path) -> Pools:
-    "The pools of `folder` (harmful/, benign.yaml, borderline.yaml, slots.yaml), checked."
-    from agentalign.taxonomy import load_taxonomy
-    tax = load_taxonomy()
-    harmful = {}
+def _by_subcategory(folder: Path, tax) -> dict[str, dict[str, list[dict]]]:
+    "category -> subcategory -> scenarios of the per-category files of `folder` (harmful/ or contrast/)."
+    out = {}
     for cat, subs in tax.categories.items():
-        p = folder / "harmful" / f"{cat}.yaml"
+        p = folder / f"{cat}.yaml"
         d = read_yaml(p, "value pool")
         if not isinstance(d, dict): raise AgentAlignError(f"{p}: expected a map of subcategories")
         check_keys(str(p), d, subs, "subcategory")
-        harmful[cat] = {s: _scenarios(d[s], f"{p}: {s}") for s in subs}
+        out[cat] = {s: _scenarios(d[s], f"{p}: {s}") for s in subs}
+    return out
+
+def read_pools(folder: Path) -> Pools:
+    "The pools of `folder` (harmful/, contrast/, benign.yaml, borderline.yaml, slots.yaml), checked."
+    from agentalign.taxonomy import load_taxonomy
+    tax = load_taxonomy()
+    harmful, contrast = _by_subcategory(folder / "harmful", tax), _by_subcategory(folder / "contrast", tax)
     p = folder / "benign.yaml"; d = read_yaml(p, "value pool")
     benign = _scenarios(d.get("scenarios") if isinstance(d, dict) else None, f"{p}: scenarios", benign=True)
     p = folder / "borderline.yaml"; d = read_yaml(p, "value pool")
     if not isinstance(d, dict): raise AgentAlignError(f"{p}: expected a map of harm categories")
     check_keys(str(p), d, tax.categories, "harm category")
     borderline = {c: _scenarios(d[c], f"{p}: {c}") for c in tax.categories}
-    return Pools(harmful, benign, borderline, _slot_map(folder / "slots.yaml", tax))
+    return Pools(harmful, benign, borderline, _slot_map(folder / "slots.yaml", tax), contrast)
 
 _POOLS: dict = {}
 
@@ -136,23 +142,42 @@ def open_slots(plan: list[PlanStep], p: Pools | None = None) -> list[tuple[int, 
 
 # %% ../nbs/04b_pools.ipynb #6ddb0719
 KINDS = ("harmful", "benign", "borderline")
+CONTRAST_SHARE = 0.5                             # share of benign requests that are contrast twins (measured: see below)
 
-def candidates(inst: InstantiatedChain, kind: str, p: Pools | None = None) -> list[dict]:
-    "The scenarios a request of `kind` on `inst` may take."
+def _of_subcategory(pool: dict, inst: InstantiatedChain) -> list[dict]:
+    return pool.get(inst.category, {}).get(inst.subcategory) or [s for ss in pool.get(inst.category, {}).values() for s in ss]
+
+def candidates(inst: InstantiatedChain, kind: str, p: Pools | None = None, contrast: bool = False) -> list[dict]:
+    "The scenarios a request of `kind` on `inst` may take (`contrast`: the subcategory's contrast twins, for a benign one)."
     p = p or pools()
-    if kind == "harmful": return p.harmful.get(inst.category, {}).get(inst.subcategory) or [s for ss in p.harmful.get(inst.category, {}).values() for s in ss]
-    if kind == "benign": return p.benign
+    if kind == "harmful": return _of_subcategory(p.harmful, inst)
+    if kind == "benign": return (_of_subcategory(p.contrast, inst) if contrast else None) or p.benign
     if kind == "borderline": return p.borderline.get(inst.category) or p.benign
     raise AgentAlignError(f"unknown instruction kind {kind!r} (expected one of {', '.join(KINDS)})")
 
+def is_contrast(inst: InstantiatedChain, index: int, seed: int, share: float | None = None) -> bool:
+    "Whether benign request `index` on `inst` is a contrast twin (a seeded draw; `share` defaults to `CONTRAST_SHARE`)."
+    return rng(seed, "contrast", inst.id, index).random() < (CONTRAST_SHARE if share is None else share)
+
+def _top(cands: list[dict], need: set[str]) -> list[dict]:
+    best = max(len(need & set(c)) for c in cands)
+    return [c for c in cands if len(need & set(c)) == best]
+
+def _draw(top: list[dict], inst: InstantiatedChain, key: str, index: int, seed: int) -> dict:
+    order = list(range(len(top))); rng(seed, "scenario", inst.id, key).shuffle(order)
+    return top[order[index % len(top)]]
+
 def choose_scenario(inst: InstantiatedChain, kind: str, index: int, seed: int, p: Pools | None = None) -> dict:
     "The scenario of request `index` of `kind` on `inst`: among those filling the most slots, a seeded draw (no repeat while others remain)."
-    cands = candidates(inst, kind, p)
+    p = p or pools()
     need = {s for _, _, s in open_slots(inst.argument_plan, p)}
-    best = max(len(need & set(c)) for c in cands)
-    top = [c for c in cands if len(need & set(c)) == best]
-    order = list(range(len(top))); rng(seed, "scenario", inst.id, kind).shuffle(order)
-    return top[order[index % len(top)]]
+    twin = kind == "benign" and is_contrast(inst, index, seed)
+    top = _top(candidates(inst, kind, p, contrast=twin), need)
+    if not twin: return _draw(top, inst, kind, index, seed)
+    harm, mirror = _of_subcategory(p.harmful, inst), _of_subcategory(p.contrast, inst)
+    j = next(i for i, s in enumerate(harm) if s is choose_scenario(inst, "harmful", index, seed, p))
+    if j < len(mirror) and any(mirror[j] is c for c in top): return mirror[j]
+    return _draw(top, inst, "contrast", index, seed)
 
 # %% ../nbs/04b_pools.ipynb #29e247b5
 def _schema(tax, st: PlanStep, arg: str) -> dict:
@@ -189,6 +214,14 @@ def scenario_id(scenario: dict) -> str:
     "A stable id of a scenario's content (the lineage of a request made from it)."
     from agentalign.core import stable_id
     return stable_id({k: v for k, v in scenario.items() if k not in ("domain", "about")}, n=12)
+
+def scenario_pools(p: Pools | None = None) -> dict[str, str]:
+    "scenario id -> the pool it comes from (`harmful`, `contrast`, `benign`, `borderline`): which benign requests are contrast twins."
+    p = p or pools()
+    groups = {"harmful": [s for subs in p.harmful.values() for ss in subs.values() for s in ss],
+              "contrast": [s for subs in p.contrast.values() for ss in subs.values() for s in ss],
+              "benign": p.benign, "borderline": [s for ss in p.borderline.values() for s in ss]}
+    return {scenario_id(s): name for name, ss in groups.items() for s in ss}
 
 def kind_plan(inst: InstantiatedChain, kind: str, index: int, seed: int, tax, p: Pools | None = None) -> tuple[list[PlanStep], dict, list[str]]:
     "(plan, scenario, filled arguments) of request `index` of `kind` on `inst`."

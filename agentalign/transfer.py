@@ -14,7 +14,7 @@ from .decontamination import load_behavior_prompts
 
 # %% auto #0
 __all__ = ['ANALYZERS', 'TRANSFER_FIGURE', 'agentharm_prompts', 'transfer_scores', 'cv_auroc', 'shuffled_control',
-           'training_texts', 'purpose_shares', 'intent_transfer', 'transfer_figure', 'twin_pairs']
+           'training_texts', 'purpose_shares', 'twin_sources', 'intent_transfer', 'transfer_figure', 'twin_pairs']
 
 # %% ../nbs/06b_transfer.ipynb #28e65b5c
 def agentharm_prompts(folder: str | Path | None = None) -> tuple[list[str], list[int], str]:
@@ -111,13 +111,20 @@ def purpose_shares(recs: list) -> dict:
         out[lab] = {"known": len(known), "no_purpose_share": round(sum(not _get(r, "purpose") for r in known) / len(known), 4) if known else None}
     return out
 
+def twin_sources(recs: list) -> dict:
+    "Of the benign requests made from a known scenario: how many are contrast twins (`data/values/contrast/`) and how many everyday ones."
+    from agentalign.pools import scenario_pools
+    pool_of = scenario_pools()
+    got = [pool_of.get(_get(r, "scenario")) for r in recs if _get(r, "label") == "benign" and _get(r, "scenario")]
+    return {"contrast": got.count("contrast"), "everyday": got.count("benign")}
+
 # %% ../nbs/06b_transfer.ipynb #105fff1f
 def intent_transfer(recs: list, folder: str | Path | None = None, seed: int = 0, *, min_per_class: int = 4, shuffles: int = 10,
                     folds: int = 5) -> dict:
     "The intent-transfer report of a run's quality records: per analyzer the AgentHarm AUROC, CV AUROC and shuffled control; counts only."
     texts, labels, groups, sel = training_texts(recs)
     nh = sum(labels)
-    rep = {"seed": seed, "n_train": {"harmful": nh, "benign": len(labels) - nh}, "purpose": purpose_shares(sel), "skipped": None}
+    rep = {"seed": seed, "n_train": {"harmful": nh, "benign": len(labels) - nh}, "purpose": purpose_shares(sel), "twins": twin_sources(sel), "skipped": None}
     if min(nh, len(labels) - nh) < min_per_class:
         return rep | {"skipped": f"skipped: fewer than {min_per_class} kept harmful ({nh}) or benign ({len(labels) - nh}) requests"}
     ev, ey, note = agentharm_prompts(folder)
