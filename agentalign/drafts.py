@@ -152,7 +152,7 @@ def reference(slot: str, r, ph: RequestPhrases | None = None) -> str:
     return r.choice(ph.references.get(key) or ph.references.get("post_id" if key.endswith("_id") else "media_url"))
 
 # %% ../nbs/05a_drafts.ipynb #b908d5e7
-PURPOSE_SHARE = {"harmful": 0.4, "benign": 0.5, "borderline": 0.85}   # share of requests that state a purpose
+PURPOSE_SHARE = {"harmful": 0.3, "benign": 0.5, "borderline": 0.85}   # share that state a purpose (harmful: more, see below)
 TARGET_SHARE = 0.5                                                     # share that name who is affected, after the recipient
 DESCRIBE_SHARE = 0.75                                                  # share of described texts that carry their description
 RECIPIENT_ARGS = ("to", "chat_id", "user_id", "recipient", "destination")
@@ -216,9 +216,9 @@ def compose_request(plan: list[PlanStep], kind: str, scenario: dict, r, tax, ph:
     ph, k = ph or request_phrases(), k or r
     u_say, u_target = r.random(), r.random()
     opener, closer = r.choice(ph.openers), r.choice(ph.closers)
-    say = scenario.get("say") if u_say < PURPOSE_SHARE[kind] else None
-    target = scenario.get("target") if u_target < TARGET_SHARE else None
     about, steps = described(plan, scenario, list(filled)), []
+    say = scenario.get("say") if u_say < PURPOSE_SHARE[kind] or (kind == "harmful" and not about) else None
+    target = scenario.get("target") if u_target < TARGET_SHARE else None
     for st, part in zip(plan, plan_parts(plan)):
         steps.append(step_text(st, part, r, tax, ph, target, about.get(st.step), k))
         target = target if target and target not in steps[-1] else None
