@@ -169,7 +169,7 @@ def step_text(st: PlanStep, part: dict, r, tax, ph: RequestPhrases | None = None
     def value(a):
         v = write_value(st.arguments.get(a), props.get(a))
         return k.choice(ph.describers).format(v=v, about=about[a]) if a in about and k.random() < DESCRIBE_SHARE else v
-    for a in req:
+    for a in [x for x in props if x in req] + sorted(req - set(props)):   # schema order: a set's order follows PYTHONHASHSEED
         vals[a] = reference(slots[a], r, ph) if a in part["derived"] else value(a)
         if target and a in RECIPIENT_ARGS and a not in part["derived"]: vals[a] += f" ({target})"; target = None
     text = tpl.format(**vals)
@@ -217,7 +217,7 @@ def compose_request(plan: list[PlanStep], kind: str, scenario: dict, r, tax, ph:
     u_say, u_target = r.random(), r.random()
     opener, closer = r.choice(ph.openers), r.choice(ph.closers)
     about, steps = described(plan, scenario, list(filled)), []
-    say = scenario.get("say") if u_say < PURPOSE_SHARE[kind] or (kind == "harmful" and not about) else None
+    say = scenario.get("say") if u_say < PURPOSE_SHARE[kind] or (kind == "harmful" and not about) or not filled else None
     target = scenario.get("target") if u_target < TARGET_SHARE else None
     for st, part in zip(plan, plan_parts(plan)):
         steps.append(step_text(st, part, r, tax, ph, target, about.get(st.step), k))

@@ -57,6 +57,7 @@ class InstructionRecord(BaseModel):
     source: Literal["llm", "rewrite", "draft"] = "llm"
     draft: Optional[str] = None          # the plan-grounded draft (rewrite mode)
     scenario: Optional[str] = None       # the value scenario of its kind plan (`agentalign.pools`)
+    scenario_pool: Optional[str] = None  # the pool it came from when drafted: harmful | contrast | benign | borderline
     purpose: Optional[str] = None        # the purpose clause its draft states (None: it states none)
 
 def slot_id(instance_id: str, kind: str, index: int) -> str:
@@ -182,7 +183,7 @@ def _record(inst: InstantiatedChain, kind: str, i: int, text: str, style: dict, 
                              subcategory=inst.subcategory, steps=inst.steps, tools=inst.tools, argument_plan=inst.argument_plan,
                              kind=kind, instruction=text, generator=generator, prompt_version=PROMPT_VERSION, seed=seed, index=i,
                              plan_coverage=plan_coverage(text, inst.argument_plan), source=source, draft=draft, scenario=scenario,
-                             purpose=purpose, **style)
+                             scenario_pool=scenario_pools().get(scenario) if scenario else None, purpose=purpose, **style)
 
 def parse_instructions(parsed: Any, inst: InstantiatedChain, kind: str, styles: list[dict], *, generator: str, seed: int,
                        seen: set | None = None, decon: Decontaminator | None = None, start: int = 0,
@@ -478,7 +479,7 @@ def count_reasons_dict(per_kind: dict[str, dict[str, int]]) -> dict[str, int]:
 
 def _summary(recs, fails, instances, chains, counts, mode, reqs, results, extra, fallbacks, note) -> dict:
     slot_fails = [f for f in fails if f.reason != "invalid_plan"]
-    per_kind, pool_of = {}, scenario_pools()
+    per_kind = {}
     for k in KINDS:
         want, got = counts[k] * len(instances), [r for r in recs if r.kind == k]
         per_kind[k] = {"requested": want, "produced": len(got), "failed": sum(_kind_of(f.item_id) == k for f in slot_fails),
@@ -486,7 +487,7 @@ def _summary(recs, fails, instances, chains, counts, mode, reqs, results, extra,
                        "sources": {s: sum(r.source == s for r in got) for s in SOURCES if any(r.source == s for r in got)},
                        "rewrite_fallbacks": dict(sorted(fallbacks.get(k, {}).items())),
                        "mean_plan_coverage": _mean([r.plan_coverage for r in got]),
-                       "pools": dict(Counter(pool_of.get(r.scenario, "none") for r in got))}   # contrast twins vs everyday
+                       "pools": dict(Counter(r.scenario_pool or "none" for r in got))}   # contrast twins vs everyday
     by_source = {s: sum(r.source == s for r in recs) for s in SOURCES}
     return {"mode": mode, "chains": len(chains), "instances": len(instances), "invalid_plans": len(chains) - len(instances),
             "requests": len(reqs), "requests_failed": sum(not r.ok for r in results),

@@ -168,14 +168,16 @@ def _draw(top: list[dict], inst: InstantiatedChain, key: str, index: int, seed: 
     return top[order[index % len(top)]]
 
 def choose_scenario(inst: InstantiatedChain, kind: str, index: int, seed: int, p: Pools | None = None) -> dict:
-    "The scenario of request `index` of `kind` on `inst`: among those filling the most slots, a seeded draw (no repeat while others remain)."
+    """The scenario of request `index` of `kind` on `inst`: among those filling the most slots, a seeded draw (no repeat while
+    others remain); a contrast twin is the mirror of the harmful request's scenario when it covers as much (see above)."""
     p = p or pools()
     need = {s for _, _, s in open_slots(inst.argument_plan, p)}
     twin = kind == "benign" and is_contrast(inst, index, seed)
     top = _top(candidates(inst, kind, p, contrast=twin), need)
     if not twin: return _draw(top, inst, kind, index, seed)
     harm, mirror = _of_subcategory(p.harmful, inst), _of_subcategory(p.contrast, inst)
-    j = next(i for i, s in enumerate(harm) if s is choose_scenario(inst, "harmful", index, seed, p))
+    h = choose_scenario(inst, "harmful", index, seed, p)
+    j = next(i for i, s in enumerate(harm) if s is h)
     if j < len(mirror) and any(mirror[j] is c for c in top): return mirror[j]
     return _draw(top, inst, "contrast", index, seed)
 
@@ -215,13 +217,17 @@ def scenario_id(scenario: dict) -> str:
     from agentalign.core import stable_id
     return stable_id({k: v for k, v in scenario.items() if k not in ("domain", "about")}, n=12)
 
+_POOL_OF: dict = {}
+
 def scenario_pools(p: Pools | None = None) -> dict[str, str]:
     "scenario id -> the pool it comes from (`harmful`, `contrast`, `benign`, `borderline`): which benign requests are contrast twins."
     p = p or pools()
+    if id(p) in _POOL_OF and _POOL_OF[id(p)][0] is p: return _POOL_OF[id(p)][1]
     groups = {"harmful": [s for subs in p.harmful.values() for ss in subs.values() for s in ss],
               "contrast": [s for subs in p.contrast.values() for ss in subs.values() for s in ss],
               "benign": p.benign, "borderline": [s for ss in p.borderline.values() for s in ss]}
-    return {scenario_id(s): name for name, ss in groups.items() for s in ss}
+    _POOL_OF.clear(); _POOL_OF[id(p)] = (p, {scenario_id(s): name for name, ss in groups.items() for s in ss})
+    return _POOL_OF[id(p)][1]
 
 def kind_plan(inst: InstantiatedChain, kind: str, index: int, seed: int, tax, p: Pools | None = None) -> tuple[list[PlanStep], dict, list[str]]:
     "(plan, scenario, filled arguments) of request `index` of `kind` on `inst`."

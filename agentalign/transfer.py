@@ -112,10 +112,11 @@ def purpose_shares(recs: list) -> dict:
     return out
 
 def twin_sources(recs: list) -> dict:
-    "Of the benign requests made from a known scenario: how many are contrast twins (`data/values/contrast/`) and how many everyday ones."
+    """Of the benign requests made from a known scenario: how many are contrast twins (`data/values/contrast/`) and how many
+    everyday ones: the pool the record names (`scenario_pool`, set when it was drafted), else the scenario's pool today."""
     from agentalign.pools import scenario_pools
     pool_of = scenario_pools()
-    got = [pool_of.get(_get(r, "scenario")) for r in recs if _get(r, "label") == "benign" and _get(r, "scenario")]
+    got = [_get(r, "scenario_pool") or pool_of.get(_get(r, "scenario")) for r in recs if _get(r, "label") == "benign" and _get(r, "scenario")]
     return {"contrast": got.count("contrast"), "everyday": got.count("benign")}
 
 # %% ../nbs/06b_transfer.ipynb #105fff1f

@@ -16,6 +16,7 @@ reference for the transfer numbers, computed here only. This diagnostic fits a t
 nothing of it reaches a run, a dataset or a model.
 """
 import argparse, json, random, statistics
+from pathlib import Path
 
 def main():
     ap = argparse.ArgumentParser()
@@ -46,7 +47,7 @@ def main():
             per_cat, per = (int(x) for x in size.split("x"))
             res = {an: [] for an in ANALYZERS}
             for s in range(a.subsets):
-                r = random.Random(s)
+                r = random.Random(f"{a.seed}:{s}")
                 sel = [i for c in sorted(by_cat) for i in r.sample(by_cat[c], min(per_cat, len(by_cat[c])))]
                 texts, labels = [], []
                 for i in sel:
@@ -60,8 +61,11 @@ def main():
             rows.append(row)
             print(f"contrast share {share:<4} {per_cat:>2} per category x {per} per kind ({row['harmful']:>3} harmful): "
                   + "  ".join(f"{an} {m:.3f} ± {sd:.3f}" for an, (m, sd) in ((an, row[an]) for an in ANALYZERS)), flush=True)
-    ceiling = agentharm_ceiling(a.seed) if a.ceiling else None
-    if a.json: json.dump({"agentharm": note, "subsets": a.subsets, "rows": rows, "ceiling": ceiling}, open(a.json, "w"), indent=1)
+    out = {"agentharm": note, "subsets": a.subsets, "seed": a.seed, "rows": rows}
+    if a.json: Path(a.json).write_text(json.dumps(out, indent=1))          # the rows first: the ceiling may fail
+    if a.ceiling:
+        out["ceiling"] = agentharm_ceiling(a.seed)
+        if a.json: Path(a.json).write_text(json.dumps(out, indent=1))
 
 def agentharm_ceiling(seed: int = 0) -> dict:
     "Mean and sd AUROC of the classifier trained on the prompts of k AgentHarm behaviors, scored on the other behaviors' prompts."
@@ -73,7 +77,8 @@ def agentharm_ceiling(seed: int = 0) -> dict:
     for key, text in load_behavior_prompts(agentharm_dir(None)).items():
         stem, rest = key.split(":", 1)
         if stem.startswith(("harmful_behaviors", "benign_behaviors")):
-            texts.append(text); labels.append(int(stem.startswith("harmful"))); groups.append(rest.split("-")[0])
+            split = stem.split("_", 2)[-1]                                  # harmful_behaviors_validation -> validation
+            texts.append(text); labels.append(int(stem.startswith("harmful"))); groups.append(f"{split}:{rest.split('-')[0]}")
     behaviors, out = sorted(set(groups)), {}
     for k in (len(set(groups)) // 2, len(set(groups)) - 1):
         for an in ANALYZERS:

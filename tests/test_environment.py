@@ -145,12 +145,19 @@ for seed in (0, 1):
         for i, (name, spec) in enumerate(env.tools.items()):
             a = sample_arguments(spec, random.Random(seed * 10_000 + k * 100 + i))
             h.update(json.dumps([name, a, env.call(name, a)], sort_keys=True).encode())
+from agentalign.taxonomy import load_taxonomy
+from agentalign.chains import curated_chains, instantiate
+from agentalign.drafts import draft_for
+tax = load_taxonomy()
+for c in curated_chains(tax)[:120]:                      # the request drafts too: their wording draws in argument order
+    inst = instantiate(c, tax, 0)
+    for kind in ("harmful", "benign"): h.update(draft_for(inst, kind, 0, 0, tax).text.encode())
 print(h.hexdigest())
 """
 
 
 def test_same_seed_same_results_in_any_process():
-    "Arguments and results of every tool (four calls each, two seeds) are byte-identical in processes with different hash seeds."
+    "Arguments and results of every tool (four calls each, two seeds) and request drafts are byte-identical in processes with different hash seeds."
     digests = [subprocess.run([sys.executable, "-c", DIGEST], capture_output=True, text=True, cwd=REPO, timeout=300,
                               env={**ENV, "PYTHONHASHSEED": h}) for h in ("1", "2", "3")]
     assert all(d.returncode == 0 for d in digests), digests[0].stderr[-2000:]
