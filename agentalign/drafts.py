@@ -200,11 +200,11 @@ class Draft(NamedTuple):
 
 def described(plan: list[PlanStep], scenario: dict, filled: list[str]) -> dict[str, dict[str, str]]:
     "step -> argument -> what its value is, for the first argument each described text of `scenario` filled."
-    from agentalign.pools import slot_of
-    about, out, done = scenario.get("about") or {}, {}, set()
+    from agentalign.pools import slot_of, pools
+    about, out, done, p = scenario.get("about") or {}, {}, set(), pools()
     for st in plan:
         for a in st.arguments:
-            sl = slot_of(st.capability, a)
+            sl = slot_of(st.capability, a, p)
             if f"{st.step}.{a}" in filled and sl in about and sl not in done:
                 out.setdefault(st.step, {})[a] = about[sl]; done.add(sl)
     return out

@@ -132,7 +132,7 @@ def slot_of(capability: str, arg: str, p: Pools | None = None) -> str | None:
 
 def open_slots(plan: list[PlanStep], p: Pools | None = None) -> list[tuple[int, str, str]]:
     "(step index, argument, slot) of every argument of `plan` a scenario may fill."
-    out = []
+    out, p = [], p or pools()
     for i, st in enumerate(plan):
         linked = {l.arg for l in st.links}
         for a in st.arguments:
@@ -231,6 +231,7 @@ def scenario_pools(p: Pools | None = None) -> dict[str, str]:
 
 def kind_plan(inst: InstantiatedChain, kind: str, index: int, seed: int, tax, p: Pools | None = None) -> tuple[list[PlanStep], dict, list[str]]:
     "(plan, scenario, filled arguments) of request `index` of `kind` on `inst`."
+    p = p or pools()                                       # once: `pools()` checks the files' times on every call
     sc = choose_scenario(inst, kind, index, seed, p)
     plan, filled = apply_scenario(inst.argument_plan, sc, tax, p)
     return plan, sc, filled

@@ -82,6 +82,8 @@ def test_tiny_same_records_with_two_cpu_hogs_beside_it(tiny_run, tmp_path):
     """The synthesis stages of the tiny preset again, with two busy processes on the machine: generation is bounded by
     tokens, never by the clock, so the records are identical (by content) to those of the run above."""
     cfg = tmp_path / "synthesis.toml"; cfg.write_text('[pipeline]\nstages = ["taxonomy", "instructions", "quality", "responses"]\n')
+    import shutil                                        # the taxonomy is not compared: its finished stage is copied over
+    shutil.copytree(tiny_run["out"] / "taxonomy", tmp_path / "busy" / "taxonomy")
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try: r = run("run", "--out", tmp_path / "busy", "--preset", "tiny", "--config", cfg, env=ENV, timeout=3600)
     finally:
@@ -103,6 +105,9 @@ def test_tiny_every_stage_hands_over_its_records(tiny_run):
     isum = json.loads((out / "instructions" / "summary.json").read_text())
     assert len(ins) + isum["failures"] == isum["requested"] == 2 * 3
     assert {r["source"] for r in ins} <= {"llm", "rewrite", "draft"} and {r["kind"] for r in ins} == {"harmful", "benign", "borderline"}
+    assert isum["mode"] == "rewrite" and all(r["generator"] == "local:embedded" and r["draft"] for r in ins)   # the embedded model rewrites drafts
+    assert all(r["plan_coverage"] >= 1.0 for r in ins if r["source"] == "draft")
+    assert sum(isum["rewrite_fallbacks"].values()) == isum["sources"]["draft"]                             # every fallback says why
     # quality: every instruction leaves with a verdict per check and a training label
     q = jsonl(out / "quality" / "records.jsonl")
     assert sorted(r["id"] for r in q) == sorted(r["id"] for r in ins)

@@ -244,29 +244,19 @@ def test_generated_prompts_have_no_agentharm_text():
             req, _ = instruction_request(inst, k, 3, 0, tax, dc)                 # raises on overlap
             n += all(dc.is_clean(m["content"]) for m in req.messages)
             for i in range(2):                                                   # rewrite mode: drafts and their prompts
-                rq = rewrite_request("x", draft_for(inst, k, i, 0)[0], sample_style(0, inst.id, k, i), 0)
+                rq = rewrite_request("x", draft_for(inst, k, i, 0, tax)[0], sample_style(0, inst.id, i), 0)
                 n += all(dc.is_clean(m["content"]) for m in rq.messages)
     assert n == 240 * 3 * 3
     for cat, sub in tax.subcategories:
         req = chain_request(tax, cat, sub, 3, 0, 3, dc)
         assert all(dc.is_clean(m["content"]) for m in req.messages)
 
-def test_embedded_model_offline_rewrite(tmp_path):
-    """The 135M embedded model in rewrite mode (the default for the local backend): every slot becomes a record (a
-    usable rewrite or its draft), each draft states every planned value, nothing is lost."""
-    run = tmp_path / "run"
-    r = cli("instructions", "--out", str(run), "--limit", "1", "--counts", "1:1:1", "--concurrency", "3", "--no-figures", timeout=1200)
-    assert r.returncode == 0, r.stderr[-3000:]
-    st = run / "instructions"
-    summ = json.loads((st / "summary.json").read_text())
-    recs = rows(st / "records.jsonl")
-    assert summ["mode"] == "rewrite" and summ["requested"] == 3 and summ["requests"] == 3
-    assert summ["produced"] == len(recs) == 3 and summ["slot_failures"] == 0, summ["failures_by_reason"]
-    assert sorted(x["kind"] for x in recs) == ["benign", "borderline", "harmful"]
-    assert all(x["generator"] == "local:embedded" and x["source"] in ("rewrite", "draft") and x["draft"] for x in recs)
-    assert all(x["plan_coverage"] >= 1.0 for x in recs if x["source"] == "draft")
-    assert summ["sources"]["rewrite"] + summ["sources"]["draft"] == 3
-    assert sum(summ["rewrite_fallbacks"].values()) == summ["sources"]["draft"]
+def test_embedded_model_writes_in_rewrite_mode_by_default():
+    """The local backend (the embedded 135M model) drafts and rewrites unless told otherwise; an endpoint writes freely.
+    The embedded model's rewrite run itself is checked on the tiny preset's run (tests/test_pipeline.py)."""
+    from agentalign.instructions import InstructionsConfig, resolve_mode
+    assert resolve_mode(InstructionsConfig()) == "rewrite"
+    assert resolve_mode(InstructionsConfig(writer={"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:1/v1"})) == "free"
 
 def test_chains_openai_and_review_round_trip(writer, tmp_path):
     srv, w = writer
