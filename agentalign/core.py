@@ -256,8 +256,12 @@ NEUTRAL_KEYS = frozenset({"concurrency", "rpm", "figures", "progress", "batch_si
 def config_identity(cfg: Any) -> Any:
     """The part of a configuration that can change results: JSON-normalised, without `NEUTRAL_KEYS` at any depth, with
     URL credentials and secret-named fields blanked. It depends on the settings alone (not on the secrets a process
-    happens to know), so two processes compute the same identity."""
-    if isinstance(cfg, BaseModel): cfg = cfg.model_dump(mode="json")
+    happens to know), so two processes compute the same identity. A setting added after runs were made, whose default
+    changes nothing, is named with that default in its class's `quiet_defaults`: at the default it is left out, so a run
+    finished before the setting existed stays finished."""
+    if isinstance(cfg, BaseModel):
+        quiet = getattr(type(cfg), "quiet_defaults", {})
+        cfg = {k: v for k, v in cfg.model_dump(mode="json").items() if not (k in quiet and v == quiet[k])}
     if isinstance(cfg, dict): return {k: ("***" if _SECRET_FIELD.match(str(k)) and isinstance(v, str) and v else config_identity(v))
                                       for k, v in sorted(cfg.items()) if k not in NEUTRAL_KEYS}
     if isinstance(cfg, (list, tuple)): return [config_identity(x) for x in cfg]
@@ -459,9 +463,9 @@ def open_stage(self: RunDir, name: str, config: Any, inputs: Iterable[str | Path
     except Timeout: raise AgentAlignError(f"{self.path / name} is being written by another process (lock {lock.lock_file}); wait for it to finish or use another --out")
     try:
         cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
-        ident = _identity(self, cfg, inputs)
+        ident = _identity(self, config, inputs)             # from the object: its class may leave quiet defaults out
         work = self._workdir(name, ident, overwrite)
-        sett = config_identity(settings if settings is not None else cfg)
+        sett = config_identity(settings if settings is not None else config)
         try: write_json(work / "config.json", {"stage": name, "identity": ident, "settings": sett, "config": cfg, "opened": time.strftime("%Y-%m-%dT%H:%M:%S")})
         except OSError as e: raise _os_error(work, e, "write the stage's settings")
         yield Stage(self, name, cfg, work, ident, sett)

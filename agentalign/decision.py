@@ -12,7 +12,8 @@ from .core import AgentAlignError, read_json, read_jsonl, rng, write_json, write
 
 # %% auto #0
 __all__ = ['decision_weights', 'DecisionWeighting', 'twin_units', 'twin_batch_order', 'heldin_instances', 'first_turn_request',
-           'heldin_scorer', 'selection_callback', 'save_best', 'best_info', 'load_best']
+           'heldin_scorer', 'selection_callback', 'save_best', 'best_info', 'load_best', 'head_points', 'head_features',
+           'point_weights', 'fit_head', 'choose_lambda', 'decision_head', 'apply_head']
 
 # %% ../nbs/08d_decision.ipynb #469b7c07
 def decision_weights(labels: list[int], k: int, weight: float) -> list[float]:
@@ -167,3 +168,119 @@ def load_best(model, folder: Path) -> dict | None:
     with torch.no_grad():
         for n, v in state.items(): params[n].copy_(v.to(params[n].device))
     return b
+
+# %% ../nbs/08d_decision.ipynb #d3a45b87
+def head_points(examples: list[dict], tool_id: int, mid: int | None, seed: int) -> list[tuple[int, int, int, str]]:
+    "(example index, position, target 0/1, kind first/turn/mid) of the positions the head is fitted on (see above); `mid` None: every inner position."
+    out = []
+    for e, ex in enumerate(examples):
+        ids, lab = ex["input_ids"], list(ex["labels"]) + [-100]
+        starts = [i for i in range(len(lab) - 1) if lab[i] != -100 and (i == 0 or lab[i - 1] == -100)]
+        spans = [(s, next(j for j in range(s, len(lab)) if lab[j] == -100)) for s in starts]   # [start, end) of each assistant turn
+        inner = []
+        for j, (s, end) in enumerate(spans):
+            if s == 0: continue
+            out.append((e, s - 1, int(ids[s] == tool_id), "first" if j == 0 else "turn"))
+            inner += range(s, end - 1)                      # position p predicts token p + 1, still inside the turn
+        r = rng(seed, "head-mid", e)
+        for p in sorted(inner if mid is None else r.sample(inner, min(mid, len(inner)))): out.append((e, p, int(ids[p + 1] == tool_id), "mid"))
+    return out
+
+# %% ../nbs/08d_decision.ipynb #3ab27bf8
+def head_features(model, examples: list[dict], points: list[tuple], tool_id: int):
+    "(final hidden states, offsets log p(tool) - log(1 - p(tool))) at `points`, as float64 numpy arrays in the order of `points`."
+    import numpy as np, torch
+    by: dict = {}
+    for i, (e, p, _, _) in enumerate(points): by.setdefault(e, []).append((i, p))
+    H, off = None, np.zeros(len(points))
+    head, dev, was = model.get_output_embeddings(), model.device, model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for e, items in by.items():
+                out = model(input_ids=torch.tensor([examples[e]["input_ids"]], device=dev), output_hidden_states=True, logits_to_keep=1, use_cache=False)
+                h = out.hidden_states[-1][0, [p for _, p in items]].float()
+                logits = head(h.to(head.weight.dtype)).float()
+                other = logits.clone(); other[:, tool_id] = float("-inf")
+                o = (logits[:, tool_id] - other.logsumexp(-1)).double().cpu().numpy()
+                if H is None: H = np.zeros((len(points), h.shape[-1]))
+                for k, (i, _) in enumerate(items): H[i], off[i] = h[k].double().cpu().numpy(), o[k]
+    finally: model.train(was)
+    return H, off
+
+# %% ../nbs/08d_decision.ipynb #9bcfd1e6
+def point_weights(kinds: list[str]):
+    "Per-point loss weights: each kind present sums to the number of `first` points."
+    import numpy as np
+    kinds = np.asarray(kinds); n = max(1, int((kinds == "first").sum()))
+    w = np.zeros(len(kinds))
+    for k in set(kinds.tolist()): w[kinds == k] = n / (kinds == k).sum()
+    return w
+
+def fit_head(H, off, y, w, lam: float, hold=None, anchor: float = 0.0):
+    """The vector d minimising  sum w BCE(off + H d, y) / sum w  over the points not held,
+    + anchor * sum w (H d)^2 / sum w  over the held ones (`hold`: a boolean mask), + lam |d|^2 (numpy float64)."""
+    import numpy as np, torch
+    X, o, t, v = (torch.as_tensor(np.asarray(a), dtype=torch.float64) for a in (H, off, y, w))
+    held = torch.as_tensor(np.zeros(len(y), bool) if hold is None else np.asarray(hold, bool))
+    d = torch.zeros(X.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([d], lr=1, max_iter=500, tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    def closure():
+        opt.zero_grad()
+        z, f = X @ d, ~held
+        loss = (v[f] * torch.nn.functional.binary_cross_entropy_with_logits(o[f] + z[f], t[f], reduction="none")).sum() / v[f].sum() + lam * d.square().sum()
+        if anchor and held.any(): loss = loss + anchor * (v[held] * z[held].square()).sum() / v[held].sum()
+        loss.backward(); return loss
+    opt.step(closure)
+    return d.detach().numpy()
+
+# %% ../nbs/08d_decision.ipynb #1d3351d4
+def choose_lambda(H, off, y, w, kinds, groups, lams: list[float], folds: int = 8, seed: int = 0, hold=None, anchor: float = 0.0) -> tuple[float, dict]:
+    "(the penalty of the best out-of-fold first-position AUROC, {penalty: that AUROC})."
+    import numpy as np
+    from sklearn.model_selection import GroupKFold
+    from agentalign.intent import auroc
+    first, groups = np.asarray(kinds) == "first", np.asarray(groups)
+    k = min(folds, len(set(groups[first].tolist())))
+    if k < 2: raise AgentAlignError(f"decision head: {k} training instance(s): too few to choose the penalty by cross-validation")
+    cv = {}
+    for lam in lams:
+        oof = np.full(len(y), np.nan)
+        for tr, te in GroupKFold(n_splits=k, shuffle=True, random_state=seed).split(H, y, groups):
+            oof[te] = off[te] + H[te] @ fit_head(H[tr], off[tr], y[tr], w[tr], lam, None if hold is None else hold[tr], anchor)
+        cv[lam] = auroc(y[first] == 0, -oof[first])               # harmful (a refusal opens the turn) scored by -(act logit)
+    best = max(cv, key=lambda l: (cv[l] if cv[l] is not None else -1, l))
+    return best, cv
+
+def decision_head(model, examples: list[dict], records: list[dict], tool_id: int, lams: list[float], mid: int, seed: int, anchor: float = 1.0) -> tuple:
+    "(d, what was measured) for the trained `model` on its training `examples` (records give the chain instance)."
+    import numpy as np
+    from agentalign.intent import auroc
+    pts = head_points(examples, tool_id, mid, seed)
+    H, off = head_features(model, examples, pts, tool_id)
+    y = np.array([p[2] for p in pts], dtype=float); kinds = [p[3] for p in pts]
+    groups = [records[p[0]].get("instance_id") or records[p[0]]["id"] for p in pts]
+    w = point_weights(kinds)
+    hold = np.asarray(kinds) == "mid"
+    lam, cv = choose_lambda(H, off, y, w, kinds, groups, lams, seed=seed, hold=hold, anchor=anchor)
+    d = fit_head(H, off, y, w, lam, hold, anchor)
+    first, new = np.asarray(kinds) == "first", off + H @ d
+    kinds = np.asarray(kinds)
+    shift = lambda m: float(np.abs(1 / (1 + np.exp(-new[m])) - 1 / (1 + np.exp(-off[m]))).max()) if m.any() else None
+    right = lambda z, m: float(((z[m] > 0) == (y[m] == 1)).mean()) if m.any() else None     # p(tool) > 1/2 exactly where the tool opens
+    info = {"lambda": lam, "cv_auroc": {str(l): a for l, a in cv.items()}, "points": {k: int((kinds == k).sum()) for k in sorted(set(kinds.tolist()))},
+            "first_auroc_before": auroc(y[first] == 0, -off[first]), "first_auroc_after": auroc(y[first] == 0, -new[first]),
+            "accuracy_before": {k: right(off, kinds == k) for k in ("first", "turn", "mid")},
+            "accuracy_after": {k: right(new, kinds == k) for k in ("first", "turn", "mid")},
+            "max_shift_turn": shift(kinds == "turn"), "max_shift_mid": shift(kinds == "mid"),
+            "mid_logit_change": float(np.abs(H[hold] @ d).max()) if hold.any() else None, "norm": float(np.linalg.norm(d))}
+    return d, info
+
+def apply_head(model, tool_id: int, d) -> None:
+    "Add `d` to the output row of `tool_id`, untying the output from the input embeddings first (the input row stays as it was)."
+    import torch
+    out, inp = model.get_output_embeddings(), model.get_input_embeddings()
+    if out.weight.data_ptr() == inp.weight.data_ptr():
+        out.weight = torch.nn.Parameter(inp.weight.detach().clone())
+        model.config.tie_word_embeddings = False
+    with torch.no_grad(): out.weight[tool_id] += torch.as_tensor(d, dtype=out.weight.dtype, device=out.weight.device)

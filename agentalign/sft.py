@@ -12,24 +12,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Annotated, Literal, Optional, Union
 import typer
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from .core import (AgentAlignError, Failure, RunDir, app, cli_errors, read_json, read_jsonl, rng, stable_id, write_json, write_jsonl)
 from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .dataset import load_dataset_dir
 from .models import MAX_TOOL_RESULT_CHARS, MAX_TOOLS, render_row, training_template
-from .decision import DecisionWeighting, heldin_instances, heldin_scorer, load_best, selection_callback, twin_batch_order
+from .decision import DecisionWeighting, apply_head, decision_head, head_points, heldin_instances, heldin_scorer, load_best, selection_callback, twin_batch_order
 
 # %% auto #0
 __all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_conversation', 'masked_spans', 'build_examples',
            'length_grouped_order', 'resolve_base_model', 'tiny_model_folder', 'world', 'train_settings', 'peak_rss_mb',
            'TokenCounter', 'plot_loss', 'assistant_logits_loss', 'Examples', 'load_tokenizer', 'prepare_examples',
            'twin_batch_size', 'make_trainer', 'selection_dir', 'fit', 'save_model', 'selection_summary',
-           'train_summary', 'run_sft', 'sft_cmd']
+           'train_summary', 'run_sft', 'head_token', 'fit_head_stage', 'sft_cmd']
 
 # %% ../nbs/08c_sft.ipynb #cf52b72d
 class SFTConfig(StageConfig):
     "Settings of the SFT stage (`agentalign sft`). `None` means: the device's default (see above)."
     section: ClassVar[str] = "sft"
+    quiet_defaults: ClassVar[dict] = {"decision_head": False, "head_lambdas": [1e-4, 1e-3, 1e-2, 1e-1, 1.0], "head_mid": 32, "head_anchor": 1.0}
     from_pipeline: ClassVar[dict[str, str]] = {"seed": "seed", "base_model": "base_model"}
     base_model: str = "embedded"            # "embedded" or a local Hugging Face model folder
     lora: bool = False                      # PEFT LoRA instead of full fine-tuning
@@ -59,6 +60,10 @@ class SFTConfig(StageConfig):
     decision_tokens: int = Field(8, ge=1)
     select_share: float = Field(0.0, ge=0, lt=1)        # share of the training instances held in to choose the checkpoint by decision AUROC (0: the last step)
     select_steps: Optional[int] = Field(None, ge=1)     # score the held-in requests every N steps (None: about ten times a training)
+    decision_head: bool = False                         # after training, refit the tool opening's output row on the training data (08d_decision)
+    head_lambdas: list[float] = Field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0], min_length=1)   # its L2 penalties; the best out of fold is used
+    head_mid: int = Field(32, ge=0)                     # positions inside assistant turns per example that hold the row in place elsewhere
+    head_anchor: float = Field(1.0, ge=0)               # weight of the squared change of the row's logit at those positions
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Optional[int] = Field(None, ge=1)          # CPU torch threads; None: agentalign.models.cpu_threads()
     bf16: Optional[bool] = None
@@ -72,6 +77,18 @@ class SFTConfig(StageConfig):
     logging_steps: int = Field(1, ge=1)
     figures: bool = True
     progress: bool = True
+
+    @field_validator("head_lambdas")
+    @classmethod
+    def _positive(cls, v):
+        if any(x <= 0 for x in v): raise ValueError("every penalty must be > 0")
+        return v
+
+    @model_validator(mode="after")
+    def _head_needs_weights(self):
+        if self.decision_head and self.lora and not self.merge_lora:
+            raise ValueError("decision_head edits the model's output row: it needs full fine-tuning or merge_lora = true")
+        return self
 
     @property
     def lr(self) -> float: return self.learning_rate or (2e-4 if self.lora else 5e-5)
@@ -407,8 +424,8 @@ def fit(trainer, counter: TokenCounter, cfg: SFTConfig, log: list) -> dict:
 # %% ../nbs/08c_sft.ipynb #1d052b0c
 MODEL_MARKER = "agentalign_sft.json"
 
-def save_model(trainer, tok, cfg: SFTConfig, base: Path, out: Path, selected: dict | None = None) -> Path:
-    "Save the trained model with its tokenizer as `out/model` (atomically, `MODEL_MARKER` inside); returns that folder."
+def save_model(trainer, tok, cfg: SFTConfig, base: Path, out: Path, selected: dict | None = None, head: tuple | None = None) -> Path:
+    "Save the trained model with its tokenizer as `out/model` (atomically, `MODEL_MARKER` inside), with the decision head `(token id, d)` if given; returns that folder."
     model_dir, tmp = out / "model", out / f".model.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     model = trainer.model
@@ -416,13 +433,14 @@ def save_model(trainer, tok, cfg: SFTConfig, base: Path, out: Path, selected: di
         shutil.rmtree(out / "adapter", ignore_errors=True)
         model.save_pretrained(str(out / "adapter")); tok.save_pretrained(str(out / "adapter"))
         if cfg.merge_lora: model = model.merge_and_unload()
+    if head is not None: apply_head(model, *head)
     if cfg.lora and not cfg.merge_lora: shutil.copytree(out / "adapter", tmp)
     else:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tok.padding_side = "left"
         tok.save_pretrained(str(tmp))
     info = {"base_model": cfg.base_model, "base_path": str(base), "steps": trainer.state.global_step, "selected_step": (selected or {}).get("step"),
-            "lora": cfg.lora, "merged": cfg.lora and cfg.merge_lora,
+            "lora": cfg.lora, "merged": cfg.lora and cfg.merge_lora, "decision_head": head is not None,
             "template_sha": stable_id(tok.chat_template), "seed": cfg.seed, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (tmp / MODEL_MARKER).write_text(json.dumps(info, indent=2))
     if model_dir.exists(): shutil.rmtree(model_dir)
@@ -473,6 +491,24 @@ def run_sft(run: RunDir | str | Path, cfg: SFTConfig | None = None, *, overwrite
         with run.open_stage("sft", cfg, inputs=[data], overwrite=overwrite) as st: return _train(run, cfg, base, st)
     return _train(run, cfg, base, None)
 
+def head_token(tok, ex: Examples) -> int:
+    "The tool opening's first token id, after checking (before any training) that the head can be fitted on `ex`: one line if not."
+    from agentalign.intent import TOOL_OPENING, generation_prompt, opening_ids
+    tool_id = opening_ids(tok, generation_prompt(tok, tok.chat_template), [TOOL_OPENING])[0][0]
+    firsts = [(r.get("instance_id") or r["id"], p[2]) for p in head_points(ex.train, tool_id, 0, 0) if p[3] == "first" for r in [ex.train_records[p[0]]]]
+    acts = {t for _, t in firsts}
+    if len({i for i, _ in firsts}) < 2 or acts != {0, 1}:
+        raise AgentAlignError(f"decision_head: needs training examples of at least 2 chain instances whose first turns both open with a tool call "
+                              f"and do not ({len(firsts)} first turns, {sum(t for _, t in firsts)} open with {TOOL_OPENING}); turn decision_head off")
+    return tool_id
+
+def fit_head_stage(model, tok, ex: Examples, cfg: SFTConfig) -> tuple[tuple, dict]:
+    "((tool opening's first token id, d), what it measured and how long it took) of the decision head on the training examples (08d_decision)."
+    t0 = time.time()
+    tool_id = head_token(tok, ex)
+    d, info = decision_head(model, ex.train, ex.train_records, tool_id, cfg.head_lambdas, cfg.head_mid, cfg.seed, cfg.head_anchor)
+    return (tool_id, d), {**info, "token": tok.convert_ids_to_tokens(tool_id), "seconds": round(time.time() - t0, 1)}
+
 def _train(run: RunDir, cfg: SFTConfig, base: Path, st) -> dict:
     "The steps above, in order; only rank 0 (`st` given) saves and writes."
     import torch, transformers
@@ -486,14 +522,17 @@ def _train(run: RunDir, cfg: SFTConfig, base: Path, st) -> dict:
     if cfg.decision_weight != 1 and cfg.loss_impl == "fused": raise AgentAlignError("decision_weight needs loss_impl 'plain' or 'auto' (TRL's fused loss takes no token weights)")
     plain = cfg.loss_impl == "plain" or (cfg.loss_impl == "auto" and (resolved["device"] == "cpu" or cfg.decision_weight != 1))
     resolved["loss_impl"] = "plain" if plain else "fused"
+    if cfg.decision_head: head_token(tok, ex)                            # its errors before training, not after
     log: list[dict] = []
     trainer, counter = make_trainer(base, cfg, tok, ex, args_kw, plain, log)
     fitted = fit(trainer, counter, cfg, log)
     if st is None: return {"rank": world()[0]}
-    model_dir = save_model(trainer, tok, cfg, base, out, fitted["selected"])
+    head, head_info = fit_head_stage(trainer.model, tok, ex, cfg) if cfg.decision_head else (None, None)
+    model_dir = save_model(trainer, tok, cfg, base, out, fitted["selected"], head)
     write_jsonl(out / "log.jsonl", log)
     summary = train_summary(cfg, resolved, ex, trainer, fitted, log) | {"model": str(model_dir.relative_to(run.path)), "seconds": round(time.time() - t0, 1)}
     if cfg.select_share: summary["selection"] = selection_summary(ex, fitted["selected"], selection_dir(args_kw), out)
+    if head_info: summary["decision_head"] = head_info
     write_json(out / "train_config.json", {"stage": cfg.model_dump(mode="json"), "resolved": resolved,
                                            "trl": {k: v for k, v in trainer.args.to_dict().items() if not k.startswith("_") and "token" not in k.lower()},
                                            "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": __import__("trl").__version__}})
