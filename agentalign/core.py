@@ -257,10 +257,11 @@ def config_identity(cfg: Any) -> Any:
     """The part of a configuration that can change results: JSON-normalised, without `NEUTRAL_KEYS` at any depth, with
     URL credentials and secret-named fields blanked. It depends on the settings alone (not on the secrets a process
     happens to know), so two processes compute the same identity. A setting added after runs were made, whose default
-    changes nothing, is named with that default in its class's `quiet_defaults`: at the default it is left out, so a run
-    finished before the setting existed stays finished."""
+    changes nothing, is named in its class's `quiet_defaults`: at its field default it is left out, so a run finished
+    before the setting existed stays finished."""
     if isinstance(cfg, BaseModel):
-        quiet = getattr(type(cfg), "quiet_defaults", {})
+        fields = type(cfg).model_fields
+        quiet = {k: json.loads(json.dumps(fields[k].get_default(call_default_factory=True))) for k in getattr(type(cfg), "quiet_defaults", ())}
         cfg = {k: v for k, v in cfg.model_dump(mode="json").items() if not (k in quiet and v == quiet[k])}
     if isinstance(cfg, dict): return {k: ("***" if _SECRET_FIELD.match(str(k)) and isinstance(v, str) and v else config_identity(v))
                                       for k, v in sorted(cfg.items()) if k not in NEUTRAL_KEYS}

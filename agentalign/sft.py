@@ -30,7 +30,7 @@ __all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_convers
 class SFTConfig(StageConfig):
     "Settings of the SFT stage (`agentalign sft`). `None` means: the device's default (see above)."
     section: ClassVar[str] = "sft"
-    quiet_defaults: ClassVar[dict] = {"decision_head": False, "head_lambdas": [1e-4, 1e-3, 1e-2, 1e-1, 1.0], "head_mid": 32, "head_anchor": 1.0}
+    quiet_defaults: ClassVar[tuple] = ("decision_head", "head_lambdas", "head_mid", "head_anchor")   # added later: at their defaults, not in the identity
     from_pipeline: ClassVar[dict[str, str]] = {"seed": "seed", "base_model": "base_model"}
     base_model: str = "embedded"            # "embedded" or a local Hugging Face model folder
     lora: bool = False                      # PEFT LoRA instead of full fine-tuning
