@@ -11,21 +11,24 @@ from pathlib import Path
 from .core import AgentAlignError, read_json, read_jsonl, rng, write_json, write_jsonl
 
 # %% auto #0
-__all__ = ['decision_weights', 'DecisionWeighting', 'twin_units', 'twin_batch_order', 'heldin_instances', 'first_turn_request',
-           'heldin_scorer', 'selection_callback', 'save_best', 'best_info', 'load_best', 'head_points', 'head_features',
-           'point_weights', 'fit_head', 'choose_lambda', 'decision_head', 'apply_head']
+__all__ = ['masked_spans', 'decision_weights', 'DecisionWeighting', 'twin_units', 'twin_batch_order', 'heldin_instances',
+           'first_turn_request', 'heldin_scorer', 'selection_callback', 'save_best', 'best_info', 'load_best',
+           'head_points', 'head_features', 'point_weights', 'fit_head', 'choose_lambda', 'decision_head', 'apply_head']
+
+# %% ../nbs/08d_decision.ipynb #665869fc
+def masked_spans(enc: dict) -> list[tuple[int, int]]:
+    "Token index ranges `[start, end)` that carry loss."
+    spans, start = [], None
+    for i, l in enumerate(list(enc["labels"]) + [-100]):
+        if l != -100 and start is None: start = i
+        if l == -100 and start is not None: spans.append((start, i)); start = None
+    return spans
 
 # %% ../nbs/08d_decision.ipynb #469b7c07
 def decision_weights(labels: list[int], k: int, weight: float) -> list[float]:
     "Per-token loss weights of one example (labels -100 where there is no loss): `weight` on the first `k` loss tokens of the first assistant turn."
-    out, seen, started = [1.0] * len(labels), 0, False
-    for i, l in enumerate(labels):
-        if l == -100:
-            if started: break                     # the first assistant turn ended
-            continue
-        started = True
-        if seen == k: break
-        out[i], seen = weight, seen + 1
+    out = [1.0] * len(labels)
+    for i in range(*(masked_spans({"labels": labels}) or [(0, 0)])[0])[:k]: out[i] = weight
     return out
 
 # %% ../nbs/08d_decision.ipynb #733d6a63
@@ -174,11 +177,8 @@ def head_points(examples: list[dict], tool_id: int, mid: int | None, seed: int) 
     "(example index, position, target 0/1, kind first/turn/mid) of the positions the head is fitted on (see above); `mid` None: every inner position."
     out = []
     for e, ex in enumerate(examples):
-        ids, lab = ex["input_ids"], list(ex["labels"]) + [-100]
-        starts = [i for i in range(len(lab) - 1) if lab[i] != -100 and (i == 0 or lab[i - 1] == -100)]
-        spans = [(s, next(j for j in range(s, len(lab)) if lab[j] == -100)) for s in starts]   # [start, end) of each assistant turn
-        inner = []
-        for j, (s, end) in enumerate(spans):
+        ids, inner = ex["input_ids"], []
+        for j, (s, end) in enumerate(masked_spans(ex)):
             if s == 0: continue
             out.append((e, s - 1, int(ids[s] == tool_id), "first" if j == 0 else "turn"))
             inner += range(s, end - 1)                      # position p predicts token p + 1, still inside the turn

@@ -17,14 +17,14 @@ from .core import (AgentAlignError, Failure, RunDir, app, cli_errors, read_json,
 from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .dataset import load_dataset_dir
 from .models import MAX_TOOL_RESULT_CHARS, MAX_TOOLS, render_row, training_template
-from .decision import DecisionWeighting, apply_head, decision_head, head_points, heldin_instances, heldin_scorer, load_best, selection_callback, twin_batch_order
+from .decision import DecisionWeighting, apply_head, decision_head, head_points, heldin_instances, heldin_scorer, load_best, masked_spans, selection_callback, twin_batch_order
 
 # %% auto #0
-__all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_conversation', 'masked_spans', 'build_examples',
-           'length_grouped_order', 'resolve_base_model', 'tiny_model_folder', 'world', 'train_settings', 'peak_rss_mb',
-           'TokenCounter', 'plot_loss', 'assistant_logits_loss', 'Examples', 'load_tokenizer', 'prepare_examples',
-           'twin_batch_size', 'make_trainer', 'selection_dir', 'fit', 'save_model', 'selection_summary',
-           'train_summary', 'run_sft', 'head_token', 'fit_head_stage', 'sft_cmd']
+__all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_conversation', 'build_examples', 'length_grouped_order',
+           'resolve_base_model', 'tiny_model_folder', 'world', 'train_settings', 'peak_rss_mb', 'TokenCounter',
+           'plot_loss', 'assistant_logits_loss', 'Examples', 'load_tokenizer', 'prepare_examples', 'twin_batch_size',
+           'make_trainer', 'selection_dir', 'fit', 'save_model', 'selection_summary', 'train_summary', 'run_sft',
+           'head_token', 'fit_head_stage', 'sft_cmd']
 
 # %% ../nbs/08c_sft.ipynb #cf52b72d
 class SFTConfig(StageConfig):
@@ -132,14 +132,6 @@ def tokenize_conversation(tok, messages: list[dict], tools=None, method: str = "
     else: raise ValueError(f"unknown mask method {method!r}")
     labels = [i if k else -100 for i, k in zip(ids, mask)]
     return {"input_ids": ids, "labels": labels, "assistant_tokens": sum(mask)}
-
-def masked_spans(enc: dict) -> list[tuple[int, int]]:
-    "Token index ranges `[start, end)` that carry loss."
-    spans, start = [], None
-    for i, l in enumerate(enc["labels"] + [-100]):
-        if l != -100 and start is None: start = i
-        if l == -100 and start is not None: spans.append((start, i)); start = None
-    return spans
 
 # %% ../nbs/08c_sft.ipynb #8fab6db9
 def build_examples(rows: list[dict], tok, cfg: SFTConfig, split: str, method: str = "auto") -> tuple[list[dict], list[dict], list[Failure]]:
