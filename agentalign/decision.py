@@ -258,14 +258,13 @@ def decision_head(model, examples: list[dict], records: list[dict], tool_id: int
     from agentalign.intent import auroc
     pts = head_points(examples, tool_id, mid, seed)
     H, off = head_features(model, examples, pts, tool_id)
-    y = np.array([p[2] for p in pts], dtype=float); kinds = [p[3] for p in pts]
+    y = np.array([p[2] for p in pts], dtype=float); kinds = np.array([p[3] for p in pts])
     groups = [records[p[0]].get("instance_id") or records[p[0]]["id"] for p in pts]
     w = point_weights(kinds)
-    hold = np.asarray(kinds) == "mid"
+    hold, first = kinds == "mid", kinds == "first"
     lam, cv = choose_lambda(H, off, y, w, kinds, groups, lams, seed=seed, hold=hold, anchor=anchor)
     d = fit_head(H, off, y, w, lam, hold, anchor)
-    first, new = np.asarray(kinds) == "first", off + H @ d
-    kinds = np.asarray(kinds)
+    new = off + H @ d
     shift = lambda m: float(np.abs(1 / (1 + np.exp(-new[m])) - 1 / (1 + np.exp(-off[m]))).max()) if m.any() else None
     right = lambda z, m: float(((z[m] > 0) == (y[m] == 1)).mean()) if m.any() else None     # p(tool) > 1/2 exactly where the tool opens
     info = {"lambda": lam, "cv_auroc": {str(l): a for l, a in cv.items()}, "points": {k: int((kinds == k).sum()) for k in sorted(set(kinds.tolist()))},
