@@ -219,7 +219,8 @@ def point_weights(kinds: list[str]):
 
 def fit_head(H, off, y, w, lam: float, hold=None, anchor: float = 0.0):
     """The vector d minimising  sum w BCE(off + H d, y) / sum w  over the points not held,
-    + anchor * sum w (H d)^2 / sum w  over the held ones (`hold`: a boolean mask), + lam |d|^2 (numpy float64)."""
+    + anchor * sum w max(0, H d)^2 / sum w  over the held ones (`hold`: a boolean mask; the logit may fall there, not
+    rise), + lam |d|^2 (numpy float64)."""
     import numpy as np, torch
     X, o, t, v = (torch.as_tensor(np.asarray(a), dtype=torch.float64) for a in (H, off, y, w))
     held = torch.as_tensor(np.zeros(len(y), bool) if hold is None else np.asarray(hold, bool))
@@ -229,7 +230,7 @@ def fit_head(H, off, y, w, lam: float, hold=None, anchor: float = 0.0):
         opt.zero_grad()
         z, f = X @ d, ~held
         loss = (v[f] * torch.nn.functional.binary_cross_entropy_with_logits(o[f] + z[f], t[f], reduction="none")).sum() / v[f].sum() + lam * d.square().sum()
-        if anchor and held.any(): loss = loss + anchor * (v[held] * z[held].square()).sum() / v[held].sum()
+        if anchor and held.any(): loss = loss + anchor * (v[held] * z[held].clamp(min=0).square()).sum() / v[held].sum()
         loss.backward(); return loss
     opt.step(closure)
     return d.detach().numpy()
@@ -272,7 +273,7 @@ def decision_head(model, examples: list[dict], records: list[dict], tool_id: int
             "accuracy_before": {k: right(off, kinds == k) for k in ("first", "turn", "mid")},
             "accuracy_after": {k: right(new, kinds == k) for k in ("first", "turn", "mid")},
             "max_shift_turn": shift(kinds == "turn"), "max_shift_mid": shift(kinds == "mid"),
-            "mid_logit_change": float(np.abs(H[hold] @ d).max()) if hold.any() else None, "norm": float(np.linalg.norm(d))}
+            "mid_logit_rise": float((H[hold] @ d).max()) if hold.any() else None, "norm": float(np.linalg.norm(d))}
     return d, info
 
 def apply_head(model, tool_id: int, d) -> None:

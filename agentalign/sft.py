@@ -30,7 +30,7 @@ __all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_convers
 class SFTConfig(StageConfig):
     "Settings of the SFT stage (`agentalign sft`). `None` means: the device's default (see above)."
     section: ClassVar[str] = "sft"
-    quiet_defaults: ClassVar[tuple] = ("decision_head", "head_lambdas", "head_mid", "head_anchor")   # added later: at their defaults, not in the identity
+    quiet_defaults: ClassVar[tuple] = ("decision_head",)   # added later: off, not in the identity (nor are the head_* settings: `unused_settings`)
     from_pipeline: ClassVar[dict[str, str]] = {"seed": "seed", "base_model": "base_model"}
     base_model: str = "embedded"            # "embedded" or a local Hugging Face model folder
     lora: bool = False                      # PEFT LoRA instead of full fine-tuning
@@ -63,7 +63,7 @@ class SFTConfig(StageConfig):
     decision_head: bool = False                         # after training, refit the tool opening's output row on the training data (08d_decision)
     head_lambdas: list[float] = Field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0], min_length=1)   # its L2 penalties; the best out of fold is used
     head_mid: int = Field(32, ge=0)                     # positions inside assistant turns per example that hold the row in place elsewhere
-    head_anchor: float = Field(1.0, ge=0)               # weight of the squared change of the row's logit at those positions
+    head_anchor: float = Field(1.0, ge=0)               # weight of the squared rise of the row's logit there (one-sided: lowering it costs nothing)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Optional[int] = Field(None, ge=1)          # CPU torch threads; None: agentalign.models.cpu_threads()
     bf16: Optional[bool] = None
@@ -89,6 +89,10 @@ class SFTConfig(StageConfig):
         if self.decision_head and self.lora and not self.merge_lora:
             raise ValueError("decision_head edits the model's output row: it needs full fine-tuning or merge_lora = true")
         return self
+
+    def unused_settings(self) -> tuple:
+        "Settings this configuration does not read (left out of the stage's identity, `agentalign.core.config_identity`)."
+        return () if self.decision_head else ("head_lambdas", "head_mid", "head_anchor")
 
     @property
     def lr(self) -> float: return self.learning_rate or (2e-4 if self.lora else 5e-5)

@@ -26,8 +26,8 @@ from .report import METRIC_KEYS, collect_results, plot_categories, sample_rows, 
 # %% auto #0
 __all__ = ['TECHNIQUES', 'LOCAL_MAX_TOKENS', 'CACHED_FILES', 'AgentHarmConfig', 'model_fingerprint', 'default_label',
            'resolve_model', 'resolve_judge', 'scoring_identity', 'cache_entry', 'cache_store', 'cache_lookup',
-           'Scoring', 'plan_scoring', 'progress_line', 'worker_main', 'worker_info', 'obtain_logs', 'finish_scoring',
-           'run_agentharm', 'agentharm_cmd']
+           'Scoring', 'plan_scoring', 'progress_line', 'register_model_info', 'worker_main', 'worker_info',
+           'obtain_logs', 'finish_scoring', 'run_agentharm', 'agentharm_cmd']
 
 # %% ../../nbs/10d_agentharm.ipynb #59167e3a
 TECHNIQUES = ("standard", "cot", "react", "refusal")
@@ -201,6 +201,12 @@ def _install_progress(label: str, total: int, already: int, every: float) -> Non
             state["last"] = now
             print(progress_line(label, n, total, state["done"], now - (state["t0"] or now)), file=sys.stderr, flush=True)
 
+# %% ../../nbs/10d_agentharm.ipynb #8592e4cf
+def register_model_info(model: str) -> None:
+    "Register inspect model information for the local `model` (provider/name) so that inspect never instantiates it to look it up."
+    from inspect_ai.model import ModelInfo, set_model_info
+    set_model_info(model, ModelInfo(model=model, organization="local"))
+
 # %% ../../nbs/10d_agentharm.ipynb #2d51045b
 def _done_before(log_dir: Path, selection: dict) -> int:
     "Samples of `selection` already scored in the logs of an earlier (interrupted) run."
@@ -214,6 +220,7 @@ def _run_inspect(info: dict, st: Path) -> bool:
         import torch
         torch.set_num_threads(info["threads"])
     register_providers()
+    if info["local"]: register_model_info(info["model"])
     from inspect_ai import eval_set
     from inspect_evals.agentharm import agentharm, agentharm_benign
     ids = info["selection"]
