@@ -258,14 +258,14 @@ def config_identity(cfg: Any) -> Any:
     URL credentials and secret-named fields blanked. It depends on the settings alone (not on the secrets a process
     happens to know), so two processes compute the same identity. A setting added after runs were made, whose default
     changes nothing, is named in its class's `quiet_defaults`: at its field default it is left out, so a run finished
-    before the setting existed stays finished. Settings a configuration does not read (named by its `unused_settings()`,
-    such as a switched-off option's parameters) are left out too: their meaning can change without touching runs that
-    never used them."""
+    before the setting existed stays finished. A configuration class may adjust the result with `identity_view(d)`:
+    leave out what it does not read (a switched-off option's parameters), or name a change of meaning (the version of a
+    fit), so that runs made before the change are not taken for runs made after it."""
     if isinstance(cfg, BaseModel):
         fields = type(cfg).model_fields
         quiet = {k: json.loads(json.dumps(fields[k].get_default(call_default_factory=True))) for k in getattr(type(cfg), "quiet_defaults", ())}
-        unused = set(cfg.unused_settings()) if hasattr(cfg, "unused_settings") else set()
-        cfg = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in unused and not (k in quiet and v == quiet[k])}
+        d = {k: v for k, v in cfg.model_dump(mode="json").items() if not (k in quiet and v == quiet[k])}
+        cfg = cfg.identity_view(d) if hasattr(cfg, "identity_view") else d
     if isinstance(cfg, dict): return {k: ("***" if _SECRET_FIELD.match(str(k)) and isinstance(v, str) and v else config_identity(v))
                                       for k, v in sorted(cfg.items()) if k not in NEUTRAL_KEYS}
     if isinstance(cfg, (list, tuple)): return [config_identity(x) for x in cfg]

@@ -11,9 +11,10 @@ from pathlib import Path
 from .core import AgentAlignError, read_json, read_jsonl, rng, write_json, write_jsonl
 
 # %% auto #0
-__all__ = ['masked_spans', 'decision_weights', 'DecisionWeighting', 'twin_units', 'twin_batch_order', 'heldin_instances',
-           'first_turn_request', 'heldin_scorer', 'selection_callback', 'save_best', 'best_info', 'load_best',
-           'head_points', 'head_features', 'point_weights', 'fit_head', 'choose_lambda', 'decision_head', 'apply_head']
+__all__ = ['HEAD_FIT', 'masked_spans', 'decision_weights', 'DecisionWeighting', 'twin_units', 'twin_batch_order',
+           'heldin_instances', 'first_turn_request', 'heldin_scorer', 'selection_callback', 'save_best', 'best_info',
+           'load_best', 'head_points', 'head_features', 'point_weights', 'fit_head', 'choose_lambda', 'decision_head',
+           'apply_head']
 
 # %% ../nbs/08d_decision.ipynb #665869fc
 def masked_spans(enc: dict) -> list[tuple[int, int]]:
@@ -209,6 +210,8 @@ def head_features(model, examples: list[dict], points: list[tuple], tool_id: int
     return H, off
 
 # %% ../nbs/08d_decision.ipynb #9bcfd1e6
+HEAD_FIT = "one-sided anchor"       # the version of fit_head's objective, part of an SFT stage's identity while the head is on
+
 def point_weights(kinds: list[str]):
     "Per-point loss weights: each kind present sums to the number of `first` points."
     import numpy as np

@@ -17,7 +17,7 @@ from .core import (AgentAlignError, Failure, RunDir, app, cli_errors, read_json,
 from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .dataset import load_dataset_dir
 from .models import MAX_TOOL_RESULT_CHARS, MAX_TOOLS, render_row, training_template
-from .decision import DecisionWeighting, apply_head, decision_head, head_points, heldin_instances, heldin_scorer, load_best, masked_spans, selection_callback, twin_batch_order
+from .decision import HEAD_FIT, DecisionWeighting, apply_head, decision_head, head_points, heldin_instances, heldin_scorer, load_best, masked_spans, selection_callback, twin_batch_order
 
 # %% auto #0
 __all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_conversation', 'build_examples', 'length_grouped_order',
@@ -30,7 +30,7 @@ __all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_convers
 class SFTConfig(StageConfig):
     "Settings of the SFT stage (`agentalign sft`). `None` means: the device's default (see above)."
     section: ClassVar[str] = "sft"
-    quiet_defaults: ClassVar[tuple] = ("decision_head",)   # added later: off, not in the identity (nor are the head_* settings: `unused_settings`)
+    quiet_defaults: ClassVar[tuple] = ("decision_head",)   # added later: off, not in the identity (nor are the head_* settings: `identity_view`)
     from_pipeline: ClassVar[dict[str, str]] = {"seed": "seed", "base_model": "base_model"}
     base_model: str = "embedded"            # "embedded" or a local Hugging Face model folder
     lora: bool = False                      # PEFT LoRA instead of full fine-tuning
@@ -90,9 +90,11 @@ class SFTConfig(StageConfig):
             raise ValueError("decision_head edits the model's output row: it needs full fine-tuning or merge_lora = true")
         return self
 
-    def unused_settings(self) -> tuple:
-        "Settings this configuration does not read (left out of the stage's identity, `agentalign.core.config_identity`)."
-        return () if self.decision_head else ("head_lambdas", "head_mid", "head_anchor")
+    def identity_view(self, d: dict) -> dict:
+        """The stage's identity (`agentalign.core.config_identity`): the head's settings only while the head is on, then with
+        the version of its fit (`HEAD_FIT`), so a head fitted before the fit changed is not taken for today's."""
+        if not self.decision_head: return {k: v for k, v in d.items() if not k.startswith("head_")}
+        return {**d, "head_fit": HEAD_FIT}
 
     @property
     def lr(self) -> float: return self.learning_rate or (2e-4 if self.lora else 5e-5)

@@ -11,7 +11,8 @@ computes them (`head_points`, `head_features`); then the row change `d` is fitte
 - `logistic`: inner positions as targets of the logistic loss (the head's first version);
 - `first only`: the first positions alone (nothing holds the row elsewhere).
 
-For each: the decision AUROC (harmful scored by minus the tool opening's logit) on our labelled requests and the AgentHarm
+For each: the decision AUROC (harmful scored by minus the log-odds of the opening's first token `<`; the intent stage
+scores the whole opening against the refusal openings, so its AUROCs differ a little) on our labelled requests and the AgentHarm
 prompts at the first assistant position, from the final hidden states that the intent stage saved (`intent/sft/hidden.npz`,
 its last layer must be the model's last; AgentHarm is only scored), the in-sample share of each kind of position where
 `p(<) > 1/2` exactly when the tool call opens, and, fitted on half of the chain instances, what the row change does at the
@@ -42,10 +43,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed-dir", required=True, help="OUT/seed<N> of benchmarks/training_seeds.py (sft/model and intent/sft/)")
     ap.add_argument("--preset", default="small")
+    ap.add_argument("--seed", type=int, default=None, help="the SFT seed of the folder (default: from its name, seed<N>)")
     ap.add_argument("--lambdas", default="1e-4,1e-3,1e-2")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     os.environ["AGENTALIGN_TORCH_THREADS"] = str(a.threads)
+    import re
     import numpy as np, torch
     from transformers import AutoModelForCausalLM
     from agentalign.core import RunDir, read_jsonl
@@ -57,7 +60,9 @@ def main():
     d = Path(a.seed_dir); st = d / "intent" / "sft"
     for p in (d / "sft" / "model" / "config.json", st / "hidden.npz", st / "records.jsonl"):
         if not p.is_file(): sys.exit(f"{p}: missing (run benchmarks/training_seeds.py for this seed first)")
-    cfg = Settings(a.preset).stage(SFTConfig)
+    seed = a.seed if a.seed is not None else int(m.group(1)) if (m := re.fullmatch(r"seed(\d+)", d.name)) else None
+    if seed is None: sys.exit(f"{d}: pass --seed (the folder's name does not say it)")
+    cfg = Settings(a.preset).stage(SFTConfig).model_copy(update={"seed": seed})      # as training_seeds.py fits the head
     tok = load_tokenizer(d / "sft" / "model"); ex = prepare_examples(RunDir(d), tok, cfg)
     model = AutoModelForCausalLM.from_pretrained(str(d / "sft" / "model"))
     layers = json.loads((st / "metrics.json").read_text())["probe"]["layers"]
@@ -88,7 +93,7 @@ def main():
     right = lambda zz, m: float(((zz[m] > 0) == (y[m] == 1)).mean())
     head = ["variant", "lambda", *(f"AUROC {s}" for s in test), "in-sample right first / turn / mid", "other half: largest rise inside turns", "other half: inside turns over 1/2"]
     rows = [["SFT model", "-", *(f"{auroc(yy, -oo):.3f}" for _, oo, yy in test.values()),
-             " / ".join(f"{right(off, kinds == k):.3f}" for k in ("first", "turn", "mid")), "-", f"{((off[mid] > 0) != (y[mid] == 1)).mean():.2%}"]]
+             " / ".join(f"{right(off, kinds == k):.3f}" for k in ("first", "turn", "mid")), "-", f"{((off[~A & mid] > 0) != (y[~A & mid] == 1)).mean():.2%}"]]
     for name, fit in fits.items():
         for lam in [float(x) for x in a.lambdas.split(",")]:
             dd = fit(np.ones(len(y), bool), lam); new = off + H @ dd
