@@ -106,3 +106,12 @@ def test_every_command_in_the_readme_exists():
     for c in cmds:
         r = CliRunner().invoke(app, [c, "--help"])
         assert r.exit_code == 0, f"agentalign {c}: {r.output}"
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_the_shipped_configs_resolve_on_the_small_preset(config, tmp_path):
+    "Each config file under configs/ is a layer over the small preset that every stage accepts, and it changes what it says."
+    import tomllib
+    ran = invoke(["run", "--out", str(tmp_path), "--preset", "small", "--config", str(config), "--show-settings"])
+    for section, table in tomllib.loads(config.read_text()).items():
+        assert section in ran, (config.name, section, sorted(ran))                   # a stage of the run, by its section name
+        for key, value in table.items(): assert ran[section][key] == value, (config.name, section, key, ran[section][key])
