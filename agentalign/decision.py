@@ -271,7 +271,7 @@ def decision_head(model, examples: list[dict], records: list[dict], tool_id: int
     new = off + H @ d
     shift = lambda m: float(np.abs(1 / (1 + np.exp(-new[m])) - 1 / (1 + np.exp(-off[m]))).max()) if m.any() else None
     right = lambda z, m: float(((z[m] > 0) == (y[m] == 1)).mean()) if m.any() else None     # p(tool) > 1/2 exactly where the tool opens
-    info = {"lambda": lam, "cv_auroc": {str(l): a for l, a in cv.items()}, "points": {k: int((kinds == k).sum()) for k in sorted(set(kinds.tolist()))},
+    info = {"fit": HEAD_FIT, "lambda": lam, "cv_auroc": {str(l): a for l, a in cv.items()}, "points": {k: int((kinds == k).sum()) for k in sorted(set(kinds.tolist()))},
             "first_auroc_before": auroc(y[first] == 0, -off[first]), "first_auroc_after": auroc(y[first] == 0, -new[first]),
             "accuracy_before": {k: right(off, kinds == k) for k in ("first", "turn", "mid")},
             "accuracy_after": {k: right(new, kinds == k) for k in ("first", "turn", "mid")},
