@@ -13,8 +13,8 @@ from .core import AgentAlignError, read_json, read_jsonl, rng, write_json, write
 # %% auto #0
 __all__ = ['HEAD_FIT', 'masked_spans', 'decision_weights', 'DecisionWeighting', 'twin_units', 'twin_batch_order',
            'heldin_instances', 'first_turn_request', 'heldin_scorer', 'selection_callback', 'save_best', 'best_info',
-           'load_best', 'head_points', 'head_features', 'point_weights', 'fit_head', 'choose_lambda', 'decision_head',
-           'apply_head']
+           'load_best', 'head_points', 'tool_logodds', 'head_features', 'point_weights', 'fit_head', 'choose_lambda',
+           'decision_head', 'apply_head']
 
 # %% ../nbs/08d_decision.ipynb #665869fc
 def masked_spans(enc: dict) -> list[tuple[int, int]]:
@@ -188,6 +188,11 @@ def head_points(examples: list[dict], tool_id: int, mid: int | None, seed: int) 
     return out
 
 # %% ../nbs/08d_decision.ipynb #3ab27bf8
+def tool_logodds(logits, tool_id: int):
+    "log p(tool) - log(1 - p(tool)) from rows of logits (torch): the tool token's logit against the logsumexp of all the others."
+    other = logits.clone(); other[:, tool_id] = float("-inf")
+    return logits[:, tool_id] - other.logsumexp(-1)
+
 def head_features(model, examples: list[dict], points: list[tuple], tool_id: int):
     "(final hidden states, offsets log p(tool) - log(1 - p(tool))) at `points`, as float64 numpy arrays in the order of `points`."
     import numpy as np, torch
@@ -201,9 +206,7 @@ def head_features(model, examples: list[dict], points: list[tuple], tool_id: int
             for e, items in by.items():
                 out = model(input_ids=torch.tensor([examples[e]["input_ids"]], device=dev), output_hidden_states=True, logits_to_keep=1, use_cache=False)
                 h = out.hidden_states[-1][0, [p for _, p in items]].float()
-                logits = head(h.to(head.weight.dtype)).float()
-                other = logits.clone(); other[:, tool_id] = float("-inf")
-                o = (logits[:, tool_id] - other.logsumexp(-1)).double().cpu().numpy()
+                o = tool_logodds(head(h.to(head.weight.dtype)).float(), tool_id).double().cpu().numpy()
                 if H is None: H = np.zeros((len(points), h.shape[-1]))
                 for k, (i, _) in enumerate(items): H[i], off[i] = h[k].double().cpu().numpy(), o[k]
     finally: model.train(was)
@@ -220,10 +223,10 @@ def point_weights(kinds: list[str]):
     for k in set(kinds.tolist()): w[kinds == k] = n / (kinds == k).sum()
     return w
 
-def fit_head(H, off, y, w, lam: float, hold=None, anchor: float = 0.0):
+def fit_head(H, off, y, w, lam: float, hold=None, anchor: float = 0.0, rise_only: bool = True):
     """The vector d minimising  sum w BCE(off + H d, y) / sum w  over the points not held,
     + anchor * sum w max(0, H d)^2 / sum w  over the held ones (`hold`: a boolean mask; the logit may fall there, not
-    rise), + lam |d|^2 (numpy float64)."""
+    rise), + lam |d|^2 (numpy float64). `rise_only=False`: the squared change both ways (the fit before 2026-12-07)."""
     import numpy as np, torch
     X, o, t, v = (torch.as_tensor(np.asarray(a), dtype=torch.float64) for a in (H, off, y, w))
     held = torch.as_tensor(np.zeros(len(y), bool) if hold is None else np.asarray(hold, bool))
@@ -233,7 +236,7 @@ def fit_head(H, off, y, w, lam: float, hold=None, anchor: float = 0.0):
         opt.zero_grad()
         z, f = X @ d, ~held
         loss = (v[f] * torch.nn.functional.binary_cross_entropy_with_logits(o[f] + z[f], t[f], reduction="none")).sum() / v[f].sum() + lam * d.square().sum()
-        if anchor and held.any(): loss = loss + anchor * (v[held] * z[held].clamp(min=0).square()).sum() / v[held].sum()
+        if anchor and held.any(): loss = loss + anchor * (v[held] * (z[held].clamp(min=0) if rise_only else z[held]).square()).sum() / v[held].sum()
         loss.backward(); return loss
     opt.step(closure)
     return d.detach().numpy()

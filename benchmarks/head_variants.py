@@ -7,7 +7,7 @@ The head's positions and features are computed on SFT/model and its training exa
 computes them (`head_points`, `head_features`); then the row change `d` is fitted four ways at each penalty:
 
 - `one-sided`: today's `fit_head`, inner positions held by the squared *rise* of the logit (`head_anchor`);
-- `two-sided`: the squared *change* at inner positions (the default before 2026-12-07);
+- `two-sided`: the squared *change* at inner positions (`rise_only=False`, the fit before 2026-12-07);
 - `logistic`: inner positions as targets of the logistic loss (the head's first version);
 - `first only`: the first positions alone (nothing holds the row elsewhere).
 
@@ -23,22 +23,6 @@ import argparse, json, os, sys, time
 from pathlib import Path
 
 
-def two_sided(H, off, y, w, lam, hold, anchor):
-    "The earlier fit: the squared change of the logit at the held positions (for comparison only)."
-    import numpy as np, torch
-    X, o, t, v = (torch.as_tensor(np.asarray(a), dtype=torch.float64) for a in (H, off, y, w))
-    held = torch.as_tensor(np.asarray(hold, bool))
-    d = torch.zeros(X.shape[1], dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([d], lr=1, max_iter=500, tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
-    def closure():
-        opt.zero_grad(); z, f = X @ d, ~held
-        loss = (v[f] * torch.nn.functional.binary_cross_entropy_with_logits(o[f] + z[f], t[f], reduction="none")).sum() / v[f].sum() + lam * d.square().sum()
-        loss = loss + anchor * (v[held] * z[held].square()).sum() / v[held].sum()
-        loss.backward(); return loss
-    opt.step(closure)
-    return d.detach().numpy()
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed-dir", required=True, help="OUT/seed<N> of benchmarks/training_seeds.py (sft/model and intent/sft/)")
@@ -52,7 +36,7 @@ def main():
     import numpy as np, torch
     from transformers import AutoModelForCausalLM
     from agentalign.core import RunDir, read_jsonl
-    from agentalign.decision import fit_head, head_features, head_points, point_weights
+    from agentalign.decision import fit_head, head_features, head_points, point_weights, tool_logodds
     from agentalign.intent import auroc
     from agentalign.settings import Settings
     from agentalign.sft import SFTConfig, head_token, load_tokenizer, prepare_examples
@@ -82,12 +66,12 @@ def main():
     for s in ("ours", "agentharm"):
         rs = [r for r in recs if r["set"] == s]
         if not rs: continue
-        Ht = torch.tensor(np.stack([hid[r["id"]] for r in rs])).double(); lg = Ht @ W.T; o = lg.clone(); o[:, tool_id] = -float("inf")
-        test[s] = (Ht.numpy(), (lg[:, tool_id] - o.logsumexp(-1)).numpy(), np.array([r["label"] == "harmful" for r in rs]))
+        Ht = torch.tensor(np.stack([hid[r["id"]] for r in rs])).double()
+        test[s] = (Ht.numpy(), tool_logodds(Ht @ W.T, tool_id).numpy(), np.array([r["label"] == "harmful" for r in rs]))
     inst = sorted(set(groups.tolist())); half = set(np.random.default_rng(0).choice(inst, len(inst) // 2, replace=False).tolist())
     A = np.array([g in half for g in groups])
     fits = {"one-sided": lambda m, lam: fit_head(H[m], off[m], y[m], w[m], lam, mid[m], cfg.head_anchor),
-            "two-sided": lambda m, lam: two_sided(H[m], off[m], y[m], w[m], lam, mid[m], cfg.head_anchor),
+            "two-sided": lambda m, lam: fit_head(H[m], off[m], y[m], w[m], lam, mid[m], cfg.head_anchor, rise_only=False),
             "logistic": lambda m, lam: fit_head(H[m], off[m], y[m], w[m], lam),
             "first only": lambda m, lam: fit_head(H[m & first], off[m & first], y[m & first], w[m & first], lam)}
     right = lambda zz, m: float(((zz[m] > 0) == (y[m] == 1)).mean())
