@@ -8,13 +8,13 @@ benign twin, and checkpoint selection by the intent metric on a held-in split of
 from __future__ import annotations
 import os, shutil
 from pathlib import Path
-from .core import AgentAlignError, read_json, read_jsonl, rng, write_json, write_jsonl
+from .core import AgentAlignError, Failure, read_json, read_jsonl, rng, write_json, write_jsonl
 
 # %% auto #0
 __all__ = ['HEAD_FIT', 'masked_spans', 'decision_weights', 'DecisionWeighting', 'twin_units', 'twin_batch_order',
            'heldin_instances', 'first_turn_request', 'heldin_scorer', 'selection_callback', 'save_best', 'best_info',
-           'load_best', 'head_points', 'tool_logodds', 'head_features', 'point_weights', 'fit_head', 'choose_lambda',
-           'decision_head', 'apply_head']
+           'load_best', 'head_points', 'first_turn_examples', 'tool_logodds', 'head_features', 'point_weights',
+           'fit_head', 'choose_lambda', 'decision_head', 'apply_head']
 
 # %% ../nbs/08d_decision.ipynb #665869fc
 def masked_spans(enc: dict) -> list[tuple[int, int]]:
@@ -186,6 +186,25 @@ def head_points(examples: list[dict], tool_id: int, mid: int | None, seed: int) 
         r = rng(seed, "head-mid", e)
         for p in sorted(inner if mid is None else r.sample(inner, min(mid, len(inner)))): out.append((e, p, int(ids[p + 1] == tool_id), "mid"))
     return out
+
+# %% ../nbs/08d_decision.ipynb #6dee4ed1
+def first_turn_examples(tok, rows: list[dict], render_kw: dict, tool_id: int, other_id: int, max_length: int) -> tuple[list[dict], list[dict], list[Failure]]:
+    """(head examples, records with the chain instance, failures) of first-turn-only requests (`responses.RequestRecord`
+    rows): the rendered first turn and one label token, `tool_id` for a benign request, `other_id` for a harmful one."""
+    from agentalign.intent import first_turn
+    from agentalign.models import training_template
+    template, ex, recs, fails = training_template(tok), [], [], []
+    for r in rows:
+        rid = f"request:{r['id']}"
+        try: ids = tok(first_turn(tok, template, first_turn_request(r, render_kw)), add_special_tokens=False)["input_ids"]
+        except (ValueError, KeyError, TypeError, StopIteration) as e:
+            fails.append(Failure(stage="sft", item_id=rid, reason="render_error", detail=str(e)[:300])); continue
+        if len(ids) >= max_length:
+            fails.append(Failure(stage="sft", item_id=rid, reason="over_token_budget", detail=f"first turn of {len(ids)} tokens >= max_length {max_length}")); continue
+        t = tool_id if r["label"] == "benign" else other_id
+        ex.append({"input_ids": ids + [t], "labels": [-100] * len(ids) + [t]})
+        recs.append({"id": rid, "split": "first_turn", "label": r["label"], "kind": r.get("kind", r["label"]), "instance_id": r.get("instance_id") or ""})
+    return ex, recs, fails
 
 # %% ../nbs/08d_decision.ipynb #3ab27bf8
 def tool_logodds(logits, tool_id: int):

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import ClassVar, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
-from .core import AgentAlignError, Failure, RunDir, check_accounting, read_jsonl, stable_id, validate_config, app, cli_errors
+from .core import AgentAlignError, Failure, RunDir, check_accounting, read_jsonl, stable_id, validate_config, write_jsonl, app, cli_errors
 from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .chains import PlanStep
 from .env.simulator import SimulatedEnvironment
@@ -23,8 +23,8 @@ from .writing import (answer_problem, answer_request, clean_note, clean_rewrite,
 # %% auto #0
 __all__ = ['PROMPT_VERSION', 'FORMAT_ERRORS', 'ResponseInput', 'ResponseRecord', 'load_inputs', 'ResponsesConfig', 'offer',
            'env_seed', 'ItemOutcome', 'responder_name', 'write_refusal', 'plan_trajectory', 'agent_trajectory',
-           'respond_item', 'response_summary', 'plot_responses', 'tool_needs', 'respond_all', 'run_responses',
-           'respond_cmd']
+           'respond_item', 'response_summary', 'plot_responses', 'RequestRecord', 'select_instances',
+           'first_turn_record', 'first_turns', 'tool_needs', 'respond_all', 'run_responses', 'respond_cmd']
 
 # %% ../nbs/07_responses.ipynb #136c1c18
 PROMPT_VERSION = "responses-v1"
@@ -98,6 +98,7 @@ def load_inputs(path: str | Path, limit: int | None = None) -> tuple[list[Respon
 class ResponsesConfig(StageConfig):
     "Every setting of the responses stage."
     section: ClassVar[str] = "responses"
+    quiet_defaults: ClassVar[tuple] = ("instances_per_category",)   # added later: off, not in the identity
     roles: ClassVar[dict[str, str]] = {"refuser": "refuser", "agent": "agent"}
     refuser: LLMConfig = LLMConfig()
     agent: LLMConfig = LLMConfig()
@@ -108,6 +109,8 @@ class ResponsesConfig(StageConfig):
     tools_in_prompt: bool = True                                # free-mode writing requests offer the tools (stored examples always do; rewrites never need them)
     seed: int = 0
     limit: Optional[int] = Field(None, ge=1)                   # only the first N kept items
+    instances_per_category: Optional[int] = Field(None, ge=1)  # respond to the first N chain instances of each harm category; the other
+                                                               # kept requests leave as first turns only (requests.jsonl, for the decision head)
     distractors: int = Field(2, ge=0)                          # irrelevant tools offered besides the chain's
     max_tool_result_chars: int = Field(600, ge=80)             # tool results are cut (as valid JSON) to this size
     temperature: float = Field(0.7, ge=0)                      # refusals and final answers
@@ -400,6 +403,47 @@ def plot_responses(summary: dict, path: str | Path) -> Path:
     fig.savefig(path, dpi=110); plt.close(fig)
     return path
 
+# %% ../nbs/07_responses.ipynb #a20a26ae
+class RequestRecord(BaseModel):
+    "A kept request answered by no response (`instances_per_category`): its first turn as training would offer it, and its label."
+    id: str
+    instruction_id: str
+    chain_id: str
+    instance_id: str
+    category: str
+    subcategory: str
+    kind: str
+    label: Literal["harmful", "benign"]
+    messages: list[dict]                                   # the user's request
+    tools: list[dict]                                      # offered OpenAI tool schemas, as a response would offer them
+    seed: int = 0
+
+def select_instances(items: list[ResponseInput], n: int | None) -> tuple[list[ResponseInput], list[ResponseInput]]:
+    "(the items of the first `n` chain instances of each harm category, the rest), each in input order; `n` None: all, none."
+    if n is None: return list(items), []
+    seen: dict[str, list[str]] = {}
+    for it in items:
+        ks = seen.setdefault(it.category, [])
+        if (it.instance_id or it.id) not in ks: ks.append(it.instance_id or it.id)
+    keep = {k for ks in seen.values() for k in ks[:n]}
+    return [i for i in items if (i.instance_id or i.id) in keep], [i for i in items if (i.instance_id or i.id) not in keep]
+
+def first_turn_record(item: ResponseInput, cfg: ResponsesConfig) -> RequestRecord:
+    "The first turn of `item` with the tools a response of this stage would offer (an unknown tool: one line)."
+    env = SimulatedEnvironment(seed=env_seed(cfg.seed, item.id))
+    offered, _ = offer(env, item, cfg.distractors, cfg.seed)
+    return RequestRecord(id=stable_id("request", item.id), instruction_id=item.id, chain_id=item.chain_id, instance_id=item.instance_id,
+                         category=item.category, subcategory=item.subcategory, kind=item.kind, label=item.label,
+                         messages=[{"role": "user", "content": item.instruction}], tools=env.schemas(offered), seed=cfg.seed)
+
+def first_turns(items: list[ResponseInput], cfg: ResponsesConfig) -> tuple[list[RequestRecord], list[Failure]]:
+    "(first-turn records, one failure per item whose tools cannot be offered)."
+    recs, fails = [], []
+    for it in items:
+        try: recs.append(first_turn_record(it, cfg))
+        except AgentAlignError as e: fails.append(Failure(stage="responses", item_id=it.id, reason="bad_input", detail=str(e)[:600]))
+    return recs, fails
+
 # %% ../nbs/07_responses.ipynb #2b265a6c
 def tool_needs(cfg: ResponsesConfig) -> tuple[str | None, str | None]:
     "What the refuser and the agent need of their endpoint's tool support: `required`, `offered` or None."
@@ -446,14 +490,18 @@ def run_responses(run: RunDir | str | Path, cfg: ResponsesConfig | dict, *, over
         items, skipped, bad = load_inputs(src, cfg.limit)
         if not items and not bad: raise AgentAlignError(f"{src}: no kept item to respond to ({skipped.get('lines', 0)} line(s))")
         for f in bad: print(f"warning: skipped {f.detail}", file=sys.stderr)
+        items, rest = select_instances(items, cfg.instances_per_category)
+        requests, bad_req = first_turns(rest, cfg)
         refuser, agent = backends or _backends(cfg, run)
         outcomes = run_sync(respond_all(items, cfg, refuser, agent, progress)) if items else []
         records = [o.record for o in outcomes if o.record is not None]
-        failures = bad + [o.failure for o in outcomes if o.record is None]
-        check_accounting([i.id for i in items] + [f.item_id for f in bad], [r.instruction_id for r in records], [f.item_id for f in failures], "responses")
+        failures = bad + bad_req + [o.failure for o in outcomes if o.record is None]
+        check_accounting([i.id for i in items + rest] + [f.item_id for f in bad], [r.instruction_id for r in records + requests],
+                         [f.item_id for f in failures], "responses")
+        if cfg.instances_per_category: write_jsonl(st.path / "requests.jsonl", requests)
         cache = {"hits": sum(getattr(b, "hits", 0) for b in {id(refuser): refuser, id(agent): agent}.values()),
                  "misses": sum(getattr(b, "misses", 0) for b in {id(refuser): refuser, id(agent): agent}.values())}
-        summary = {"inputs": len(items), "input_lines": skipped, **response_summary(items, outcomes, cfg), "llm_cache": cache,
+        summary = {"inputs": len(items), "input_lines": skipped, "first_turns_only": len(requests), **response_summary(items, outcomes, cfg), "llm_cache": cache,
                    "refuser": responder_name(cfg.refuser), "agent": responder_name(cfg.agent), "prompt_version": PROMPT_VERSION,
                    "seconds": round(time.time() - t0, 2)}
         if cfg.figures and records: summary["figures"] = [str(plot_responses(summary, run.figures / "responses.png"))]
@@ -484,6 +532,7 @@ def respond_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder with
                 connecting_text: Annotated[Optional[bool], typer.Option("--connecting-text/--no-connecting-text", help="Plan mode: the LLM writes a sentence before each call [default: yes].")] = None,
                 tools_in_prompt: Annotated[Optional[bool], typer.Option("--tools-in-prompt/--no-tools-in-prompt", help="Offer the tools in free-mode requests that write refusals and answers (stored examples always offer them) [default: yes].")] = None,
                 limit: Annotated[Optional[int], typer.Option(help="Only the first N kept items.")] = None,
+                instances_per_category: Annotated[Optional[int], typer.Option(min=1, help="Respond to the first N chain instances of each harm category; the other kept requests are written as first turns only (requests.jsonl, for the decision head) [default: all].")] = None,
                 distractors: Annotated[Optional[int], typer.Option(min=0, help="Irrelevant tools offered besides the chain's [default: 2].")] = None,
                 max_tool_result_chars: Annotated[Optional[int], typer.Option(min=80, help="Tool results are cut (as JSON) to this many characters [default: 600].")] = None,
                 retries: Annotated[Optional[int], typer.Option(min=0, help="Extra attempts (higher temperature) after a rejected refusal or answer [default: 3].")] = None,
@@ -509,7 +558,7 @@ def respond_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder with
            "agent": dict(backend=agent_backend, model=agent_model, base_url=agent_base_url)}
     roles = _roles(both, one)
     cfg = command_settings(ResponsesConfig, preset, config, show_settings, mode=mode, refusal_mode=refusal_mode, answer_mode=answer_mode,
-                           connecting_text=connecting_text, tools_in_prompt=tools_in_prompt, limit=limit, distractors=distractors,
+                           connecting_text=connecting_text, tools_in_prompt=tools_in_prompt, limit=limit, instances_per_category=instances_per_category, distractors=distractors,
                            max_tool_result_chars=max_tool_result_chars, retries=retries, temperature=temperature, max_tokens=max_tokens,
                            agent_min_tool_calls=_tool_calls_opt(min_tool_calls), agent_max_turns=max_turns, timeout=timeout,
                            figures=figures, seed=seed, **roles)
@@ -517,4 +566,4 @@ def respond_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder with
     typer.echo(json.dumps({k: v for k, v in s.items() if not isinstance(v, (list, dict))}))
     typer.echo("yield per label: " + ", ".join(f"{k} {v['produced']}/{v['inputs']}" for k, v in sorted(s["per_label"].items())) +
                f"; sources: {json.dumps(s['sources'])}; failures: {json.dumps(s['failures_by_reason'])}")
-    typer.echo(f"wrote {Path(out) / 'responses'}/records.jsonl, failures.jsonl, summary.json")
+    typer.echo(f"wrote {Path(out) / 'responses'}/records.jsonl, failures.jsonl, summary.json" + (", requests.jsonl" if cfg.instances_per_category else ""))

@@ -17,14 +17,15 @@ from .core import (AgentAlignError, Failure, RunDir, app, cli_errors, read_json,
 from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .dataset import load_dataset_dir
 from .models import MAX_TOOL_RESULT_CHARS, MAX_TOOLS, render_row, training_template
-from .decision import HEAD_FIT, DecisionWeighting, apply_head, decision_head, head_points, heldin_instances, heldin_scorer, load_best, masked_spans, selection_callback, twin_batch_order
+from .responses import RequestRecord
+from .decision import HEAD_FIT, DecisionWeighting, apply_head, decision_head, first_turn_examples, head_points, heldin_instances, heldin_scorer, load_best, masked_spans, selection_callback, twin_batch_order
 
 # %% auto #0
 __all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_conversation', 'build_examples', 'length_grouped_order',
            'resolve_base_model', 'tiny_model_folder', 'world', 'train_settings', 'peak_rss_mb', 'TokenCounter',
-           'plot_loss', 'assistant_logits_loss', 'Examples', 'load_tokenizer', 'prepare_examples', 'twin_batch_size',
-           'make_trainer', 'selection_dir', 'fit', 'save_model', 'selection_summary', 'train_summary', 'run_sft',
-           'head_token', 'fit_head_stage', 'sft_cmd']
+           'plot_loss', 'assistant_logits_loss', 'Examples', 'load_tokenizer', 'prepare_examples', 'requests_path',
+           'requests_rows', 'head_ids', 'twin_batch_size', 'make_trainer', 'selection_dir', 'fit', 'save_model',
+           'selection_summary', 'train_summary', 'run_sft', 'head_token', 'fit_head_stage', 'sft_cmd']
 
 # %% ../nbs/08c_sft.ipynb #cf52b72d
 class SFTConfig(StageConfig):
@@ -60,7 +61,8 @@ class SFTConfig(StageConfig):
     decision_tokens: int = Field(8, ge=1)
     select_share: float = Field(0.0, ge=0, lt=1)        # share of the training instances held in to choose the checkpoint by decision AUROC (0: the last step)
     select_steps: Optional[int] = Field(None, ge=1)     # score the held-in requests every N steps (None: about ten times a training)
-    decision_head: bool = False                         # after training, refit the tool opening's output row on the training data (08d_decision)
+    decision_head: bool = False                         # after training, refit the tool opening's output row on the training data and on the
+                                                        # requests answered by no response (responses/requests.jsonl; 08d_decision)
     head_lambdas: list[float] = Field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0], min_length=1)   # its L2 penalties; the best out of fold is used
     head_mid: int = Field(32, ge=0)                     # positions inside assistant turns per example that hold the row in place elsewhere
     head_anchor: float = Field(1.0, ge=0)               # weight of the squared rise of the row's logit there (one-sided: lowering it costs nothing)
@@ -340,6 +342,8 @@ class Examples:
     records: list[dict]
     failures: list[Failure]
     heldin: list[dict] = field(default_factory=list)   # dataset rows held out of training for checkpoint selection
+    first_turns: list[dict] = field(default_factory=list)          # decision head only: requests answered by no response
+    first_turn_records: list[dict] = field(default_factory=list)   # (`responses/requests.jsonl`, see 08d_decision)
 
 def load_tokenizer(base: Path):
     "The base model's tokenizer with a pad token and the training chat template (`agentalign.models.training_template`)."
@@ -367,7 +371,21 @@ def prepare_examples(run: RunDir, tok, cfg: SFTConfig) -> Examples:
         raise AgentAlignError(f"sft: no training example fits (max_length {cfg.max_length}; {dict(reasons)}); raise max_length or use over_length = 'truncate'")
     rec_tr = [rec_tr[i] for i in order]
     rec_hi = [{"id": f"heldin:{r['id']}", "split": "heldin", "label": r["label"], "kind": r["kind"], "instance_id": r["instance_id"]} for r in heldin]
-    return Examples([ex_tr[i] for i in order], ex_va, rec_tr, rec_tr + rec_va + rec_hi, fail_tr + fail_va, heldin)
+    ex_ft, rec_ft, fail_ft = first_turn_examples(tok, requests_rows(run), cfg.render_kw, *head_ids(tok), cfg.max_length) if cfg.decision_head else ([], [], [])
+    return Examples([ex_tr[i] for i in order], ex_va, rec_tr, rec_tr + rec_va + rec_hi + rec_ft, fail_tr + fail_va + fail_ft, heldin, ex_ft, rec_ft)
+
+def requests_path(run: RunDir) -> Path: return run.path / "responses" / "requests.jsonl"
+
+def requests_rows(run: RunDir) -> list[dict]:
+    "The requests the responses stage answered with no response (`instances_per_category`; none without it); a corrupt line: one line."
+    p = requests_path(run)
+    return [r.model_dump() for r in read_jsonl(p, RequestRecord)] if p.is_file() else []
+
+def head_ids(tok) -> tuple[int, int]:
+    "(the tool opening's first token, a refusal opening's first token) after the generation prompt."
+    from agentalign.intent import REFUSAL_OPENINGS, TOOL_OPENING, generation_prompt, opening_ids
+    t, r = opening_ids(tok, generation_prompt(tok, tok.chat_template), [TOOL_OPENING, REFUSAL_OPENINGS[0]])
+    return t[0], r[0]
 
 def twin_batch_size(cfg: SFTConfig) -> int:
     "The batch twins share: a device batch when it holds two, else the optimizer step (devices x accumulation)."
@@ -486,7 +504,8 @@ def run_sft(run: RunDir | str | Path, cfg: SFTConfig | None = None, *, overwrite
     rank, size = world()
     if rank == 0:
         if not overwrite and run.status("sft", cfg)[0] == "done": return read_json(run.path / "sft" / "summary.json")
-        with run.open_stage("sft", cfg, inputs=[data], overwrite=overwrite) as st: return _train(run, cfg, base, st)
+        extra = [requests_path(run)] if cfg.decision_head else []       # missing or not: its appearance makes the stage stale
+        with run.open_stage("sft", cfg, inputs=[data, *extra], overwrite=overwrite) as st: return _train(run, cfg, base, st)
     return _train(run, cfg, base, None)
 
 def head_token(tok, ex: Examples) -> int:
@@ -504,8 +523,8 @@ def fit_head_stage(model, tok, ex: Examples, cfg: SFTConfig) -> tuple[tuple, dic
     "((tool opening's first token id, d), what it measured and how long it took) of the decision head on the training examples (08d_decision)."
     t0 = time.time()
     tool_id = head_token(tok, ex)
-    d, info = decision_head(model, ex.train, ex.train_records, tool_id, cfg.head_lambdas, cfg.head_mid, cfg.seed, cfg.head_anchor)
-    return (tool_id, d), {**info, "token": tok.convert_ids_to_tokens(tool_id), "seconds": round(time.time() - t0, 1)}
+    d, info = decision_head(model, ex.train + ex.first_turns, ex.train_records + ex.first_turn_records, tool_id, cfg.head_lambdas, cfg.head_mid, cfg.seed, cfg.head_anchor)
+    return (tool_id, d), {**info, "first_turns_only": len(ex.first_turns), "tool_opening": tok.convert_ids_to_tokens(tool_id), "seconds": round(time.time() - t0, 1)}
 
 def _train(run: RunDir, cfg: SFTConfig, base: Path, st) -> dict:
     "The steps above, in order; only rank 0 (`st` given) saves and writes."

@@ -5,7 +5,8 @@ dataset (read only; copied per seed):
 
 For each seed: the preset's SFT (its `[sft]` table, that seed) on a copy of RUN/dataset in OUT/seed<N>/; then the
 decision head (`agentalign.decision`, `nbs/08d_decision.ipynb`) fitted on that model and the same training examples,
-saved beside it as OUT/seed<N>/head_model (the SFT model itself stays as it is); then both models scored by the intent
+saved beside it as OUT/seed<N>/head_model (the SFT model itself, trained with the head off, stays as it is; the
+requests the responses stage answered with no response, RUN/responses/requests.jsonl, join the head's fit as in the SFT stage); then both models scored by the intent
 metric (`agentalign intent`: our labelled requests and the AgentHarm validation prompts present, evaluation only) and,
 unless `--no-agentharm`, by AgentHarm validation with the preset's `[agentharm]` table (offline judge). Printed: one JSON
 line per model and seed (also appended to OUT/results.jsonl; a rerun skips what is there), then a table per model with
@@ -24,6 +25,8 @@ def copy_dataset(src: Path, d: Path) -> None:
     shutil.copytree(src / "dataset", d / "dataset")
     for rel in read_json(src / "dataset" / "done.json")["identity"]["inputs"]:
         if not Path(rel).is_absolute(): (d / rel).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(src / rel, d / rel)
+    req = Path("responses") / "requests.jsonl"             # requests answered by no response: the head's extra first turns
+    if (src / req).is_file(): (d / req).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(src / req, d / req)
 
 
 def head_model(d: Path, cfg) -> dict:
@@ -81,14 +84,15 @@ def one_seed(seed: int, src: Path, out: Path, a, done: set) -> list[dict]:
     from agentalign.sft import SFTConfig, run_sft
     d = out / f"seed{seed}"
     copy_dataset(src, d)
-    cfg = Settings(a.preset).stage(SFTConfig).model_copy(update={"seed": seed, "figures": False, "progress": False, "threads": a.threads})
+    cfg = Settings(a.preset).stage(SFTConfig).model_copy(update={"seed": seed, "figures": False, "progress": False, "threads": a.threads, "decision_head": True})
+    plain = cfg.model_copy(update={"decision_head": False})   # the SFT model without the head; the head is fitted on it below
     rows = []
     t0 = time.time()
     done_sft = d / "sft" / "summary.json"                 # trained by an earlier call (perhaps before a new setting existed): reused
-    s = json.loads(done_sft.read_text()) if done_sft.is_file() and (d / "sft" / "model" / "config.json").is_file() else run_sft(RunDir(d), cfg)
+    s = json.loads(done_sft.read_text()) if done_sft.is_file() and (d / "sft" / "model" / "config.json").is_file() else run_sft(RunDir(d), plain)
     train = {"steps": s["steps"], "train_examples": s["train_examples"], "train_seconds": s["train_seconds"], "last_loss": s["last_loss"]}
     for model, label in ((d / "sft" / "model", "sft"), (d / "head_model", "sft+head")):
-        if (seed, label) in done: continue
+        if (seed, label) in done or label not in a.models: continue
         extra = {}
         if label == "sft+head":
             t1 = time.time(); info = head_model(d, cfg)
@@ -123,7 +127,10 @@ def main():
     ap.add_argument("--preset", default="small")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--agentharm", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--models", default="sft,sft+head", help="which models to score: sft (plain SFT), sft+head (with the decision head)")
     a = ap.parse_args()
+    a.models = {m.strip() for m in a.models.split(",") if m.strip()}
+    if not a.models or a.models - {"sft", "sft+head"}: sys.exit(f"--models: expected sft and/or sft+head, got {a.models}")
     os.environ["AGENTALIGN_TORCH_THREADS"] = str(a.threads)
     src, out = Path(a.run), Path(a.out); out.mkdir(parents=True, exist_ok=True)
     if not (src / "dataset" / "done.json").is_file(): sys.exit(f"{src}: no finished dataset stage (run `agentalign run` first)")
