@@ -21,8 +21,8 @@ from .writing import (answer_problem, answer_request, clean_note, clean_rewrite,
                                 refusal_phrases, refusal_request, rewrite_problem, rewrite_request)
 
 # %% auto #0
-__all__ = ['PROMPT_VERSION', 'FORMAT_ERRORS', 'ResponseInput', 'ResponseRecord', 'load_inputs', 'ResponsesConfig', 'offer',
-           'env_seed', 'ItemOutcome', 'responder_name', 'write_refusal', 'plan_trajectory', 'agent_trajectory',
+__all__ = ['PROMPT_VERSION', 'FORMAT_ERRORS', 'ResponseInput', 'ItemLineage', 'ResponseRecord', 'load_inputs', 'ResponsesConfig',
+           'offer', 'env_seed', 'ItemOutcome', 'responder_name', 'write_refusal', 'plan_trajectory', 'agent_trajectory',
            'respond_item', 'response_summary', 'plot_responses', 'RequestRecord', 'select_instances',
            'first_turn_record', 'first_turns', 'tool_needs', 'respond_all', 'run_responses', 'respond_cmd']
 
@@ -50,8 +50,8 @@ class ResponseInput(BaseModel):
     judge_model: str = ""
 
 # %% ../nbs/07_responses.ipynb #d143cf6a
-class ResponseRecord(BaseModel):
-    "One training conversation: a refusal or an executed trajectory, with its lineage."
+class ItemLineage(BaseModel):
+    "Where an item of this stage comes from: its instruction, chain and instance, harm category, kind and label."
     id: str
     instruction_id: str
     chain_id: str
@@ -60,6 +60,9 @@ class ResponseRecord(BaseModel):
     subcategory: str
     kind: str
     label: Literal["harmful", "benign"]
+
+class ResponseRecord(ItemLineage):
+    "One training conversation: a refusal or an executed trajectory, with its lineage."
     instruction: str
     messages: list[dict]                                   # OpenAI chat format, starting with the user message
     tools: list[dict]                                      # offered OpenAI tool schemas: the chain's tools + distractors
@@ -404,16 +407,8 @@ def plot_responses(summary: dict, path: str | Path) -> Path:
     return path
 
 # %% ../nbs/07_responses.ipynb #a20a26ae
-class RequestRecord(BaseModel):
+class RequestRecord(ItemLineage):
     "A kept request answered by no response (`instances_per_category`): its first turn as training would offer it, and its label."
-    id: str
-    instruction_id: str
-    chain_id: str
-    instance_id: str
-    category: str
-    subcategory: str
-    kind: str
-    label: Literal["harmful", "benign"]
     messages: list[dict]                                   # the user's request
     tools: list[dict]                                      # offered OpenAI tool schemas, as a response would offer them
     seed: int = 0
