@@ -36,7 +36,10 @@ def head_model(d: Path, cfg) -> dict:
     from agentalign.decision import apply_head
     from agentalign.sft import fit_head_stage, load_tokenizer, prepare_examples
     out = d / "head_model"
-    if (out / "head.json").is_file(): return json.loads((out / "head.json").read_text())
+    if (out / "head.json").is_file():                     # reused only if fitted with today's inputs (first turns counted since 2026-12-07)
+        info = json.loads((out / "head.json").read_text())
+        if "first_turns_only" in info: return info
+        sys.exit(f"{out}: a head fitted before first-turn requests were counted; delete it or use another --out")
     tok = load_tokenizer(d / "sft" / "model")
     ex = prepare_examples(RunDir(d), tok, cfg)
     model = AutoModelForCausalLM.from_pretrained(str(d / "sft" / "model"))
