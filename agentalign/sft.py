@@ -511,8 +511,8 @@ def run_sft(run: RunDir | str | Path, cfg: SFTConfig | None = None, *, overwrite
 
 def head_token(tok, ex: Examples) -> int:
     "The tool opening's first token id, after checking (before any training) that the head can be fitted on `ex`: one line if not."
-    from agentalign.intent import TOOL_OPENING, generation_prompt, opening_ids
-    tool_id = opening_ids(tok, generation_prompt(tok, tok.chat_template), [TOOL_OPENING])[0][0]
+    from agentalign.intent import TOOL_OPENING
+    tool_id = head_ids(tok)[0]
     firsts = [(r.get("instance_id") or r["id"], p[2]) for p in head_points(ex.train, tool_id, 0, 0) if p[3] == "first" for r in [ex.train_records[p[0]]]]
     acts = {t for _, t in firsts}
     if len({i for i, _ in firsts}) < 2 or acts != {0, 1}:
