@@ -15,7 +15,7 @@ from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, comman
 from .chains import PlanStep
 from .env.simulator import SimulatedEnvironment
 from .llm.base import LLMConfig
-from .trajectories import (CompactEnvironment, answer_draft, answer_phrases, execute_plan, key_facts, plan_messages,
+from .trajectories import (CompactEnvironment, answer_draft, answer_phrases, execute_plan, fault_steps, key_facts, plan_messages,
                                      strip_format_errors, tool_match, validate_messages)
 from .writing import (answer_problem, answer_request, clean_note, clean_rewrite, false_compliance, note_request, refusal_draft,
                                 refusal_phrases, refusal_request, rewrite_problem, rewrite_request)
@@ -101,7 +101,7 @@ def load_inputs(path: str | Path, limit: int | None = None) -> tuple[list[Respon
 class ResponsesConfig(StageConfig):
     "Every setting of the responses stage."
     section: ClassVar[str] = "responses"
-    quiet_defaults: ClassVar[tuple] = ("instances_per_category",)   # added later: off, not in the identity
+    quiet_defaults: ClassVar[tuple] = ("instances_per_category", "fault_share")   # added later: off, not in the identity
     roles: ClassVar[dict[str, str]] = {"refuser": "refuser", "agent": "agent"}
     refuser: LLMConfig = LLMConfig()
     agent: LLMConfig = LLMConfig()
@@ -114,6 +114,8 @@ class ResponsesConfig(StageConfig):
     limit: Optional[int] = Field(None, ge=1)                   # only the first N kept items
     instances_per_category: Optional[int] = Field(None, ge=1)  # respond to the first N chain instances of each harm category; the other
                                                                # kept requests leave as first turns only (requests.jsonl, for the decision head)
+    fault_share: float = Field(0.0, ge=0, le=1)                # plan mode: the share of trajectories in which one call first meets a passing
+                                                               # service error and is made again (07a_trajectories: `fault_steps`)
     distractors: int = Field(2, ge=0)                          # irrelevant tools offered besides the chain's
     max_tool_result_chars: int = Field(600, ge=80)             # tool results are cut (as valid JSON) to this size
     temperature: float = Field(0.7, ge=0)                      # refusals and final answers
@@ -249,7 +251,7 @@ async def plan_trajectory(backend, item: ResponseInput, cfg: ResponsesConfig, ag
     except AgentAlignError as e: return _fail(item, "bad_input", str(e), t0)
     if not item.argument_plan: return _fail(item, "bad_input", "the instruction has no argument plan", t0)
     schemas = env.schemas(offered)
-    calls, links = execute_plan(item.argument_plan, env, item.id)
+    calls, links = execute_plan(item.argument_plan, env, item.id, fault_steps(item.argument_plan, cfg.fault_share, cfg.seed, item.id))
     facts, rejected = key_facts(calls), []
     draft = answer_draft(item.argument_plan, calls, cfg.seed, item.id) if cfg.answer_mode == "rewrite" else None
     try:
@@ -265,7 +267,7 @@ async def plan_trajectory(backend, item: ResponseInput, cfg: ResponsesConfig, ag
         final, source = draft, "draft"
     msgs = msgs + [{"role": "assistant", "content": final}]
     val = {**validate_messages(msgs, item.tools, env), "links_resolved": links["resolved"], "links_unresolved": links["unresolved"],
-           "connecting_text": sum(n is not None for n in notes), "rejected": rejected, "distractors": distractors, "key_facts": facts}
+           "connecting_text": sum(n is not None for n in notes), "faults": sum(c.fault is not None for c in calls), "rejected": rejected, "distractors": distractors, "key_facts": facts}
     if agent_attempt is not None: val["agent_attempt"] = agent_attempt
     if not val["ok"]: return _fail(item, "invalid_trajectory", f"plan mode: {_why_invalid(val)}", t0, mode="plan", validation=val)
     rec = _record(item, cfg, messages=msgs, tools=schemas, mode="plan", source=source, responder=responder_name(cfg.agent),
@@ -371,6 +373,8 @@ def response_summary(items: list[ResponseInput], outcomes: list[ItemOutcome], cf
             "per_tool_match": per_tool,
             "plan_links": {"resolved": sum(len(r.validation.get("links_resolved", [])) for r in plan_recs),
                            "unresolved": sum(len(r.validation.get("links_unresolved", [])) for r in plan_recs)},
+            "faults": {"trajectories": sum(bool(r.validation.get("faults")) for r in plan_recs),
+                       "retried_calls": sum(r.validation.get("faults", 0) for r in plan_recs)},
             "connecting_text": {"written": sum(r.validation.get("connecting_text", 0) for r in plan_recs),
                                 "steps": sum(r.validation.get("n_tool_calls", 0) for r in plan_recs)},
             "mean_tools_chars": round(sum(tool_chars) / len(tool_chars)) if tool_chars else None,

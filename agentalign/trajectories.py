@@ -17,9 +17,9 @@ from .refusal import is_refusal
 
 # %% auto #0
 __all__ = ['SHRINK_STEPS', 'SLOT_KEYS', 'ADDRESS_RE', 'ANSWERS_FILE', 'Phrase', 'FACT_KEYS', 'KEY_FACT_KEYS', 'compact_result',
-           'CompactEnvironment', 'find_slot_value', 'link_arguments', 'PlanCall', 'execute_plan', 'AnswerPhrases',
-           'check_answer_phrases', 'answer_phrases', 'step_facts', 'key_facts', 'answer_draft', 'plan_messages',
-           'validate_messages', 'strip_format_errors', 'tool_match']
+           'CompactEnvironment', 'find_slot_value', 'link_arguments', 'PlanCall', 'fault_steps', 'execute_plan',
+           'AnswerPhrases', 'check_answer_phrases', 'answer_phrases', 'step_facts', 'key_facts', 'answer_draft',
+           'plan_messages', 'validate_messages', 'strip_format_errors', 'tool_match']
 
 # %% ../nbs/07a_trajectories.ipynb #d19a9856
 _KEEP_FIRST = ("error", "code", "message", "field", "status", "id")
@@ -143,10 +143,20 @@ class PlanCall(BaseModel):
     arguments: str
     result: dict
     ok: bool
+    fault: dict | None = None          # the passing service failure a first attempt of this call met (then retried), if any
+    fault_call_id: str | None = None   # that first attempt's call id
 
-def execute_plan(plan: list[PlanStep], env, key: str) -> tuple[list[PlanCall], dict]:
-    "Execute `plan` in `env` with links resolved from actual results (`key` names the item in call ids); (calls, link statistics)."
-    seen, calls = {}, []
+def fault_steps(plan: list[PlanStep], share: float, seed: int, key: str) -> dict[int, str]:
+    "{step: kind of transient error} for one step of `plan`, drawn for a `share` of the items (`key`), else {}."
+    from agentalign.env.simulator import TRANSIENT_ERRORS
+    r = rng(seed, "fault", key)
+    if not plan or r.random() >= share: return {}
+    return {r.choice(plan).step: r.choice(sorted(TRANSIENT_ERRORS))}
+
+def execute_plan(plan: list[PlanStep], env, key: str, faults: dict[int, str] | None = None) -> tuple[list[PlanCall], dict]:
+    """Execute `plan` in `env` with links resolved from actual results (`key` names the item in call ids); (calls, link statistics).
+    `faults` {step: kind}: that step's first attempt meets a transient error (`env.transient_error`) and is made again."""
+    seen, calls, faults = {}, [], faults or {}
     stats = {"resolved": [], "unresolved": []}
     for st in plan:
         args, done, missing = link_arguments(st, plan, seen)
@@ -155,10 +165,12 @@ def execute_plan(plan: list[PlanStep], env, key: str) -> tuple[list[PlanCall], d
             args, missing, done = copy.deepcopy(st.arguments), missing + done, []
         stats["resolved"] += done; stats["unresolved"] += missing
         sent = json.dumps(args, ensure_ascii=False)       # serialised before the call: handlers may fill in defaults in place
+        fault = env.transient_error(st.tool, sent, faults[st.step]) if st.step in faults else None
         res = env.call(st.tool, sent)
         seen[st.step] = res
         calls.append(PlanCall(step=st.step, tool=st.tool, call_id="call_" + stable_id(key, st.step, st.tool, n=16),
-                              arguments=sent, result=res, ok="error" not in res))
+                              arguments=sent, result=res, ok="error" not in res, fault=fault,
+                              fault_call_id="call_" + stable_id(key, st.step, st.tool, "fault", n=16) if fault else None))
     return calls, stats
 
 # %% ../nbs/07a_trajectories.ipynb #8a0cee0f
@@ -249,10 +261,13 @@ def answer_draft(plan: list[PlanStep], calls: list[PlanCall], seed: int, key: st
 def plan_messages(instruction: str, calls: list[PlanCall], notes: list[str | None] | None = None) -> list[dict]:
     "User message, then per executed call an assistant tool call (with its connecting text, if any) and the tool result."
     msgs = [{"role": "user", "content": instruction}]
+    def turn(cid, c, note, result):
+        msgs.append({"role": "assistant", "content": note, "tool_calls": [{"id": cid, "type": "function", "function": {"name": c.tool, "arguments": c.arguments}}]})
+        msgs.append({"role": "tool", "tool_call_id": cid, "name": c.tool, "content": json.dumps(result, ensure_ascii=False)})
     for i, c in enumerate(calls):
-        msgs.append({"role": "assistant", "content": notes[i] if notes else None,
-                     "tool_calls": [{"id": c.call_id, "type": "function", "function": {"name": c.tool, "arguments": c.arguments}}]})
-        msgs.append({"role": "tool", "tool_call_id": c.call_id, "name": c.tool, "content": json.dumps(c.result, ensure_ascii=False)})
+        note = notes[i] if notes else None
+        if c.fault is not None: turn(c.fault_call_id, c, note, c.fault); note = None    # the failed attempt, then the same call again
+        turn(c.call_id, c, note, c.result)
     return msgs
 
 # %% ../nbs/07a_trajectories.ipynb #70ffe8e1

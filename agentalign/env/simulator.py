@@ -13,7 +13,7 @@ from .world import *
 from . import services as _services, host as _host, crypto as _crypto   # importing them registers the capability handlers
 
 # %% auto #0
-__all__ = ['default_tools', 'SimulatedEnvironment', 'env_call', 'env_tools']
+__all__ = ['TRANSIENT_ERRORS', 'default_tools', 'SimulatedEnvironment', 'env_call', 'env_tools']
 
 # %% ../../nbs/03_environment.ipynb #3c91ec72
 @functools.lru_cache(maxsize=4)
@@ -44,6 +44,10 @@ def _parse(arguments: Any) -> tuple[Any, dict | None]:
     return arguments, None
 
 # %% ../../nbs/03_environment.ipynb #eccc9edc
+TRANSIENT_ERRORS = {"unavailable": (503, "the service is temporarily unavailable, try again"),
+                    "rate_limited": (429, "too many requests, try again in a few seconds"),
+                    "timeout": (504, "the upstream service did not answer in time, try again")}
+
 class SimulatedEnvironment:
     "An in-memory world in which the concrete tools can be called."
     def __init__(self, seed: int = 0, tools: Any = None):
@@ -83,6 +87,16 @@ class SimulatedEnvironment:
         except Exception as e:   # a simulator bug must not end the agent's episode; it is reported like a server error
             res = fail(f"internal simulator error: {type(e).__name__}: {str(e)[:200]}", None, status=500, code="simulator_error")
         self.calls.append({"tool": name, "arguments": arguments, "ok": "error" not in res, "time": self.world.clock})
+        return res
+
+    def transient_error(self, name: str, arguments: dict | str | None = None, kind: str = "unavailable") -> dict:
+        """The call of `name` answered by a passing service failure (`TRANSIENT_ERRORS[kind]`) instead of its handler: logged
+        like any call, the world untouched, so the same call made again runs as usual (trajectories that recover from an error)."""
+        if kind not in TRANSIENT_ERRORS: raise AgentAlignError(f"unknown transient error {kind!r} (known: {', '.join(TRANSIENT_ERRORS)})")
+        if name not in self.tools: raise AgentAlignError(f"unknown tool {name!r}")
+        status, message = TRANSIENT_ERRORS[kind]
+        res = fail(f"{name}: {message}", None, status=status, code=kind)
+        self.calls.append({"tool": name, "arguments": arguments, "ok": False, "time": self.world.clock})
         return res
 
     def _call(self, name: str, arguments: Any) -> dict:
