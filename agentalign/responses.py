@@ -376,7 +376,7 @@ def response_summary(items: list[ResponseInput], outcomes: list[ItemOutcome], cf
             "faults": {"trajectories": sum(bool(r.validation.get("faults")) for r in plan_recs),
                        "retried_calls": sum(r.validation.get("faults", 0) for r in plan_recs)},
             "connecting_text": {"written": sum(r.validation.get("connecting_text", 0) for r in plan_recs),
-                                "steps": sum(r.validation.get("n_tool_calls", 0) for r in plan_recs)},
+                                "steps": sum(r.validation.get("n_tool_calls", 0) - r.validation.get("faults", 0) for r in plan_recs)},
             "mean_tools_chars": round(sum(tool_chars) / len(tool_chars)) if tool_chars else None,
             "mean_messages_chars": round(sum(len(json.dumps(r.messages, ensure_ascii=False)) for r in recs) / len(recs)) if recs else None}
 
