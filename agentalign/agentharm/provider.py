@@ -114,9 +114,12 @@ class TokenBudgetBatcher:
 
 # %% ../../nbs/10b_agentharm_provider.ipynb #10af898e
 def _openai_tool_calls(messages: list[dict]) -> list[dict]:
-    "inspect message dicts -> the OpenAI tool-call shape chat templates expect."
+    """inspect message dicts -> the OpenAI shapes chat templates expect: tool calls as functions, and a failed tool call's
+    error as its result's text (`Error: ...`, what inspect's OpenAI-compatible providers send; its `hf` provider sent none)."""
     out = []
     for m in messages:
+        if m.get("role") == "tool" and isinstance(m.get("error"), dict):
+            m = {k: v for k, v in m.items() if k != "error"} | {"content": f"Error: {m['error'].get('message', '')}"}
         if m.get("role") == "assistant" and m.get("tool_calls"):
             m = dict(m, tool_calls=[tc if isinstance(tc.get("function"), dict) else
                                     {"id": tc.get("id"), "type": "function",
