@@ -12,8 +12,8 @@ from ..core import AgentAlignError
 from ..llm.base import LLMConfig, is_official, parse_tool_call_block, parse_tool_calls
 
 # %% auto #0
-__all__ = ['DEFAULT_TOKEN_BUDGET', 'BATCH_STATS', 'inspect_message', 'plan_batches', 'TokenBudgetBatcher', 'make_hf_provider',
-           'register_providers', 'model_spec', 'llm_model_spec']
+__all__ = ['DEFAULT_TOKEN_BUDGET', 'BATCH_STATS', 'LOCAL_RENDER', 'inspect_message', 'plan_batches', 'TokenBudgetBatcher',
+           'make_hf_provider', 'register_providers', 'model_spec', 'llm_model_spec']
 
 # %% ../../nbs/10b_agentharm_provider.ipynb #0dad711e
 def inspect_message(text: str, tools: list, model_name: str = ""):
@@ -195,6 +195,8 @@ def _template_text(folder: Path) -> str:
     return "\n".join(parts)
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+/\S+")
+LOCAL_RENDER = "tool errors as text"      # how `agentalign_hf` renders a conversation (part of a local model's identity: cached results
+                                          # from an earlier rendering are not reused; before 2026-12-07 tool errors were left out)
 
 def model_spec(model: str, base_url: str | None = None, token_budget: int | None = None, max_batch: int | None = None,
                api_key_env: str | None = None) -> dict:
@@ -207,7 +209,7 @@ def model_spec(model: str, base_url: str | None = None, token_budget: int | None
         if "tools" not in _template_text(p):
             from agentalign.models import CHAT_TEMPLATE
             args["chat_template"] = CHAT_TEMPLATE
-        ident = {k: v for k, v in args.items() if k != "model_path"}
+        ident = {k: v for k, v in args.items() if k != "model_path"} | {"render": LOCAL_RENDER}
         if token_budget: args["token_budget"] = token_budget
         if max_batch: args["max_batch"] = max_batch
         return {"model": f"agentalign_hf/{p.name}", "model_args": args, "local": True, "path": str(p), "source": model,
