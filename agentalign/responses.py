@@ -532,6 +532,7 @@ def respond_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder with
                 tools_in_prompt: Annotated[Optional[bool], typer.Option("--tools-in-prompt/--no-tools-in-prompt", help="Offer the tools in free-mode requests that write refusals and answers (stored examples always offer them) [default: yes].")] = None,
                 limit: Annotated[Optional[int], typer.Option(help="Only the first N kept items.")] = None,
                 instances_per_category: Annotated[Optional[int], typer.Option(min=1, help="Respond to the first N chain instances of each harm category; the other kept requests are written as first turns only (requests.jsonl, for the decision head) [default: all].")] = None,
+                fault_share: Annotated[Optional[float], typer.Option(min=0, max=1, help="Plan mode: share of trajectories in which one call first meets a passing service error (503/429/504) and is made again [default: 0].")] = None,
                 distractors: Annotated[Optional[int], typer.Option(min=0, help="Irrelevant tools offered besides the chain's [default: 2].")] = None,
                 max_tool_result_chars: Annotated[Optional[int], typer.Option(min=80, help="Tool results are cut (as JSON) to this many characters [default: 600].")] = None,
                 retries: Annotated[Optional[int], typer.Option(min=0, help="Extra attempts (higher temperature) after a rejected refusal or answer [default: 3].")] = None,
@@ -557,7 +558,7 @@ def respond_cmd(out: Annotated[Path, typer.Option("--out", help="Run folder with
            "agent": dict(backend=agent_backend, model=agent_model, base_url=agent_base_url)}
     roles = _roles(both, one)
     cfg = command_settings(ResponsesConfig, preset, config, show_settings, mode=mode, refusal_mode=refusal_mode, answer_mode=answer_mode,
-                           connecting_text=connecting_text, tools_in_prompt=tools_in_prompt, limit=limit, instances_per_category=instances_per_category, distractors=distractors,
+                           connecting_text=connecting_text, tools_in_prompt=tools_in_prompt, limit=limit, instances_per_category=instances_per_category, fault_share=fault_share, distractors=distractors,
                            max_tool_result_chars=max_tool_result_chars, retries=retries, temperature=temperature, max_tokens=max_tokens,
                            agent_min_tool_calls=_tool_calls_opt(min_tool_calls), agent_max_turns=max_turns, timeout=timeout,
                            figures=figures, seed=seed, **roles)
