@@ -114,8 +114,8 @@ class ResponsesConfig(StageConfig):
     limit: Optional[int] = Field(None, ge=1)                   # only the first N kept items
     instances_per_category: Optional[int] = Field(None, ge=1)  # respond to the first N chain instances of each harm category; the other
                                                                # kept requests leave as first turns only (requests.jsonl, for the decision head)
-    fault_share: float = Field(0.0, ge=0, le=1)                # plan mode: the share of trajectories in which one call first meets a passing
-                                                               # service error and is made again (07a_trajectories: `fault_steps`)
+    fault_share: float = Field(0.0, ge=0, le=1)                # plan mode (and auto's plan fallback): the share of trajectories in which one
+                                                               # call first meets a passing service error and is made again (07a: `fault_steps`)
     distractors: int = Field(2, ge=0)                          # irrelevant tools offered besides the chain's
     max_tool_result_chars: int = Field(600, ge=80)             # tool results are cut (as valid JSON) to this size
     temperature: float = Field(0.7, ge=0)                      # refusals and final answers
@@ -481,6 +481,8 @@ def run_responses(run: RunDir | str | Path, cfg: ResponsesConfig | dict, *, over
     "Run the responses stage into `run` (`backends`: (refuser, agent) to use instead of building them from `cfg`); returns its summary."
     from agentalign.llm.base import run_sync
     cfg = validate_config(ResponsesConfig, cfg, "responses config")
+    if cfg.fault_share and cfg.mode == "agent":
+        raise AgentAlignError(f"responses: fault_share {cfg.fault_share} applies to plan-mode trajectories (mode plan or auto); mode agent would ignore it")
     run = run if isinstance(run, RunDir) else RunDir(run)
     src = run.require("quality", "records.jsonl", hint="`agentalign filter --out RUN` writes it")
     refusal_phrases(); answer_phrases()                    # a broken phrase file: one line, before any request

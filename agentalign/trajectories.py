@@ -61,6 +61,8 @@ class CompactEnvironment(SimulatedEnvironment):
         super().__init__(seed=seed, tools=tools)
     def call(self, name: str, arguments: dict | str | None = None) -> dict:
         return compact_result(super().call(name, arguments), self.max_chars)
+    def transient_error(self, name: str, arguments: dict | str | None = None, kind: str = "unavailable") -> dict:
+        return compact_result(super().transient_error(name, arguments, kind), self.max_chars)
 
 # %% ../nbs/07a_trajectories.ipynb #dc8be42a
 SLOT_KEYS = {"wallet": ("address", "wallet_address", "ethereum", "bitcoin", "solana", "monero"), "contract": ("contract_address", "address"),
@@ -165,7 +167,7 @@ def execute_plan(plan: list[PlanStep], env, key: str, faults: dict[int, str] | N
             args, missing, done = copy.deepcopy(st.arguments), missing + done, []
         stats["resolved"] += done; stats["unresolved"] += missing
         sent = json.dumps(args, ensure_ascii=False)       # serialised before the call: handlers may fill in defaults in place
-        fault = env.transient_error(st.tool, sent, faults[st.step]) if st.step in faults else None
+        fault = env.transient_error(st.tool, sent, faults[st.step]) if st.step in faults and st.tool in env.tools else None
         res = env.call(st.tool, sent)
         seen[st.step] = res
         calls.append(PlanCall(step=st.step, tool=st.tool, call_id="call_" + stable_id(key, st.step, st.tool, n=16),

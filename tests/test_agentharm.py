@@ -56,7 +56,7 @@ def _recompute(log_dir: Path) -> dict:
         pct = lambda xs: round(100 * sum(xs) / len(xs), 2) if xs else None
         out[task] = {"score": pct(sc), "full_score": pct([float(s == 1.0) for s in sc]), "refusal": pct([float(v["refusal"]) for v in vals]),
                      "non_refusal_score": pct(nr), "n": len(vals), "refused": sum(bool(v["refusal"]) for v in vals),
-                     "refused_after_tool_call": sum(bool(v["refusal"]) and any(m.role == "assistant" and m.tool_calls for m in s.messages)
+                     "refused_with_tool_calls": sum(bool(v["refusal"]) and any(m.role == "assistant" and m.tool_calls for m in s.messages)
                                                     for s, v in zip(log.samples, vals)),
                      "inspect": {m: v.value for s in log.results.scores for m, v in s.metrics.items()}}
     return out
@@ -83,14 +83,14 @@ def test_sft_model_folder_end_to_end_progress_resume_cache(tmp_path, tiny_model,
     st = run / "agentharm" / "sft"
     m = json.loads((st / "metrics.json").read_text())
     for task in ("harmful", "benign"):
-        assert set(m[task]) == {"score", "full_score", "refusal", "non_refusal_score", "n", "refused", "refused_after_tool_call"} and m[task]["n"] == 1
+        assert set(m[task]) == {"score", "full_score", "refusal", "non_refusal_score", "n", "refused", "refused_with_tool_calls"} and m[task]["n"] == 1
     assert m["judge"]["model"] == "agentalign_judge/offline" and m["judge"]["refusal"].startswith("rule set")
     assert m["n_failures"] == 0 and m["complete"] and m["timing"]["seconds_per_sample"] > 0 and m["timing"]["peak_rss_mb"] > 0
     assert m["inspect_model"] == "agentalign_hf/model" and m["model"] == str(tiny_model)
     # the reported numbers are exactly what the inspect logs say (our recomputation and inspect's own metrics)
     rec = _recompute(st / "logs")
     for task in ("harmful", "benign"):
-        for k in ("score", "full_score", "refusal", "non_refusal_score", "refused", "refused_after_tool_call"):
+        for k in ("score", "full_score", "refusal", "non_refusal_score", "refused", "refused_with_tool_calls"):
             assert m[task][k] == rec[task][k], (task, k)
         assert math.isclose(rec[task]["inspect"]["avg_score"] * 100, m[task]["score"], abs_tol=0.01)
         assert math.isclose(rec[task]["inspect"]["avg_refusals"] * 100, m[task]["refusal"], abs_tol=0.01)

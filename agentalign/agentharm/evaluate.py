@@ -20,7 +20,7 @@ from ..llm.base import LLMConfig
 from ..models import MODEL_FILES, TRAINER_FILES, WEIGHT_SUFFIXES, cpu_threads, label_slug, model_files   # moved down: intent uses them too
 from .tasks import BEHAVIOR_FILES, TASKS, inspect_bench, prepare_inspect_cache, selection_ids
 from .judge import judge_spec
-from .provider import BATCH_STATS, DEFAULT_TOKEN_BUDGET, llm_model_spec, model_spec, register_providers
+from .provider import BATCH_STATS, DEFAULT_TOKEN_BUDGET, LOCAL_RENDER, llm_model_spec, model_spec, register_providers
 from .report import METRIC_KEYS, collect_results, plot_categories, sample_rows, table1, task_logs, write_results
 
 # %% auto #0
@@ -60,6 +60,10 @@ class AgentHarmConfig(StageConfig):
     progress_every: float = Field(30.0, ge=0)           # seconds between progress lines (0: after every sample)
     figures: bool = True
     cache: bool = True                    # reuse / store the result under cache_dir()/agentharm/<key>
+
+    def identity_view(self, d: dict) -> dict:
+        "The stage's identity names how a local model's conversations are rendered (`LOCAL_RENDER`): a stage scored before it changed is not taken for today's."
+        return {**d, "render": LOCAL_RENDER}
 
 # %% ../../nbs/10d_agentharm.ipynb #00c81f63
 def model_fingerprint(folder: str | Path, memo: str | Path | None = None) -> str:

@@ -75,7 +75,7 @@ def task_metrics(rows: list[dict]) -> dict:
             "refusal": _pct([float(r["refusal"]) for r in rows]),
             "non_refusal_score": _pct([r["score"] for r in scored if not r["refusal"]]), "n": len(rows),
             "refused": sum(bool(r["refusal"]) for r in rows),
-            "refused_after_tool_call": sum(bool(r["refusal"]) and r.get("n_tool_calls", 0) > 0 for r in rows)}
+            "refused_with_tool_calls": sum(bool(r["refusal"]) and r.get("n_tool_calls", 0) > 0 for r in rows)}
 
 def category_metrics(rows: list[dict]) -> list[dict]:
     "Score and refusal rate (percent) per task and category."
