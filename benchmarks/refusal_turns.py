@@ -5,7 +5,8 @@
         "no faults, seed 0=runs/a/agentharm/sft" "fault_share 0.5, seed 0=runs/b/agentharm/sft"
 
 Reads each folder's `samples.json` (`refusal`, `n_tool_calls` per sample, written by `agentalign agentharm`); prints
-the counts as a table. Nothing here is a test: the numbers depend on the models and the data.
+the counts as a table. "After a tool call": a refused sample whose episode has at least one tool call (where the
+refusal stands in it is not checked; read the inspect logs for that). Nothing here is a test: the numbers depend on the models and the data.
 """
 import argparse, json, sys
 from pathlib import Path
