@@ -16,12 +16,12 @@ def counts(folder: Path) -> dict:
     "Refused at the first turn / after a tool call, and n, per task."
     p = folder / "samples.json"
     if not p.is_file(): sys.exit(f"{folder}: no samples.json (is it an AgentHarm stage folder, RUN/agentharm/<label>?)")
+    from agentalign.agentharm.report import task_metrics
     rows = json.loads(p.read_text())
     out = {}
     for task in ("harmful", "benign"):
-        rs = [r for r in rows if r["task"] == task]
-        late = sum(bool(r["refusal"]) and r["n_tool_calls"] > 0 for r in rs)
-        out[task] = {"n": len(rs), "first": sum(bool(r["refusal"]) for r in rs) - late, "after_tool": late}
+        m = task_metrics([r for r in rows if r["task"] == task])
+        out[task] = {"n": m["n"], "first": m["refused"] - m["refused_with_tool_calls"], "after_tool": m["refused_with_tool_calls"]}
     return out
 
 
