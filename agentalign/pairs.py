@@ -16,6 +16,7 @@ from .core import AgentAlignError, Failure, RunDir, app, cli_errors, read_jsonl,
 from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .dataset import dataset_info_entry, load_dataset_dir, to_sharegpt
 from .responses import ResponseInput, env_seed, load_inputs
+from .env.host import HOST_VERSION
 from .trajectories import CompactEnvironment, answer_draft, execute_plan, plan_messages, validate_messages
 from .writing import refusal_draft
 
@@ -30,6 +31,10 @@ class PairsConfig(StageConfig):
     seed: int = 0                                     # the simulated worlds of the executed trajectories, the drafts' wording
     max_tool_result_chars: int = Field(600, ge=80)   # tool results cut as the responses stage cuts them
     split: str = "train"                              # the dataset split that is paired
+
+    def identity_view(self, d: dict) -> dict:
+        "The stage's identity names the simulated host's version (`HOST_VERSION`), as the responses stage's does."
+        return {**d, "host": HOST_VERSION}
 
 # %% ../nbs/08f_pairs.ipynb #73968d9c
 def compliant_trajectory(item: ResponseInput, tools: list[dict], cfg: PairsConfig) -> tuple[list[dict] | None, dict]:

@@ -10,10 +10,11 @@ from collections import Counter
 from pathlib import Path
 from typing import ClassVar, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
-from .core import AgentAlignError, Failure, RunDir, check_accounting, read_jsonl, stable_id, validate_config, write_jsonl, app, cli_errors
+from .core import AgentAlignError, Failure, RunDir, check_accounting, config_identity, read_jsonl, stable_id, validate_config, write_jsonl, app, cli_errors
 from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .chains import PlanStep
 from .env.simulator import SimulatedEnvironment
+from .env.host import HOST_VERSION
 from .llm.base import LLMConfig
 from .trajectories import (CompactEnvironment, answer_draft, answer_phrases, execute_plan, fault_steps, key_facts, plan_messages,
                                      strip_format_errors, tool_match, validate_messages)
@@ -129,6 +130,10 @@ class ResponsesConfig(StageConfig):
     agent_temperature: float = Field(0.0, ge=0)
     timeout: float = Field(900.0, gt=0)                        # seconds per LLM request (a local model's batch on a busy CPU can take minutes)
     figures: bool = True
+
+    def identity_view(self, d: dict) -> dict:
+        "The stage's identity names the simulated host's version (`HOST_VERSION`): trajectories executed before its answers changed are not taken for today's."
+        return {**d, "host": HOST_VERSION}
 
 # %% ../nbs/07_responses.ipynb #038e61e8
 def offer(env, item: ResponseInput, distractors: int, seed: int) -> tuple[list[str], list[str]]:

@@ -12,7 +12,7 @@ from .values import ALNUM, COMPANIES, HEX, person, rand_str, value_pool
 from .world import EPOCH, World, fail, handles
 
 # %% auto #0
-__all__ = ['SHELL_STEPS', 'read_file', 'write_file', 'shell']
+__all__ = ['HOST_VERSION', 'INTERPRETERS', 'PROGRAMS', 'KNOWN_COMMANDS', 'SHELL_STEPS', 'read_file', 'write_file', 'shell']
 
 # %% ../../nbs/03e_env_host.ipynb #79367999
 def _host(w: World, name: str = "localhost") -> dict:
@@ -231,10 +231,70 @@ def _misc_cmd(c: _Argv) -> tuple[str, str, int] | None:
     if cmd in ("env", "printenv"):
         extra = "".join(f"{k}={v}\n" for k, v in (env or {}).items() if isinstance(k, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k))
         return f"HOME=/home/{h['user']}\nUSER={h['user']}\nSHELL=/bin/bash\nPATH=/usr/local/bin:/usr/bin:/bin\n" + extra, "", 0
-    if cmd == "which" and files: return f"/usr/bin/{files[0]}\n", "", 0
+    if cmd == "which" and files:
+        known = [f for f in files if f in KNOWN_COMMANDS]
+        return "".join(f"/usr/bin/{f}\n" for f in known), "", 0 if len(known) == len(files) else 1
     if cmd in ("sleep", "true", "cd", "export", "sort", "uniq"): return (stdin or "") if cmd in ("sort", "uniq") else "", "", 0
 
-SHELL_STEPS = (_info_cmd, _text_cmd, _file_cmd, _misc_cmd)
+# %% ../../nbs/03e_env_host.ipynb #2885bdeb
+HOST_VERSION = "installed programs run"   # what the shell answers; part of the identity of stages that execute tools (bump when answers change)
+INTERPRETERS = {"python": "python", "python3": "python", "bash": "sh", "sh": "sh", "node": "node", "ruby": "ruby", "perl": "perl", "php": "php"}
+PROGRAMS = set(INTERPRETERS) | {"sudo", "docker", "ffmpeg", "k6", "pytest", "systemctl", "service", "crontab", "make", "npm", "npx", "yarn",
+                                "tar", "zip", "unzip", "gzip", "convert", "pandoc", "chmod", "chown", "ln", "rsync", "scp", "nginx"}
+KNOWN_COMMANDS = PROGRAMS | {"echo", "pwd", "whoami", "id", "hostname", "uname", "uptime", "date", "nproc", "df", "free", "ps", "pip", "pip3",
+                             "cat", "head", "tail", "wc", "grep", "ls", "mkdir", "touch", "rm", "cp", "mv", "du", "curl", "wget", "git",
+                             "env", "printenv", "which", "sleep", "true", "cd", "export", "sort", "uniq"}
+_NO_SCRIPT = {"python": "{cmd}: can't open file '{path}': [Errno 2] No such file or directory\n", "sh": "{cmd}: {arg}: No such file or directory\n",
+              "node": "Error: Cannot find module '{path}'\n"}
+
+def _script(c: _Argv) -> tuple[str, str, int]:
+    w, h, cmd, args, files, cwd, stdin, host, env = c
+    if not files or {"-c", "-m", "-e"} & set(args): return "", "", 0
+    path = _norm_path(files[0], cwd)
+    if read_file(w, path) is not None: return "", "", 0
+    kind = INTERPRETERS[cmd]
+    return "", _NO_SCRIPT.get(kind, "{cmd}: {arg}: No such file or directory\n").format(cmd=cmd, path=path, arg=files[0]), 127 if kind == "sh" else 2 if kind == "python" else 1
+
+def _docker(c: _Argv) -> tuple[str, str, int]:
+    w, args = c.w, [a for a in c.args if a != "compose"]
+    sub, cs = (args[:1] or [""])[0], c.w.table("containers")
+    if sub == "ps": return "CONTAINER ID   IMAGE   STATUS   NAMES\n" + "".join(f"{k}   {v['image']}   Up   {v['name']}\n" for k, v in cs.items() if v["status"] == "running"), "", 0
+    if sub == "up": return "", f" Container {c.cwd.rstrip('/').rsplit('/', 1)[-1] or 'app'}-app-1  Started\n", 0
+    if sub == "run":
+        cid = w.hex(64); cs[cid[:12]] = {"id": cid, "name": f"run_{cid[:6]}", "image": c.files[-1] if c.files[1:] else "image", "status": "running", "ports": {}, "created_at": w.iso()}
+        return cid + "\n", "", 0
+    if sub == "logs": return "".join(f"{w.iso()} INFO {m}\n" for m in ("starting up", "listening on 0.0.0.0:8080", "ready")), "", 0
+    if sub == "build": return f"Successfully built {w.hex(12)}\n", "", 0
+    return "", "", 0
+
+def _writes_output(c: _Argv, kind: str) -> tuple[str, str, int]:
+    "ffmpeg or a converter (its input must exist) or an archiver: the output file is written."
+    w, files, cwd = c.w, c.files, c.cwd
+    ins = [c.args[i + 1] for i, a in enumerate(c.args[:-1]) if a == "-i"] if c.cmd == "ffmpeg" else [] if c.cmd in ("tar", "zip") else files[:1]   # folders are not files here
+    miss = next((f for f in ins if read_file(w, _norm_path(f, cwd)) is None), None)
+    if miss: return "", f"{c.cmd}: {miss}: No such file or directory\n", 1
+    create = c.cmd == "zip" or c.cmd == "tar" and any(a.startswith("-") and "c" in a for a in c.args)
+    out = None if not files else files[-1] if c.cmd in ("ffmpeg", "convert", "pandoc") else files[0] if create else None
+    kb = c.w.r.randint(40, 9000)
+    if out and out not in ins: write_file(w, _norm_path(out, cwd), f"<{kind} data, {kb} KB>\n")
+    err = f"video:0kB audio:{kb}kB subtitle:0kB other streams:0kB global headers:0kB muxing overhead: 0.1%\n" if c.cmd == "ffmpeg" else ""
+    return "", err, 0
+
+def _program_cmd(c: _Argv) -> tuple[str, str, int] | None:
+    cmd, r = c.cmd, c.w.r
+    if cmd not in PROGRAMS: return None
+    if cmd == "sudo": return _run_one(c.w, c.args, c.cwd, c.stdin, c.host, c.env) if c.args else ("", "usage: sudo command\n", 1)
+    if cmd in INTERPRETERS: return _script(c)
+    if cmd == "docker": return _docker(c)
+    if cmd in ("ffmpeg", "tar", "zip", "convert", "pandoc"): return _writes_output(c, {"ffmpeg": "media", "convert": "image", "pandoc": "document"}.get(cmd, "archive"))
+    if cmd == "k6": return (f"     checks.........: 100.00%\n     http_req_duration: avg={r.randint(40, 400)}ms p(95)={r.randint(400, 1500)}ms\n"
+                            f"     http_reqs......: {r.randint(10_000, 900_000)}\n     vus_max........: {next((c.args[i + 1] for i, a in enumerate(c.args[:-1]) if a == '--vus'), '10')}\n"), "", 0
+    if cmd == "pytest": return f"{r.randint(4, 120)} passed in {r.randint(1, 90) / 10}s\n", "", 0
+    if cmd in ("systemctl", "service") and "status" in c.args: return f"● {c.files[-1] if len(c.files) > 1 else 'system'} - loaded\n   Active: active (running)\n", "", 0
+    if cmd == "crontab" and "-l" in c.args: return "", f"no crontab for {c.h['user']}\n", 1
+    return "", "", 0
+
+SHELL_STEPS = (_info_cmd, _text_cmd, _file_cmd, _misc_cmd, _program_cmd)
 
 def _run_one(w: World, argv: list[str], cwd: str, stdin: str | None, host: str, env: dict | None = None) -> tuple[str, str, int]:
     "Run one simple command `argv` (stdout, stderr, exit status)."
