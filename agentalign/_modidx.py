@@ -381,6 +381,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                   'agentalign/decision.py'),
                                      'agentalign.decision.first_turn_request': ( 'decision.html#first_turn_request',
                                                                                  'agentalign/decision.py'),
+                                     'agentalign.decision.first_turn_schedule': ( 'decision.html#first_turn_schedule',
+                                                                                  'agentalign/decision.py'),
                                      'agentalign.decision.fit_head': ('decision.html#fit_head', 'agentalign/decision.py'),
                                      'agentalign.decision.head_features': ('decision.html#head_features', 'agentalign/decision.py'),
                                      'agentalign.decision.head_points': ('decision.html#head_points', 'agentalign/decision.py'),

@@ -12,9 +12,9 @@ from .core import AgentAlignError, Failure, read_json, read_jsonl, rng, write_js
 
 # %% auto #0
 __all__ = ['HEAD_FIT', 'masked_spans', 'decision_weights', 'DecisionWeighting', 'twin_units', 'twin_batch_order',
-           'heldin_instances', 'first_turn_request', 'heldin_scorer', 'selection_callback', 'save_best', 'best_info',
-           'load_best', 'head_points', 'first_turn_examples', 'tool_logodds', 'head_features', 'point_weights',
-           'fit_head', 'choose_lambda', 'decision_head', 'apply_head']
+           'first_turn_schedule', 'heldin_instances', 'first_turn_request', 'heldin_scorer', 'selection_callback',
+           'save_best', 'best_info', 'load_best', 'head_points', 'first_turn_examples', 'tool_logodds', 'head_features',
+           'point_weights', 'fit_head', 'choose_lambda', 'decision_head', 'apply_head']
 
 # %% ../nbs/08d_decision.ipynb #665869fc
 def masked_spans(enc: dict) -> list[tuple[int, int]]:
@@ -74,6 +74,16 @@ def twin_batch_order(meta: list[dict], batch: int, seed: int) -> list[int]:
             if j is not None: units.insert(0, u); u = units.pop(j + 1)
         out += u
     return out
+
+# %% ../nbs/08d_decision.ipynb #26097800
+def first_turn_schedule(n_conv: int, epochs: int, first_records: list[dict], step: int, twin: int, seed: int) -> list[int]:
+    """Indices into conversations + first turns (first turn j is `n_conv + j`): the conversations `epochs` times in their
+    order and every first turn once, in steps of `step` examples of their own (twins in one batch of `twin`:
+    `twin_batch_order`), spread evenly between the conversations' steps; the steps left short go last (and may share one)."""
+    chunks = lambda xs: [xs[i:i + step] for i in range(0, len(xs), step)]
+    c, f = chunks(list(range(n_conv)) * epochs), chunks([n_conv + j for j in twin_batch_order(first_records, twin, seed)])
+    keyed = [((k + 0.5) / len(c), 0, x) for k, x in enumerate(c)] + [((k + 0.5) / len(f), 1, x) for k, x in enumerate(f)]
+    return [i for _, _, x in sorted(keyed, key=lambda k: (len(k[2]) < step, k[0], k[1])) for i in x]
 
 # %% ../nbs/08d_decision.ipynb #5207ab25
 def heldin_instances(meta: list[dict], share: float, seed: int) -> set[str]:

@@ -18,7 +18,7 @@ from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, comman
 from .dataset import load_dataset_dir
 from .models import MAX_TOOL_RESULT_CHARS, MAX_TOOLS, render_row, training_template
 from .responses import RequestRecord
-from .decision import HEAD_FIT, DecisionWeighting, apply_head, decision_head, first_turn_examples, head_points, heldin_instances, heldin_scorer, load_best, masked_spans, selection_callback, twin_batch_order
+from .decision import HEAD_FIT, DecisionWeighting, apply_head, decision_head, first_turn_examples, first_turn_schedule, head_points, heldin_instances, heldin_scorer, load_best, masked_spans, selection_callback, twin_batch_order
 
 # %% auto #0
 __all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_conversation', 'build_examples', 'length_grouped_order',
@@ -31,7 +31,7 @@ __all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_convers
 class SFTConfig(StageConfig):
     "Settings of the SFT stage (`agentalign sft`). `None` means: the device's default (see above)."
     section: ClassVar[str] = "sft"
-    quiet_defaults: ClassVar[tuple] = ("decision_head",)   # added later: off, not in the identity (nor are the head_* settings: `identity_view`)
+    quiet_defaults: ClassVar[tuple] = ("decision_head", "first_turn_training")   # added later: off, not in the identity (nor are the head_* settings: `identity_view`)
     from_pipeline: ClassVar[dict[str, str]] = {"seed": "seed", "base_model": "base_model"}
     base_model: str = "embedded"            # "embedded" or a local Hugging Face model folder
     lora: bool = False                      # PEFT LoRA instead of full fine-tuning
@@ -66,6 +66,8 @@ class SFTConfig(StageConfig):
     head_lambdas: list[float] = Field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0], min_length=1)   # its L2 penalties; the best out of fold is used
     head_mid: int = Field(32, ge=0)                     # positions inside assistant turns per example that hold the row in place elsewhere
     head_anchor: float = Field(1.0, ge=0)               # weight of the squared rise of the row's logit there (one-sided: lowering it costs nothing)
+    first_turn_training: bool = False                   # those requests also train their first token once, in steps of their own spread through
+                                                        # the conversations' epochs (`first_turn_schedule`, 08d_decision)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Optional[int] = Field(None, ge=1)          # CPU torch threads; None: agentalign.models.cpu_threads()
     bf16: Optional[bool] = None
@@ -90,6 +92,8 @@ class SFTConfig(StageConfig):
     def _head_needs_weights(self):
         if self.decision_head and self.lora and not self.merge_lora:
             raise ValueError("decision_head edits the model's output row: it needs full fine-tuning or merge_lora = true")
+        if self.first_turn_training and self.epochs != int(self.epochs):
+            raise ValueError(f"first_turn_training schedules whole epochs of the conversations: epochs {self.epochs} is not a whole number")
         return self
 
     def identity_view(self, d: dict) -> dict:
@@ -344,6 +348,7 @@ class Examples:
     heldin: list[dict] = field(default_factory=list)   # dataset rows held out of training for checkpoint selection
     first_turns: list[dict] = field(default_factory=list)          # decision head only: requests answered by no response
     first_turn_records: list[dict] = field(default_factory=list)   # (`responses/requests.jsonl`, see 08d_decision)
+    schedule: list[int] = field(default_factory=list)              # first_turn_training: indices into train + first_turns, read once
 
 def load_tokenizer(base: Path):
     "The base model's tokenizer with a pad token and the training chat template (`agentalign.models.training_template`)."
@@ -371,8 +376,11 @@ def prepare_examples(run: RunDir, tok, cfg: SFTConfig) -> Examples:
         raise AgentAlignError(f"sft: no training example fits (max_length {cfg.max_length}; {dict(reasons)}); raise max_length or use over_length = 'truncate'")
     rec_tr = [rec_tr[i] for i in order]
     rec_hi = [{"id": f"heldin:{r['id']}", "split": "heldin", "label": r["label"], "kind": r["kind"], "instance_id": r["instance_id"]} for r in heldin]
-    ex_ft, rec_ft, fail_ft = first_turn_examples(tok, requests_rows(run), cfg.render_kw, *head_ids(tok), cfg.max_length) if cfg.decision_head else ([], [], [])
-    return Examples([ex_tr[i] for i in order], ex_va, rec_tr, rec_tr + rec_va + rec_hi + rec_ft, fail_tr + fail_va + fail_ft, heldin, ex_ft, rec_ft)
+    reads = cfg.decision_head or cfg.first_turn_training
+    ex_ft, rec_ft, fail_ft = first_turn_examples(tok, requests_rows(run), cfg.render_kw, *head_ids(tok), cfg.max_length) if reads else ([], [], [])
+    sched = first_turn_schedule(len(ex_tr), int(cfg.epochs), rec_ft, cfg.per_device_batch_size * cfg.grad_accum * world()[1], twin_batch_size(cfg), cfg.seed) \
+        if cfg.first_turn_training and ex_ft else []
+    return Examples([ex_tr[i] for i in order], ex_va, rec_tr, rec_tr + rec_va + rec_hi + rec_ft, fail_tr + fail_va + fail_ft, heldin, ex_ft, rec_ft, sched)
 
 def requests_path(run: RunDir) -> Path: return run.path / "responses" / "requests.jsonl"
 
@@ -402,7 +410,8 @@ def make_trainer(base: Path, cfg: SFTConfig, tok, ex: Examples, args_kw: dict, p
         from peft import LoraConfig
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                  target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
-    trainer = _trainer_class(plain)(model=str(base), args=TRLConfig(**args_kw), train_dataset=Dataset.from_list(ex.train),
+    rows = [(ex.train + ex.first_turns)[i] for i in ex.schedule] if ex.schedule else ex.train
+    trainer = _trainer_class(plain)(model=str(base), args=TRLConfig(**args_kw), train_dataset=Dataset.from_list(rows),
                                     eval_dataset=Dataset.from_list(ex.validation) if ex.validation else None, processing_class=tok, peft_config=peft_config)
     inner = trainer.data_collator
     if cfg.decision_weight != 1: inner = DecisionWeighting(inner, cfg.decision_tokens, cfg.decision_weight)
@@ -483,7 +492,7 @@ def train_summary(cfg: SFTConfig, resolved: dict, ex: Examples, trainer, fitted:
     real, padded = fitted["tokens"], fitted["padded"]
     return {"base_model": cfg.base_model, "mode": "lora" if cfg.lora else "full", **resolved,
             "train_examples": len(ex.train), "train_labels": dict(Counter(r["label"] for r in ex.train_records)), "validation_examples": len(ex.validation),
-            "steps": steps, "epochs": round(trainer.state.epoch or 0, 3), "batch_size": cfg.per_device_batch_size * cfg.grad_accum * resolved["world_size"],
+            "steps": steps, "epochs": cfg.epochs if ex.schedule else round(trainer.state.epoch or 0, 3), "first_turns_trained": sum(i >= len(ex.train) for i in ex.schedule[:steps * cfg.per_device_batch_size * cfg.grad_accum * resolved["world_size"]]), "batch_size": cfg.per_device_batch_size * cfg.grad_accum * resolved["world_size"],
             "max_length": cfg.max_length, "dropped_over_budget": sum(f.reason == "over_token_budget" and not f.item_id.startswith("request:") for f in ex.failures),
             "first_turns_dropped": sum(f.item_id.startswith("request:") for f in ex.failures),
             "truncated": sum(r.get("truncated", False) for r in ex.records), "heldin_examples": len(ex.heldin),
@@ -505,7 +514,7 @@ def run_sft(run: RunDir | str | Path, cfg: SFTConfig | None = None, *, overwrite
     rank, size = world()
     if rank == 0:
         if not overwrite and run.status("sft", cfg)[0] == "done": return read_json(run.path / "sft" / "summary.json")
-        extra = [requests_path(run)] if cfg.decision_head else []       # missing or not: its appearance makes the stage stale
+        extra = [requests_path(run)] if cfg.decision_head or cfg.first_turn_training else []   # missing or not: its appearance makes the stage stale
         with run.open_stage("sft", cfg, inputs=[data, *extra], overwrite=overwrite) as st: return _train(run, cfg, base, st)
     return _train(run, cfg, base, None)
 
@@ -537,6 +546,7 @@ def _train(run: RunDir, cfg: SFTConfig, base: Path, st) -> dict:
     transformers.set_seed(cfg.seed)
     tok = load_tokenizer(base)
     ex = prepare_examples(run, tok, cfg)
+    if ex.schedule: args_kw["num_train_epochs"] = 1                      # the schedule holds the epochs
     if cfg.decision_weight != 1 and cfg.loss_impl == "fused": raise AgentAlignError("decision_weight needs loss_impl 'plain' or 'auto' (TRL's fused loss takes no token weights)")
     plain = cfg.loss_impl == "plain" or (cfg.loss_impl == "auto" and (resolved["device"] == "cpu" or cfg.decision_weight != 1))
     resolved["loss_impl"] = "plain" if plain else "fused"

@@ -87,7 +87,8 @@ def one_seed(seed: int, src: Path, out: Path, a, done: set) -> list[dict]:
     from agentalign.sft import SFTConfig, run_sft
     d = out / f"seed{seed}"
     copy_dataset(src, d)
-    cfg = Settings(a.preset).stage(SFTConfig).model_copy(update={"seed": seed, "figures": False, "progress": False, "threads": a.threads, "decision_head": True})
+    base = Settings(a.preset).stage(SFTConfig).model_dump()
+    cfg = SFTConfig(**{**base, **a.sft_set, "seed": seed, "figures": False, "progress": False, "threads": a.threads, "decision_head": True})
     plain = cfg.model_copy(update={"decision_head": False})   # the SFT model without the head; the head is fitted on it below
     rows = []
     t0 = time.time()
@@ -131,8 +132,12 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--agentharm", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--models", default="sft,sft+head", help="which models to score: sft (plain SFT), sft+head (with the decision head)")
+    ap.add_argument("--sft-set", action="append", default=[], metavar="KEY=JSON",
+                    help="change one [sft] setting of the preset, e.g. first_turn_training=true (repeatable)")
     a = ap.parse_args()
     a.models = {m.strip() for m in a.models.split(",") if m.strip()}
+    try: a.sft_set = {k.strip(): json.loads(v) for k, v in (x.split("=", 1) for x in a.sft_set)}
+    except ValueError as e: sys.exit(f"--sft-set: expected KEY=JSON (e.g. first_turn_training=true): {e}")
     if not a.models or a.models - {"sft", "sft+head"}: sys.exit(f"--models: expected sft and/or sft+head, got {a.models}")
     os.environ["AGENTALIGN_TORCH_THREADS"] = str(a.threads)
     src, out = Path(a.run), Path(a.out); out.mkdir(parents=True, exist_ok=True)
