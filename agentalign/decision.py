@@ -72,6 +72,8 @@ def twin_batch_order(meta: list[dict], batch: int, seed: int) -> list[int]:
         if len(u) > room:
             j = next((j for j, v in enumerate(units) if len(v) <= room), None)
             if j is not None: units.insert(0, u); u = units.pop(j + 1)
+        elif len(u) == 1 and room % 2 == 0 and (j := next((j for j, v in enumerate(units) if len(v) == 2), None)) is not None:
+            units.insert(0, u); u = units.pop(j + 1)       # a single into an even room would leave an odd one that splits the next pair
         out += u
     return out
 

@@ -92,8 +92,9 @@ class SFTConfig(StageConfig):
     def _head_needs_weights(self):
         if self.decision_head and self.lora and not self.merge_lora:
             raise ValueError("decision_head edits the model's output row: it needs full fine-tuning or merge_lora = true")
-        if self.first_turn_training and self.epochs != int(self.epochs):
-            raise ValueError(f"first_turn_training schedules whole epochs of the conversations: epochs {self.epochs} is not a whole number")
+        if self.first_turn_training and (self.packing or self.max_steps is not None or self.epochs != int(self.epochs)):
+            raise ValueError("first_turn_training schedules whole epochs of the conversations and every first turn once: it needs a whole "
+                             f"number of epochs (got {self.epochs}), no max_steps and no packing")
         return self
 
     def identity_view(self, d: dict) -> dict:
@@ -410,7 +411,8 @@ def make_trainer(base: Path, cfg: SFTConfig, tok, ex: Examples, args_kw: dict, p
         from peft import LoraConfig
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                  target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
-    rows = [(ex.train + ex.first_turns)[i] for i in ex.schedule] if ex.schedule else ex.train
+    pool = ex.train + ex.first_turns
+    rows = [pool[i] for i in ex.schedule] if ex.schedule else ex.train
     trainer = _trainer_class(plain)(model=str(base), args=TRLConfig(**args_kw), train_dataset=Dataset.from_list(rows),
                                     eval_dataset=Dataset.from_list(ex.validation) if ex.validation else None, processing_class=tok, peft_config=peft_config)
     inner = trainer.data_collator
@@ -492,7 +494,7 @@ def train_summary(cfg: SFTConfig, resolved: dict, ex: Examples, trainer, fitted:
     real, padded = fitted["tokens"], fitted["padded"]
     return {"base_model": cfg.base_model, "mode": "lora" if cfg.lora else "full", **resolved,
             "train_examples": len(ex.train), "train_labels": dict(Counter(r["label"] for r in ex.train_records)), "validation_examples": len(ex.validation),
-            "steps": steps, "epochs": cfg.epochs if ex.schedule else round(trainer.state.epoch or 0, 3), "first_turns_trained": sum(i >= len(ex.train) for i in ex.schedule[:steps * cfg.per_device_batch_size * cfg.grad_accum * resolved["world_size"]]), "batch_size": cfg.per_device_batch_size * cfg.grad_accum * resolved["world_size"],
+            "steps": steps, "epochs": round((trainer.state.epoch or 0) * (cfg.epochs if ex.schedule else 1), 3), "first_turns_trained": sum(i >= len(ex.train) for i in ex.schedule[:steps * cfg.per_device_batch_size * cfg.grad_accum * resolved["world_size"]]), "batch_size": cfg.per_device_batch_size * cfg.grad_accum * resolved["world_size"],
             "max_length": cfg.max_length, "dropped_over_budget": sum(f.reason == "over_token_budget" and not f.item_id.startswith("request:") for f in ex.failures),
             "first_turns_dropped": sum(f.item_id.startswith("request:") for f in ex.failures),
             "truncated": sum(r.get("truncated", False) for r in ex.records), "heldin_examples": len(ex.heldin),

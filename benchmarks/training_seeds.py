@@ -81,19 +81,28 @@ def gap_p(m: dict) -> dict:
             "fisher_p": float(fisher_exact([[rh, nh - rh], [rb, nb - rb]])[1]), "refused_harmful": rh, "refused_benign": rb}
 
 
+def sft_config(a, seed: int):
+    "The preset's [sft] table with --sft-set and this seed, the head on (as the preset trains it)."
+    from agentalign.settings import Settings
+    from agentalign.sft import SFTConfig
+    base = Settings(a.preset).stage(SFTConfig).model_dump()
+    return SFTConfig(**{**base, **a.sft_set, "seed": seed, "figures": False, "progress": False, "threads": a.threads, "decision_head": True})
+
+
 def one_seed(seed: int, src: Path, out: Path, a, done: set) -> list[dict]:
     from agentalign.core import RunDir
     from agentalign.settings import Settings
     from agentalign.sft import SFTConfig, run_sft
     d = out / f"seed{seed}"
     copy_dataset(src, d)
-    base = Settings(a.preset).stage(SFTConfig).model_dump()
-    cfg = SFTConfig(**{**base, **a.sft_set, "seed": seed, "figures": False, "progress": False, "threads": a.threads, "decision_head": True})
+    cfg = sft_config(a, seed)
     plain = cfg.model_copy(update={"decision_head": False})   # the SFT model without the head; the head is fitted on it below
     rows = []
     t0 = time.time()
     done_sft = d / "sft" / "summary.json"                 # trained by an earlier call (perhaps before a new setting existed): reused
-    s = json.loads(done_sft.read_text()) if done_sft.is_file() and (d / "sft" / "model" / "config.json").is_file() else run_sft(RunDir(d), plain)
+    status = RunDir(d).status("sft", plain)
+    if status[0] == "changed": sys.exit(f"{d}/sft: trained with other settings ({status[1]}); use another --out")
+    s = json.loads(done_sft.read_text()) if status[0] == "done" else run_sft(RunDir(d), plain)
     train = {"steps": s["steps"], "train_examples": s["train_examples"], "train_seconds": s["train_seconds"], "last_loss": s["last_loss"]}
     for model, label in ((d / "sft" / "model", "sft"), (d / "head_model", "sft+head")):
         if (seed, label) in done or label not in a.models: continue
@@ -101,7 +110,7 @@ def one_seed(seed: int, src: Path, out: Path, a, done: set) -> list[dict]:
         if label == "sft+head":
             t1 = time.time(); info = head_model(d, cfg)
             extra = {"head_lambda": info["lambda"], "head_cv_auroc": info["cv_auroc"][str(info["lambda"])], "head_seconds": round(time.time() - t1, 1)}
-        row = {"seed": seed, "model": label, **train, **extra, **score(d, model, label.replace("+", "_"), a)}
+        row = {"seed": seed, "model": label, "sft_set": a.sft_set, **train, **extra, **score(d, model, label.replace("+", "_"), a)}
         rows.append(row)
         print(json.dumps(row), flush=True)
         with (out / "results.jsonl").open("a") as f: f.write(json.dumps(row) + "\n")
@@ -143,7 +152,10 @@ def main():
     src, out = Path(a.run), Path(a.out); out.mkdir(parents=True, exist_ok=True)
     if not (src / "dataset" / "done.json").is_file(): sys.exit(f"{src}: no finished dataset stage (run `agentalign run` first)")
     old = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines() if l.strip()] if (out / "results.jsonl").is_file() else []
-    done = {(r["seed"], r["model"]) for r in old}
+    done = {(r["seed"], r["model"]) for r in old if r.get("sft_set", {}) == a.sft_set}
+    if any(r.get("sft_set", {}) != a.sft_set for r in old): sys.exit(f"{out}/results.jsonl: rows made with another --sft-set; use another --out")
+    try: sft_config(a, 0)
+    except ValueError as e: sys.exit(f"--sft-set: {' '.join(str(e).split()[4:])[:200]}")
     rows = list(old)
     for seed in [int(s) for s in a.seeds.split(",") if s.strip()]: rows += one_seed(seed, src, out, a, done)
     print(table(rows))

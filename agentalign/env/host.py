@@ -12,7 +12,8 @@ from .values import ALNUM, COMPANIES, HEX, person, rand_str, value_pool
 from .world import EPOCH, World, fail, handles
 
 # %% auto #0
-__all__ = ['HOST_VERSION', 'INTERPRETERS', 'PROGRAMS', 'KNOWN_COMMANDS', 'SHELL_STEPS', 'read_file', 'write_file', 'shell']
+__all__ = ['HOST_VERSION', 'INTERPRETERS', 'PROGRAMS', 'KNOWN_COMMANDS', 'SHELL_STEPS', 'read_file', 'write_file', 'docker_rows',
+           'shell']
 
 # %% ../../nbs/03e_env_host.ipynb #79367999
 def _host(w: World, name: str = "localhost") -> dict:
@@ -246,53 +247,91 @@ KNOWN_COMMANDS = PROGRAMS | {"echo", "pwd", "whoami", "id", "hostname", "uname",
                              "env", "printenv", "which", "sleep", "true", "cd", "export", "sort", "uniq"}
 _NO_SCRIPT = {"python": "{cmd}: can't open file '{path}': [Errno 2] No such file or directory\n", "sh": "{cmd}: {arg}: No such file or directory\n",
               "node": "Error: Cannot find module '{path}'\n"}
+_INLINE = {"python": "cm", "sh": "c", "node": "ep", "ruby": "e", "perl": "eE", "php": "r"}   # short options that run code given inline
+_TAKES_VALUE = {"-W", "-X", "-u", "-g", "-p", "-e", "-v", "-w", "--name", "--env", "--volume", "--publish", "--network", "--workdir", "-o", "--output", "-f", "--file"}
+
+def _operands(args: list[str]) -> list[str]:
+    "The arguments that are not options nor the value of an option that takes one (`_TAKES_VALUE`)."
+    out, skip = [], False
+    for a in args:
+        if skip: skip = False
+        elif a.startswith("-"): skip = a in _TAKES_VALUE
+        else: out.append(a)
+    return out
+
+def _option(args: list[str], *names: str) -> str | None:
+    "The value of the first of `names` given (`-o x`, `--output x` or `--output=x`)."
+    for i, a in enumerate(args):
+        if a in names and i + 1 < len(args): return args[i + 1]
+        if "=" in a and a.split("=", 1)[0] in names: return a.split("=", 1)[1]
 
 def _script(c: _Argv) -> tuple[str, str, int]:
     w, h, cmd, args, files, cwd, stdin, host, env = c
-    if not files or {"-c", "-m", "-e"} & set(args): return "", "", 0
-    path = _norm_path(files[0], cwd)
-    if read_file(w, path) is not None: return "", "", 0
     kind = INTERPRETERS[cmd]
-    return "", _NO_SCRIPT.get(kind, "{cmd}: {arg}: No such file or directory\n").format(cmd=cmd, path=path, arg=files[0]), 127 if kind == "sh" else 2 if kind == "python" else 1
+    if any(a.startswith("-") and not a.startswith("--") and set(a[1:]) & set(_INLINE.get(kind, "")) for a in args): return "", "", 0
+    ops = _operands(args)
+    if not ops: return "", "", 0
+    path = _norm_path(ops[0], cwd)
+    if read_file(w, path) is not None: return "", "", 0
+    return "", _NO_SCRIPT.get(kind, "{cmd}: {arg}: No such file or directory\n").format(cmd=cmd, path=path, arg=ops[0]), 127 if kind == "sh" else 2 if kind == "python" else 1
+
+def _sudo(c: _Argv) -> tuple[str, str, int]:
+    rest, i = c.args, 0
+    while i < len(rest) and rest[i].startswith("-"):
+        if rest[i] == "--": i += 1; break
+        i += 2 if rest[i] in ("-u", "-g") else 1
+    return _run_one(c.w, rest[i:], c.cwd, c.stdin, c.host, c.env) if rest[i:] else ("", "usage: sudo command\n", 1)
+
+def docker_rows(w: World) -> list[dict]:
+    "The host's containers: those the episode started, and two that were running before it."
+    return list(w.table("containers").values()) + [{"id": rand_str(seeded_rng(w.seed, "ctr", i), 64, HEX), "name": n, "image": im, "status": "Up 3 days"}
+                                                   for i, (n, im) in enumerate([("web-1", "nginx:1.27-alpine"), ("db-1", "postgres:16")])]
 
 def _docker(c: _Argv) -> tuple[str, str, int]:
-    w, args = c.w, [a for a in c.args if a != "compose"]
-    sub, cs = (args[:1] or [""])[0], c.w.table("containers")
-    if sub == "ps": return "CONTAINER ID   IMAGE   STATUS   NAMES\n" + "".join(f"{k}   {v['image']}   Up   {v['name']}\n" for k, v in cs.items() if v["status"] == "running"), "", 0
+    w, ops = c.w, [a for a in _operands(c.args) if a != "compose"]
+    sub = (ops[:1] or [""])[0]
+    if sub == "ps": return "CONTAINER ID   IMAGE   STATUS   NAMES\n" + "".join(f"{v['id'][:12]}   {v['image']}   {v['status']}   {v['name']}\n" for v in docker_rows(w) if v["status"] != "exited"), "", 0
     if sub == "up": return "", f" Container {c.cwd.rstrip('/').rsplit('/', 1)[-1] or 'app'}-app-1  Started\n", 0
     if sub == "run":
-        cid = w.hex(64); cs[cid[:12]] = {"id": cid, "name": f"run_{cid[:6]}", "image": c.files[-1] if c.files[1:] else "image", "status": "running", "ports": {}, "created_at": w.iso()}
+        if len(ops) < 2: return "", "\"docker run\" requires at least 1 argument.\n", 1
+        cid = w.hex(64); w.table("containers")[cid[:12]] = {"id": cid, "name": f"run_{cid[:6]}", "image": ops[1], "status": "running", "ports": {}, "created_at": w.iso()}
         return cid + "\n", "", 0
     if sub == "logs": return "".join(f"{w.iso()} INFO {m}\n" for m in ("starting up", "listening on 0.0.0.0:8080", "ready")), "", 0
     if sub == "build": return f"Successfully built {w.hex(12)}\n", "", 0
     return "", "", 0
 
 def _writes_output(c: _Argv, kind: str) -> tuple[str, str, int]:
-    "ffmpeg or a converter (its input must exist) or an archiver: the output file is written."
-    w, files, cwd = c.w, c.files, c.cwd
-    ins = [c.args[i + 1] for i, a in enumerate(c.args[:-1]) if a == "-i"] if c.cmd == "ffmpeg" else [] if c.cmd in ("tar", "zip") else files[:1]   # folders are not files here
+    "ffmpeg or a converter (its input must exist) or an archiver: the output file is written; no input or output: the program's error."
+    w, cwd, cmd, args = c.w, c.cwd, c.cmd, c.args
+    if cmd == "tar":
+        flags = (args[0] if args and not args[0].startswith("-") else "") + "".join(a[1:] for a in args if a.startswith("-") and not a.startswith("--"))
+        if not args: return "", "tar: You must specify one of the '-Acdtrux' options\n", 2
+        if "c" not in flags and "--create" not in args: return "", "", 0              # list or extract: the folders are not modelled
+        out = _option(args, "--file") or next((args[i + 1] for i, a in enumerate(args[:-1]) if (a.startswith("-") and not a.startswith("--") or i == 0) and a.endswith("f")), None)
+        if not out: return "", "tar: Refusing to write archive contents to terminal\n", 2
+        write_file(w, _norm_path(out, cwd), f"<{kind} data, {w.r.randint(40, 9000)} KB>\n"); return "", "", 0
+    ins = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "-i"] if cmd == "ffmpeg" else [] if cmd == "zip" else _operands(args)[:1]
+    out = _option(args, "-o", "--output") if cmd == "pandoc" else (_operands(args) or [None])[0] if cmd == "zip" else (_operands(args) or [None])[-1]
+    if not ins and cmd != "zip" or not out or out in ins: return "", f"{cmd}: an input and an output file are needed\n", 1
     miss = next((f for f in ins if read_file(w, _norm_path(f, cwd)) is None), None)
-    if miss: return "", f"{c.cmd}: {miss}: No such file or directory\n", 1
-    create = c.cmd == "zip" or c.cmd == "tar" and any(a.startswith("-") and "c" in a for a in c.args)
-    out = None if not files else files[-1] if c.cmd in ("ffmpeg", "convert", "pandoc") else files[0] if create else None
-    kb = c.w.r.randint(40, 9000)
-    if out and out not in ins: write_file(w, _norm_path(out, cwd), f"<{kind} data, {kb} KB>\n")
-    err = f"video:0kB audio:{kb}kB subtitle:0kB other streams:0kB global headers:0kB muxing overhead: 0.1%\n" if c.cmd == "ffmpeg" else ""
-    return "", err, 0
+    if miss: return "", f"{cmd}: {miss}: No such file or directory\n", 1
+    kb = w.r.randint(40, 9000)
+    write_file(w, _norm_path(out, cwd), f"<{kind} data, {kb} KB>\n")
+    return "", f"video:0kB audio:{kb}kB subtitle:0kB other streams:0kB global headers:0kB muxing overhead: 0.1%\n" if cmd == "ffmpeg" else "", 0
 
 def _program_cmd(c: _Argv) -> tuple[str, str, int] | None:
     cmd, r = c.cmd, c.w.r
-    if cmd not in PROGRAMS: return None
-    if cmd == "sudo": return _run_one(c.w, c.args, c.cwd, c.stdin, c.host, c.env) if c.args else ("", "usage: sudo command\n", 1)
+    if cmd not in KNOWN_COMMANDS: return None
+    if cmd == "sudo": return _sudo(c)
     if cmd in INTERPRETERS: return _script(c)
     if cmd == "docker": return _docker(c)
     if cmd in ("ffmpeg", "tar", "zip", "convert", "pandoc"): return _writes_output(c, {"ffmpeg": "media", "convert": "image", "pandoc": "document"}.get(cmd, "archive"))
     if cmd == "k6": return (f"     checks.........: 100.00%\n     http_req_duration: avg={r.randint(40, 400)}ms p(95)={r.randint(400, 1500)}ms\n"
-                            f"     http_reqs......: {r.randint(10_000, 900_000)}\n     vus_max........: {next((c.args[i + 1] for i, a in enumerate(c.args[:-1]) if a == '--vus'), '10')}\n"), "", 0
+                            f"     http_reqs......: {r.randint(10_000, 900_000)}\n     vus_max........: {_option(c.args, '--vus') or '10'}\n"), "", 0
     if cmd == "pytest": return f"{r.randint(4, 120)} passed in {r.randint(1, 90) / 10}s\n", "", 0
     if cmd in ("systemctl", "service") and "status" in c.args: return f"● {c.files[-1] if len(c.files) > 1 else 'system'} - loaded\n   Active: active (running)\n", "", 0
     if cmd == "crontab" and "-l" in c.args: return "", f"no crontab for {c.h['user']}\n", 1
-    return "", "", 0
+    return "", "", 0                                                 # a known command used in a way not modelled above: it ran, quietly
 
 SHELL_STEPS = (_info_cmd, _text_cmd, _file_cmd, _misc_cmd, _program_cmd)
 
@@ -406,9 +445,7 @@ def _manage_docker(w, spec, a):
         return {"operation": op, "container_id": cid, "name": name, "image": target, "status": "running", "ports": x.get("ports", {}),
                 "network": x.get("network", "bridge")}
     if op == "ps":
-        rows = list(cs.values()) + [{"id": rand_str(seeded_rng(w.seed, "ctr", i), 64, HEX), "name": n, "image": im, "status": "Up 3 days"}
-                                    for i, (n, im) in enumerate([("web-1", "nginx:1.27-alpine"), ("db-1", "postgres:16")])]
-        return {"operation": op, "containers": [{k: c[k] for k in ("id", "name", "image", "status")} | {"id": c["id"][:12]} for c in rows]}
+        return {"operation": op, "containers": [{k: c[k] for k in ("id", "name", "image", "status")} | {"id": c["id"][:12]} for c in docker_rows(w)]}
     c = next((c for k, c in cs.items() if target in (k, c["name"], c["id"], c["image"])), None)
     r = seeded_rng(w.seed, "logs", target)
     lines = [f"2025-11-03T0{r.randint(0, 8)}:{r.randint(10, 59)}:{r.randint(10, 59)}Z {r.choice(['INFO', 'INFO', 'WARN'])} {r.choice(['server started on :8080', 'GET /health 200', 'worker ready', 'checkpoint complete'])}" for _ in range(5)]
