@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import ClassVar, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
-from .core import AgentAlignError, Failure, RunDir, check_accounting, config_identity, read_jsonl, stable_id, validate_config, write_jsonl, app, cli_errors
+from .core import AgentAlignError, Failure, RunDir, check_accounting, read_jsonl, stable_id, validate_config, write_jsonl, app, cli_errors
 from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .chains import PlanStep
 from .env.simulator import SimulatedEnvironment

@@ -492,9 +492,10 @@ def train_summary(cfg: SFTConfig, resolved: dict, ex: Examples, trainer, fitted:
     losses = [e["loss"] for e in log if "loss" in e]
     toks = sorted(r["tokens"] for r in ex.train_records)
     real, padded = fitted["tokens"], fitted["padded"]
+    batch = cfg.per_device_batch_size * cfg.grad_accum * resolved["world_size"]
     return {"base_model": cfg.base_model, "mode": "lora" if cfg.lora else "full", **resolved,
             "train_examples": len(ex.train), "train_labels": dict(Counter(r["label"] for r in ex.train_records)), "validation_examples": len(ex.validation),
-            "steps": steps, "epochs": round((trainer.state.epoch or 0) * (cfg.epochs if ex.schedule else 1), 3), "first_turns_trained": sum(i >= len(ex.train) for i in ex.schedule[:steps * cfg.per_device_batch_size * cfg.grad_accum * resolved["world_size"]]), "batch_size": cfg.per_device_batch_size * cfg.grad_accum * resolved["world_size"],
+            "steps": steps, "epochs": round((trainer.state.epoch or 0) * (cfg.epochs if ex.schedule else 1), 3), "first_turns_trained": sum(i >= len(ex.train) for i in ex.schedule[:steps * batch]), "batch_size": batch,
             "max_length": cfg.max_length, "dropped_over_budget": sum(f.reason == "over_token_budget" and not f.item_id.startswith("request:") for f in ex.failures),
             "first_turns_dropped": sum(f.item_id.startswith("request:") for f in ex.failures),
             "truncated": sum(r.get("truncated", False) for r in ex.records), "heldin_examples": len(ex.heldin),

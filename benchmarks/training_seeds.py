@@ -152,7 +152,7 @@ def main():
     src, out = Path(a.run), Path(a.out); out.mkdir(parents=True, exist_ok=True)
     if not (src / "dataset" / "done.json").is_file(): sys.exit(f"{src}: no finished dataset stage (run `agentalign run` first)")
     old = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines() if l.strip()] if (out / "results.jsonl").is_file() else []
-    done = {(r["seed"], r["model"]) for r in old if r.get("sft_set", {}) == a.sft_set}
+    done = {(r["seed"], r["model"]) for r in old}
     if any(r.get("sft_set", {}) != a.sft_set for r in old): sys.exit(f"{out}/results.jsonl: rows made with another --sft-set; use another --out")
     try: sft_config(a, 0)
     except ValueError as e: sys.exit(f"--sft-set: {' '.join(str(e).split()[4:])[:200]}")
