@@ -66,8 +66,7 @@ class SFTConfig(StageConfig):
     head_lambdas: list[float] = Field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0], min_length=1)   # its L2 penalties; the best out of fold is used
     head_mid: int = Field(32, ge=0)                     # positions inside assistant turns per example that hold the row in place elsewhere
     head_anchor: float = Field(1.0, ge=0)               # weight of the squared rise of the row's logit there (one-sided: lowering it costs nothing)
-    first_turn_training: bool = False                   # those requests also train their first token once, in steps of their own spread through
-                                                        # the conversations' epochs (`first_turn_schedule`, 08d_decision)
+    first_turn_training: bool = False                   # those requests also train their first token once, in steps of their own (08d `first_turn_schedule`)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Optional[int] = Field(None, ge=1)          # CPU torch threads; None: agentalign.models.cpu_threads()
     bf16: Optional[bool] = None
@@ -93,8 +92,7 @@ class SFTConfig(StageConfig):
         if self.decision_head and self.lora and not self.merge_lora:
             raise ValueError("decision_head edits the model's output row: it needs full fine-tuning or merge_lora = true")
         if self.first_turn_training and (self.packing or self.max_steps is not None or self.epochs != int(self.epochs)):
-            raise ValueError("first_turn_training schedules whole epochs of the conversations and every first turn once: it needs a whole "
-                             f"number of epochs (got {self.epochs}), no max_steps and no packing")
+            raise ValueError(f"first_turn_training schedules whole epochs of the conversations and every first turn once: it needs a whole number of epochs (got {self.epochs}), no max_steps and no packing")
         return self
 
     def identity_view(self, d: dict) -> dict:
@@ -105,7 +103,6 @@ class SFTConfig(StageConfig):
 
     @property
     def lr(self) -> float: return self.learning_rate or (2e-4 if self.lora else 5e-5)
-
     @property
     def render_kw(self) -> dict:
         "This stage's settings of `agentalign.models.render_row`."

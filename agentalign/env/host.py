@@ -282,6 +282,7 @@ def _sudo(c: _Argv) -> tuple[str, str, int]:
         i += 2 if rest[i] in ("-u", "-g") else 1
     return _run_one(c.w, rest[i:], c.cwd, c.stdin, c.host, c.env) if rest[i:] else ("", "usage: sudo command\n", 1)
 
+# %% ../../nbs/03e_env_host.ipynb #66fe019f
 def docker_rows(w: World) -> list[dict]:
     "The host's containers: those the episode started, and two that were running before it."
     return list(w.table("containers").values()) + [{"id": rand_str(seeded_rng(w.seed, "ctr", i), 64, HEX), "name": n, "image": im, "status": "Up 3 days"}
