@@ -34,13 +34,20 @@ def decision_weights(labels: list[int], k: int, weight: float) -> list[float]:
 
 # %% ../nbs/08d_decision.ipynb #733d6a63
 class DecisionWeighting:
-    "Wraps a data collator: adds `loss_weights` (shaped like `labels`; see `decision_weights`)."
-    def __init__(self, collator, k: int, weight: float): self.collator, self.k, self.weight = collator, k, weight
+    """Wraps a data collator: adds `loss_weights` (shaped like `labels`; see `decision_weights`). An example whose token ids
+    are in `first_turns` (first-turn-only examples, `first_turn_examples` below) weighs `first_turn_weight` instead."""
+    def __init__(self, collator, k: int, weight: float, first_turns: set = frozenset(), first_turn_weight: float = 1.0):
+        self.collator, self.k, self.weight, self.first_turns, self.first_turn_weight = collator, k, weight, first_turns, first_turn_weight
+
+    def weights(self, ex: dict) -> list[float]:
+        labels = list(ex["labels"])
+        if tuple(ex["input_ids"]) in self.first_turns: return [self.first_turn_weight] * len(labels)
+        return decision_weights(labels, self.k, self.weight)
 
     def __call__(self, examples: list[dict]):
         import torch
         b = self.collator(examples)
-        flat = [w for ex in examples for w, l in zip(decision_weights(list(ex["labels"]), self.k, self.weight), ex["labels"]) if l != -100]
+        flat = [w for ex in examples for w, l in zip(self.weights(ex), ex["labels"]) if l != -100]
         mask = b["labels"] != -100
         if int(mask.sum()) != len(flat): raise RuntimeError(f"decision weights: {len(flat)} loss tokens in the examples, {int(mask.sum())} in the batch")
         lw = torch.ones(b["labels"].shape, dtype=torch.float32)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Annotated, Literal, Optional, Union
 import typer
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from .core import (AgentAlignError, Failure, RunDir, app, cli_errors, read_json, read_jsonl, rng, stable_id, write_json, write_jsonl)
 from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .dataset import load_dataset_dir
@@ -31,7 +31,7 @@ __all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_convers
 class SFTConfig(StageConfig):
     "Settings of the SFT stage (`agentalign sft`). `None` means: the device's default (see above)."
     section: ClassVar[str] = "sft"
-    quiet_defaults: ClassVar[tuple] = ("decision_head", "first_turn_training")   # added later: off, not in the identity (nor are the head_* settings: `identity_view`)
+    quiet_defaults: ClassVar[tuple] = ("decision_head", "first_turn_training", "first_turn_weight")   # added later: off, not in the identity (nor are the head_* settings: `identity_view`)
     from_pipeline: ClassVar[dict[str, str]] = {"seed": "seed", "base_model": "base_model"}
     base_model: str = "embedded"            # "embedded" or a local Hugging Face model folder
     lora: bool = False                      # PEFT LoRA instead of full fine-tuning
@@ -63,10 +63,11 @@ class SFTConfig(StageConfig):
     select_steps: Optional[int] = Field(None, ge=1)     # score the held-in requests every N steps (None: about ten times a training)
     decision_head: bool = False                         # after training, refit the tool opening's output row on the training data and on the
                                                         # requests answered by no response (responses/requests.jsonl; 08d_decision)
-    head_lambdas: list[float] = Field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0], min_length=1)   # its L2 penalties; the best out of fold is used
+    head_lambdas: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0], min_length=1)   # its L2 penalties; the best out of fold is used
     head_mid: int = Field(32, ge=0)                     # positions inside assistant turns per example that hold the row in place elsewhere
     head_anchor: float = Field(1.0, ge=0)               # weight of the squared rise of the row's logit there (one-sided: lowering it costs nothing)
     first_turn_training: bool = False                   # those requests also train their first token once, in steps of their own (08d `first_turn_schedule`)
+    first_turn_weight: float = Field(1.0, gt=0)         # loss weight of those first-turn steps (1: as large as a conversation's step)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Optional[int] = Field(None, ge=1)          # CPU torch threads; None: agentalign.models.cpu_threads()
     bf16: Optional[bool] = None
@@ -80,12 +81,6 @@ class SFTConfig(StageConfig):
     logging_steps: int = Field(1, ge=1)
     figures: bool = True
     progress: bool = True
-
-    @field_validator("head_lambdas")
-    @classmethod
-    def _positive(cls, v):
-        if any(x <= 0 for x in v): raise ValueError("every penalty must be > 0")
-        return v
 
     @model_validator(mode="after")
     def _head_needs_weights(self):
@@ -413,7 +408,8 @@ def make_trainer(base: Path, cfg: SFTConfig, tok, ex: Examples, args_kw: dict, p
     trainer = _trainer_class(plain)(model=str(base), args=TRLConfig(**args_kw), train_dataset=Dataset.from_list(rows),
                                     eval_dataset=Dataset.from_list(ex.validation) if ex.validation else None, processing_class=tok, peft_config=peft_config)
     inner = trainer.data_collator
-    if cfg.decision_weight != 1: inner = DecisionWeighting(inner, cfg.decision_tokens, cfg.decision_weight)
+    ft = {tuple(e["input_ids"]) for e in ex.first_turns} if ex.schedule and cfg.first_turn_weight != 1 else set()
+    if cfg.decision_weight != 1 or ft: inner = DecisionWeighting(inner, cfg.decision_tokens, cfg.decision_weight, ft, cfg.first_turn_weight)
     counter = TokenCounter(inner)
     trainer.data_collator = counter
     trainer.remove_callback(PrinterCallback)            # our bar and log.jsonl say it
