@@ -88,6 +88,8 @@ class SFTConfig(StageConfig):
             raise ValueError("decision_head edits the model's output row: it needs full fine-tuning or merge_lora = true")
         if self.first_turn_training and (self.packing or self.max_steps is not None or self.epochs != int(self.epochs)):
             raise ValueError(f"first_turn_training schedules whole epochs of the conversations and every first turn once: it needs a whole number of epochs (got {self.epochs}), no max_steps and no packing")
+        if self.first_turn_weight != 1 and not self.first_turn_training:
+            raise ValueError("first_turn_weight weighs the steps of first_turn_training: set first_turn_training = true (or leave the weight at 1)")
         return self
 
     def identity_view(self, d: dict) -> dict:
