@@ -12,9 +12,10 @@ from .core import AgentAlignError, Failure, read_json, read_jsonl, rng, write_js
 
 # %% auto #0
 __all__ = ['HEAD_FIT', 'masked_spans', 'decision_weights', 'DecisionWeighting', 'twin_units', 'twin_batch_order',
-           'first_turn_schedule', 'heldin_instances', 'first_turn_request', 'heldin_scorer', 'selection_callback',
-           'save_best', 'best_info', 'load_best', 'head_points', 'first_turn_examples', 'tool_logodds', 'head_features',
-           'point_weights', 'fit_head', 'choose_lambda', 'decision_head', 'apply_head']
+           'first_turn_schedule', 'first_turn_steps', 'step_lr_scale', 'heldin_instances', 'first_turn_request',
+           'heldin_scorer', 'selection_callback', 'save_best', 'best_info', 'load_best', 'head_points',
+           'first_turn_examples', 'tool_logodds', 'head_features', 'point_weights', 'fit_head', 'choose_lambda',
+           'decision_head', 'apply_head']
 
 # %% ../nbs/08d_decision.ipynb #665869fc
 def masked_spans(enc: dict) -> list[tuple[int, int]]:
@@ -34,20 +35,13 @@ def decision_weights(labels: list[int], k: int, weight: float) -> list[float]:
 
 # %% ../nbs/08d_decision.ipynb #733d6a63
 class DecisionWeighting:
-    """Wraps a data collator: adds `loss_weights` (shaped like `labels`; see `decision_weights`). An example whose token ids
-    are in `first_turns` (first-turn-only examples, `first_turn_examples` below) weighs `first_turn_weight` instead."""
-    def __init__(self, collator, k: int, weight: float, first_turns: set = frozenset(), first_turn_weight: float = 1.0):
-        self.collator, self.k, self.weight, self.first_turns, self.first_turn_weight = collator, k, weight, first_turns, first_turn_weight
-
-    def weights(self, ex: dict) -> list[float]:
-        labels = list(ex["labels"])
-        if tuple(ex["input_ids"]) in self.first_turns: return [self.first_turn_weight] * len(labels)
-        return decision_weights(labels, self.k, self.weight)
+    "Wraps a data collator: adds `loss_weights` (shaped like `labels`; see `decision_weights`)."
+    def __init__(self, collator, k: int, weight: float): self.collator, self.k, self.weight = collator, k, weight
 
     def __call__(self, examples: list[dict]):
         import torch
         b = self.collator(examples)
-        flat = [w for ex in examples for w, l in zip(self.weights(ex), ex["labels"]) if l != -100]
+        flat = [w for ex in examples for w, l in zip(decision_weights(list(ex["labels"]), self.k, self.weight), ex["labels"]) if l != -100]
         mask = b["labels"] != -100
         if int(mask.sum()) != len(flat): raise RuntimeError(f"decision weights: {len(flat)} loss tokens in the examples, {int(mask.sum())} in the batch")
         lw = torch.ones(b["labels"].shape, dtype=torch.float32)
@@ -93,6 +87,27 @@ def first_turn_schedule(n_conv: int, epochs: int, first_records: list[dict], ste
     c, f = chunks(list(range(n_conv)) * epochs), chunks([n_conv + j for j in twin_batch_order(first_records, twin, seed)])
     keyed = [((k + 0.5) / len(c), 0, x) for k, x in enumerate(c)] + [((k + 0.5) / len(f), 1, x) for k, x in enumerate(f)]
     return [i for _, _, x in sorted(keyed, key=lambda k: (len(k[2]) < step, k[0], k[1])) for i in x]
+
+# %% ../nbs/08d_decision.ipynb #2c86fced
+def first_turn_steps(schedule: list[int], n_conv: int, step: int) -> set[int]:
+    "The optimizer steps (0-based) of a `first_turn_schedule` of `step` examples a step that hold first turns only."
+    return {k for k in range(-(-len(schedule) // step)) if min(schedule[k * step:(k + 1) * step]) >= n_conv}
+
+def step_lr_scale(steps: set[int], scale: float):
+    """A trainer callback: the optimizer steps in `steps` (0-based: `state.global_step` before the step) run at `scale`
+    times the scheduled learning rate (set after gradient clipping, restored right after the step)."""
+    from transformers import TrainerCallback
+    class StepLRScale(TrainerCallback):
+        saved = None
+        def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kw):
+            if state.global_step in steps:
+                self.saved = [g["lr"] for g in optimizer.param_groups]
+                for g in optimizer.param_groups: g["lr"] *= scale
+        def on_optimizer_step(self, args, state, control, optimizer=None, **kw):
+            if self.saved is not None:
+                for g, lr in zip(optimizer.param_groups, self.saved): g["lr"] = lr
+            self.saved = None
+    return StepLRScale()
 
 # %% ../nbs/08d_decision.ipynb #5207ab25
 def heldin_instances(meta: list[dict], share: float, seed: int) -> set[str]:
