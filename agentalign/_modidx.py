@@ -395,7 +395,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'agentalign.decision.save_best': ('decision.html#save_best', 'agentalign/decision.py'),
                                      'agentalign.decision.selection_callback': ( 'decision.html#selection_callback',
                                                                                  'agentalign/decision.py'),
-                                     'agentalign.decision.step_lr_scale': ('decision.html#step_lr_scale', 'agentalign/decision.py'),
+                                     'agentalign.decision.step_grad_scale': ('decision.html#step_grad_scale', 'agentalign/decision.py'),
                                      'agentalign.decision.tool_logodds': ('decision.html#tool_logodds', 'agentalign/decision.py'),
                                      'agentalign.decision.twin_batch_order': ('decision.html#twin_batch_order', 'agentalign/decision.py'),
                                      'agentalign.decision.twin_units': ('decision.html#twin_units', 'agentalign/decision.py')},

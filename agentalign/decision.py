@@ -12,7 +12,7 @@ from .core import AgentAlignError, Failure, read_json, read_jsonl, rng, write_js
 
 # %% auto #0
 __all__ = ['HEAD_FIT', 'masked_spans', 'decision_weights', 'DecisionWeighting', 'twin_units', 'twin_batch_order',
-           'first_turn_schedule', 'first_turn_steps', 'step_lr_scale', 'heldin_instances', 'first_turn_request',
+           'first_turn_schedule', 'first_turn_steps', 'step_grad_scale', 'heldin_instances', 'first_turn_request',
            'heldin_scorer', 'selection_callback', 'save_best', 'best_info', 'load_best', 'head_points',
            'first_turn_examples', 'tool_logodds', 'head_features', 'point_weights', 'fit_head', 'choose_lambda',
            'decision_head', 'apply_head']
@@ -93,21 +93,16 @@ def first_turn_steps(schedule: list[int], n_conv: int, step: int) -> set[int]:
     "The optimizer steps (0-based) of a `first_turn_schedule` of `step` examples a step that hold first turns only."
     return {k for k in range(-(-len(schedule) // step)) if min(schedule[k * step:(k + 1) * step]) >= n_conv}
 
-def step_lr_scale(steps: set[int], scale: float):
-    """A trainer callback: the optimizer steps in `steps` (0-based: `state.global_step` before the step) run at `scale`
-    times the scheduled learning rate (set after gradient clipping, restored right after the step)."""
+def step_grad_scale(steps: set[int], scale: float):
+    """A trainer callback: at the optimizer steps in `steps` (0-based: `state.global_step` before the step) the gradient,
+    after clipping, times `scale` (the gradients on the parameters, as data-parallel training holds them after syncing)."""
     from transformers import TrainerCallback
-    class StepLRScale(TrainerCallback):
-        saved = None
-        def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kw):
+    class StepGradScale(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
             if state.global_step in steps:
-                self.saved = [g["lr"] for g in optimizer.param_groups]
-                for g in optimizer.param_groups: g["lr"] *= scale
-        def on_optimizer_step(self, args, state, control, optimizer=None, **kw):
-            if self.saved is not None:
-                for g, lr in zip(optimizer.param_groups, self.saved): g["lr"] = lr
-            self.saved = None
-    return StepLRScale()
+                for p in model.parameters():
+                    if p.grad is not None: p.grad.mul_(scale)
+    return StepGradScale()
 
 # %% ../nbs/08d_decision.ipynb #5207ab25
 def heldin_instances(meta: list[dict], share: float, seed: int) -> set[str]:

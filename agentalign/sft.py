@@ -18,7 +18,7 @@ from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, comman
 from .dataset import load_dataset_dir
 from .models import MAX_TOOL_RESULT_CHARS, MAX_TOOLS, render_row, training_template
 from .responses import RequestRecord
-from .decision import HEAD_FIT, DecisionWeighting, apply_head, decision_head, first_turn_examples, first_turn_schedule, first_turn_steps, head_points, heldin_instances, heldin_scorer, load_best, masked_spans, selection_callback, step_lr_scale, twin_batch_order
+from .decision import HEAD_FIT, DecisionWeighting, apply_head, decision_head, first_turn_examples, first_turn_schedule, first_turn_steps, head_points, heldin_instances, heldin_scorer, load_best, masked_spans, selection_callback, step_grad_scale, twin_batch_order
 
 # %% auto #0
 __all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_conversation', 'build_examples', 'length_grouped_order',
@@ -31,7 +31,7 @@ __all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_convers
 class SFTConfig(StageConfig):
     "Settings of the SFT stage (`agentalign sft`). `None` means: the device's default (see above)."
     section: ClassVar[str] = "sft"
-    quiet_defaults: ClassVar[tuple] = ("decision_head", "first_turn_training", "first_turn_lr_scale")   # added later: off, not in the identity (nor are the head_* settings: `identity_view`)
+    quiet_defaults: ClassVar[tuple] = ("decision_head", "first_turn_training", "first_turn_scale")   # added later: off, not in the identity (nor are the head_* settings: `identity_view`)
     from_pipeline: ClassVar[dict[str, str]] = {"seed": "seed", "base_model": "base_model"}
     base_model: str = "embedded"            # "embedded" or a local Hugging Face model folder
     lora: bool = False                      # PEFT LoRA instead of full fine-tuning
@@ -67,7 +67,7 @@ class SFTConfig(StageConfig):
     head_mid: int = Field(32, ge=0)                     # positions inside assistant turns per example that hold the row in place elsewhere
     head_anchor: float = Field(1.0, ge=0)               # weight of the squared rise of the row's logit there (one-sided: lowering it costs nothing)
     first_turn_training: bool = False                   # those requests also train their first token once, in steps of their own (08d `first_turn_schedule`)
-    first_turn_lr_scale: float = Field(1.0, gt=0)       # learning rate of those first-turn steps, times (1: as a conversation's step; 08d)
+    first_turn_scale: float = Field(1.0, gt=0)          # those first-turn steps' gradient (after clipping) times this (1: as a conversation's; 08d)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Optional[int] = Field(None, ge=1)          # CPU torch threads; None: agentalign.models.cpu_threads()
     bf16: Optional[bool] = None
@@ -88,8 +88,8 @@ class SFTConfig(StageConfig):
             raise ValueError("decision_head edits the model's output row: it needs full fine-tuning or merge_lora = true")
         if self.first_turn_training and (self.packing or self.max_steps is not None or self.epochs != int(self.epochs)):
             raise ValueError(f"first_turn_training schedules whole epochs of the conversations and every first turn once: it needs a whole number of epochs (got {self.epochs}), no max_steps and no packing")
-        if self.first_turn_lr_scale != 1 and not self.first_turn_training:
-            raise ValueError("first_turn_lr_scale scales the steps of first_turn_training: set first_turn_training = true (or leave the scale at 1)")
+        if self.first_turn_scale != 1 and not self.first_turn_training:
+            raise ValueError("first_turn_scale scales the steps of first_turn_training: set first_turn_training = true (or leave the scale at 1)")
         return self
 
     def identity_view(self, d: dict) -> dict:
@@ -415,8 +415,8 @@ def make_trainer(base: Path, cfg: SFTConfig, tok, ex: Examples, args_kw: dict, p
     trainer.data_collator = counter
     trainer.remove_callback(PrinterCallback)            # our bar and log.jsonl say it
     trainer.add_callback(_progress_callback(counter, cfg.progress, log))
-    if ex.schedule and cfg.first_turn_lr_scale != 1:
-        trainer.add_callback(step_lr_scale(first_turn_steps(ex.schedule, len(ex.train), cfg.per_device_batch_size * cfg.grad_accum * world()[1]), cfg.first_turn_lr_scale))
+    if ex.schedule and cfg.first_turn_scale != 1:
+        trainer.add_callback(step_grad_scale(first_turn_steps(ex.schedule, len(ex.train), cfg.per_device_batch_size * cfg.grad_accum * world()[1]), cfg.first_turn_scale))
     if ex.heldin:
         trainer.add_callback(selection_callback(heldin_scorer(tok, ex.heldin, cfg.render_kw), cfg.select_steps, selection_dir(args_kw),
                                                 log=lambda m: print(m, file=sys.stderr, flush=True) if cfg.progress else None))
