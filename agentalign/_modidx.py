@@ -247,6 +247,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'agentalign.core.RunDir.__repr__': ('core.html#rundir.__repr__', 'agentalign/core.py'),
                                  'agentalign.core.RunDir._workdir': ('core.html#rundir._workdir', 'agentalign/core.py'),
                                  'agentalign.core.RunDir.cache': ('core.html#rundir.cache', 'agentalign/core.py'),
+                                 'agentalign.core.RunDir.checkpoints': ('core.html#rundir.checkpoints', 'agentalign/core.py'),
                                  'agentalign.core.RunDir.failures': ('core.html#rundir.failures', 'agentalign/core.py'),
                                  'agentalign.core.RunDir.figures': ('core.html#rundir.figures', 'agentalign/core.py'),
                                  'agentalign.core.RunDir.lock': ('core.html#rundir.lock', 'agentalign/core.py'),

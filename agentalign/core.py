@@ -476,6 +476,19 @@ def open_stage(self: RunDir, name: str, config: Any, inputs: Iterable[str | Path
     finally:
         lock.release()
 
+@patch
+def checkpoints(self: RunDir, name: str, config: Any, inputs: Iterable[str | Path] = (), clear_others: bool = False) -> Path:
+    """Where a training stage keeps its resumable checkpoints: `RUN/.trainer/NAME/<key of its identity>` (settings and
+    input fingerprints, as `open_stage` computes them), so a training never resumes from checkpoints made with other
+    settings or inputs; every process of a distributed training computes the same folder. `clear_others` (the one
+    process holding the stage): remove what the folder holds for other identities."""
+    root = self.path / ".trainer" / name
+    key = stable_id("checkpoints", _identity(self, config, inputs))
+    if clear_others and root.is_dir():
+        for p in root.iterdir():
+            if p.name != key: shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return root / key
+
 # %% ../nbs/00_core.ipynb #f13ece75
 def _id_of(rec: Any) -> str | None:
     if isinstance(rec, dict): return rec.get("id")

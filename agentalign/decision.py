@@ -90,18 +90,22 @@ def first_turn_schedule(n_conv: int, epochs: int, first_records: list[dict], ste
 
 # %% ../nbs/08d_decision.ipynb #2c86fced
 def first_turn_steps(schedule: list[int], n_conv: int, step: int) -> set[int]:
-    "The optimizer steps (0-based) of a `first_turn_schedule` of `step` examples a step that hold first turns only."
-    return {k for k in range(-(-len(schedule) // step)) if min(schedule[k * step:(k + 1) * step]) >= n_conv}
+    """The optimizer steps (0-based) of a `first_turn_schedule` of `step` examples a step that hold `step` first turns (a
+    short last step is left out: data-parallel training fills it up with examples from the start, conversations)."""
+    return {k for k in range(len(schedule) // step) if min(schedule[k * step:(k + 1) * step]) >= n_conv}
 
 def step_grad_scale(steps: set[int], scale: float):
     """A trainer callback: at the optimizer steps in `steps` (0-based: `state.global_step` before the step) the gradient,
     after clipping, times `scale` (the gradients on the parameters, as data-parallel training holds them after syncing)."""
     from transformers import TrainerCallback
     class StepGradScale(TrainerCallback):
+        scaled: list[int] = []                                # the steps it scaled (0-based)
         def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
-            if state.global_step in steps:
-                for p in model.parameters():
-                    if p.grad is not None: p.grad.mul_(scale)
+            if state.global_step not in steps: return
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            if not grads: raise RuntimeError("step_grad_scale: no gradient on the model's parameters (DeepSpeed keeps them elsewhere)")
+            for g in grads: g.mul_(scale)
+            self.scaled = [*self.scaled, state.global_step]
     return StepGradScale()
 
 # %% ../nbs/08d_decision.ipynb #5207ab25

@@ -160,9 +160,10 @@ def run_dpo(run: RunDir | str | Path, cfg: DPOConfig | None = None, *, overwrite
     src = pairs_path(run, cfg)
     pairs = load_pairs(src)
     if not overwrite and run.status("dpo", cfg)[0] == "done": return read_json(run.path / "dpo" / "summary.json")
-    with run.open_stage("dpo", cfg, inputs=[src, *model_files(policy)], overwrite=overwrite) as st:
+    inputs = [src, *model_files(policy)]
+    with run.open_stage("dpo", cfg, inputs=inputs, overwrite=overwrite) as st:
         t0 = time.time()
-        args_kw, resolved = dpo_args(cfg, run.path / ".trainer" / "dpo")
+        args_kw, resolved = dpo_args(cfg, run.checkpoints("dpo", cfg, inputs, clear_others=True))
         if resolved["device"] == "cpu": torch.set_num_threads(resolved["threads"])
         transformers.set_seed(cfg.seed)
         trainer, tok, log, secs, resumed = train_dpo(policy, cfg, trl_rows(pairs, cfg.completion), args_kw)

@@ -67,7 +67,7 @@ class SFTConfig(StageConfig):
     head_mid: int = Field(32, ge=0)                     # positions inside assistant turns per example that hold the row in place elsewhere
     head_anchor: float = Field(1.0, ge=0)               # weight of the squared rise of the row's logit there (one-sided: lowering it costs nothing)
     first_turn_training: bool = False                   # those requests also train their first token once, in steps of their own (08d `first_turn_schedule`)
-    first_turn_scale: float = Field(1.0, gt=0)          # those first-turn steps' gradient (after clipping) times this (1: as a conversation's; 08d)
+    first_turn_scale: float = Field(1.0, gt=0, allow_inf_nan=False)   # their steps' gradient (after clipping) times this (1: as a conversation's; 08d)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Optional[int] = Field(None, ge=1)          # CPU torch threads; None: agentalign.models.cpu_threads()
     bf16: Optional[bool] = None
@@ -416,6 +416,7 @@ def make_trainer(base: Path, cfg: SFTConfig, tok, ex: Examples, args_kw: dict, p
     trainer.remove_callback(PrinterCallback)            # our bar and log.jsonl say it
     trainer.add_callback(_progress_callback(counter, cfg.progress, log))
     if ex.schedule and cfg.first_turn_scale != 1:
+        if trainer.is_deepspeed_enabled: raise AgentAlignError("first_turn_scale: not with DeepSpeed (it steps the optimizer inside backward, where the scale cannot reach the gradients); use DDP or FSDP")
         trainer.add_callback(step_grad_scale(first_turn_steps(ex.schedule, len(ex.train), cfg.per_device_batch_size * cfg.grad_accum * world()[1]), cfg.first_turn_scale))
     if ex.heldin:
         trainer.add_callback(selection_callback(heldin_scorer(tok, ex.heldin, cfg.render_kw), cfg.select_steps, selection_dir(args_kw),
@@ -491,7 +492,8 @@ def train_summary(cfg: SFTConfig, resolved: dict, ex: Examples, trainer, fitted:
     batch = cfg.per_device_batch_size * cfg.grad_accum * resolved["world_size"]
     return {"base_model": cfg.base_model, "mode": "lora" if cfg.lora else "full", **resolved,
             "train_examples": len(ex.train), "train_labels": dict(Counter(r["label"] for r in ex.train_records)), "validation_examples": len(ex.validation),
-            "steps": steps, "epochs": round((trainer.state.epoch or 0) * (cfg.epochs if ex.schedule else 1), 3), "first_turns_trained": sum(i >= len(ex.train) for i in ex.schedule[:steps * batch]), "batch_size": batch,
+            "steps": steps, "epochs": round((trainer.state.epoch or 0) * (cfg.epochs if ex.schedule else 1), 3), "first_turns_trained": sum(i >= len(ex.train) for i in ex.schedule[:steps * batch]),
+            "first_turn_steps_scaled": len(next((c.scaled for c in trainer.callback_handler.callbacks if type(c).__name__ == "StepGradScale"), [])), "batch_size": batch,
             "max_length": cfg.max_length, "dropped_over_budget": sum(f.reason == "over_token_budget" and not f.item_id.startswith("request:") for f in ex.failures),
             "first_turns_dropped": sum(f.item_id.startswith("request:") for f in ex.failures),
             "truncated": sum(r.get("truncated", False) for r in ex.records), "heldin_examples": len(ex.heldin),
@@ -511,11 +513,12 @@ def run_sft(run: RunDir | str | Path, cfg: SFTConfig | None = None, *, overwrite
     data = run.path / "dataset" / "hf"                                  # what training reads
     base = resolve_base_model(cfg.base_model)
     rank, size = world()
+    extra = [requests_path(run)] if cfg.decision_head or cfg.first_turn_training else []   # missing or not: its appearance makes the stage stale
     if rank == 0:
         if not overwrite and run.status("sft", cfg)[0] == "done": return read_json(run.path / "sft" / "summary.json")
-        extra = [requests_path(run)] if cfg.decision_head or cfg.first_turn_training else []   # missing or not: its appearance makes the stage stale
-        with run.open_stage("sft", cfg, inputs=[data, *extra], overwrite=overwrite) as st: return _train(run, cfg, base, st)
-    return _train(run, cfg, base, None)
+        with run.open_stage("sft", cfg, inputs=[data, *extra], overwrite=overwrite) as st:
+            return _train(run, cfg, base, st, run.checkpoints("sft", cfg, [data, *extra], clear_others=True))
+    return _train(run, cfg, base, None, run.checkpoints("sft", cfg, [data, *extra]))   # the same folder as rank 0's
 
 def head_token(tok, ex: Examples) -> int:
     "The tool opening's first token id, after checking (before any training) that the head can be fitted on `ex`: one line if not."
@@ -535,12 +538,12 @@ def fit_head_stage(model, tok, ex: Examples, cfg: SFTConfig) -> tuple[tuple, dic
     d, info = decision_head(model, ex.train + ex.first_turns, ex.train_records + ex.first_turn_records, tool_id, cfg.head_lambdas, cfg.head_mid, cfg.seed, cfg.head_anchor)
     return (tool_id, d), {**info, "first_turns_only": len(ex.first_turns), "tool_opening": tok.convert_ids_to_tokens(tool_id), "seconds": round(time.time() - t0, 1)}
 
-def _train(run: RunDir, cfg: SFTConfig, base: Path, st) -> dict:
-    "The steps above, in order; only rank 0 (`st` given) saves and writes."
+def _train(run: RunDir, cfg: SFTConfig, base: Path, st, ckpt: Path) -> dict:
+    "The steps above, in order, with checkpoints in `ckpt` (`RunDir.checkpoints`); only rank 0 (`st` given) saves and writes."
     import torch, transformers
     t0 = time.time()
     out = st.path if st is not None else None                           # rank 0 writes the stage's folder (a staged one on overwrite)
-    args_kw, resolved = train_settings(cfg, run.path / ".trainer" / "sft")   # checkpoints: the same place for every rank
+    args_kw, resolved = train_settings(cfg, ckpt)
     if resolved["device"] == "cpu": torch.set_num_threads(resolved["threads"])
     transformers.set_seed(cfg.seed)
     tok = load_tokenizer(base)

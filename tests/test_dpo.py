@@ -58,9 +58,9 @@ def test_killed_dpo_resumes_from_its_checkpoint(paired):
     run, tiny = paired["run"], paired["tiny"]
     args = ["dpo", "--out", run, "--model", tiny, "--max-steps", "5", "--save-steps", "1"]
     p = subprocess.Popen([str(EXE), *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    ckpt = run / ".trainer" / "dpo" / "checkpoint-2" / "trainer_state.json"
+    ckpts = run / ".trainer" / "dpo"                                            # one folder per settings and inputs inside
     try:
-        while not ckpt.is_file():
+        while not any(ckpts.glob("*/checkpoint-2/trainer_state.json")):
             assert p.poll() is None, "dpo ended before its second checkpoint"
             time.sleep(0.2)
         time.sleep(0.5)
@@ -76,3 +76,7 @@ def test_killed_dpo_resumes_from_its_checkpoint(paired):
     assert min(e["step"] for e in log if "loss" in e) > 1                       # the resumed run did not start over
     r = cli(*args)                                                               # finished: nothing trained again
     assert r.returncode == 0 and json.loads(r.stdout.splitlines()[0])["steps"] == 5, r.stdout
+    r = cli(*args[:5], "--max-steps", "6", "--save-steps", "1", "--overwrite")  # other settings: trained afresh, not from the old checkpoints
+    s = json.loads((run / "dpo" / "summary.json").read_text())
+    assert r.returncode == 0 and s["steps"] == 6 and s["resumed_from"] is None, (r.stderr[-2000:], s)
+    assert len(list(ckpts.iterdir())) == 1                                      # the other settings' checkpoints are gone
