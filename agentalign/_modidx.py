@@ -1253,6 +1253,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'agentalign.sft.selection_dir': ('sft.html#selection_dir', 'agentalign/sft.py'),
                                 'agentalign.sft.selection_summary': ('sft.html#selection_summary', 'agentalign/sft.py'),
                                 'agentalign.sft.sft_cmd': ('sft.html#sft_cmd', 'agentalign/sft.py'),
+                                'agentalign.sft.step_examples': ('sft.html#step_examples', 'agentalign/sft.py'),
                                 'agentalign.sft.tiny_model_folder': ('sft.html#tiny_model_folder', 'agentalign/sft.py'),
                                 'agentalign.sft.tokenize_conversation': ('sft.html#tokenize_conversation', 'agentalign/sft.py'),
                                 'agentalign.sft.train_settings': ('sft.html#train_settings', 'agentalign/sft.py'),

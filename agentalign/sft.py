@@ -24,8 +24,8 @@ from .decision import HEAD_FIT, DecisionWeighting, apply_head, decision_head, fi
 __all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_conversation', 'build_examples', 'length_grouped_order',
            'resolve_base_model', 'tiny_model_folder', 'world', 'train_settings', 'peak_rss_mb', 'TokenCounter',
            'plot_loss', 'assistant_logits_loss', 'Examples', 'load_tokenizer', 'prepare_examples', 'requests_path',
-           'requests_rows', 'head_ids', 'twin_batch_size', 'make_trainer', 'selection_dir', 'fit', 'save_model',
-           'selection_summary', 'train_summary', 'run_sft', 'head_token', 'fit_head_stage', 'sft_cmd']
+           'requests_rows', 'head_ids', 'step_examples', 'twin_batch_size', 'make_trainer', 'selection_dir', 'fit',
+           'save_model', 'selection_summary', 'train_summary', 'run_sft', 'head_token', 'fit_head_stage', 'sft_cmd']
 
 # %% ../nbs/08c_sft.ipynb #cf52b72d
 class SFTConfig(StageConfig):
@@ -373,7 +373,7 @@ def prepare_examples(run: RunDir, tok, cfg: SFTConfig) -> Examples:
     rec_hi = [{"id": f"heldin:{r['id']}", "split": "heldin", "label": r["label"], "kind": r["kind"], "instance_id": r["instance_id"]} for r in heldin]
     reads = cfg.decision_head or cfg.first_turn_training
     ex_ft, rec_ft, fail_ft = first_turn_examples(tok, requests_rows(run), cfg.render_kw, *head_ids(tok), cfg.max_length) if reads else ([], [], [])
-    sched = first_turn_schedule(len(ex_tr), int(cfg.epochs), rec_ft, cfg.per_device_batch_size * cfg.grad_accum * world()[1], twin_batch_size(cfg), cfg.seed) \
+    sched = first_turn_schedule(len(ex_tr), int(cfg.epochs), rec_ft, step_examples(cfg), twin_batch_size(cfg), cfg.seed) \
         if cfg.first_turn_training and ex_ft else []
     return Examples([ex_tr[i] for i in order], ex_va, rec_tr, rec_tr + rec_va + rec_hi + rec_ft, fail_tr + fail_va + fail_ft, heldin, ex_ft, rec_ft, sched)
 
@@ -389,6 +389,10 @@ def head_ids(tok) -> tuple[int, int]:
     from agentalign.intent import REFUSAL_OPENINGS, TOOL_OPENING, generation_prompt, opening_ids
     t, r = opening_ids(tok, generation_prompt(tok, tok.chat_template), [TOOL_OPENING, REFUSAL_OPENINGS[0]])
     return t[0], r[0]
+
+def step_examples(cfg: SFTConfig) -> int:
+    "Examples per optimizer step: device batch x accumulation x processes."
+    return cfg.per_device_batch_size * cfg.grad_accum * world()[1]
 
 def twin_batch_size(cfg: SFTConfig) -> int:
     "The batch twins share: a device batch when it holds two, else the optimizer step (devices x accumulation)."
@@ -417,7 +421,7 @@ def make_trainer(base: Path, cfg: SFTConfig, tok, ex: Examples, args_kw: dict, p
     trainer.add_callback(_progress_callback(counter, cfg.progress, log))
     if ex.schedule and cfg.first_turn_scale != 1:
         if trainer.is_deepspeed_enabled: raise AgentAlignError("first_turn_scale: not with DeepSpeed (it steps the optimizer inside backward, where the scale cannot reach the gradients); use DDP or FSDP")
-        trainer.add_callback(step_grad_scale(first_turn_steps(ex.schedule, len(ex.train), cfg.per_device_batch_size * cfg.grad_accum * world()[1]), cfg.first_turn_scale))
+        trainer.add_callback(step_grad_scale(first_turn_steps(ex.schedule, len(ex.train), step_examples(cfg)), cfg.first_turn_scale))
     if ex.heldin:
         trainer.add_callback(selection_callback(heldin_scorer(tok, ex.heldin, cfg.render_kw), cfg.select_steps, selection_dir(args_kw),
                                                 log=lambda m: print(m, file=sys.stderr, flush=True) if cfg.progress else None))
@@ -489,7 +493,7 @@ def train_summary(cfg: SFTConfig, resolved: dict, ex: Examples, trainer, fitted:
     losses = [e["loss"] for e in log if "loss" in e]
     toks = sorted(r["tokens"] for r in ex.train_records)
     real, padded = fitted["tokens"], fitted["padded"]
-    batch = cfg.per_device_batch_size * cfg.grad_accum * resolved["world_size"]
+    batch = step_examples(cfg)
     return {"base_model": cfg.base_model, "mode": "lora" if cfg.lora else "full", **resolved,
             "train_examples": len(ex.train), "train_labels": dict(Counter(r["label"] for r in ex.train_records)), "validation_examples": len(ex.validation),
             "steps": steps, "epochs": round((trainer.state.epoch or 0) * (cfg.epochs if ex.schedule else 1), 3), "first_turns_trained": sum(i >= len(ex.train) for i in ex.schedule[:steps * batch]),
