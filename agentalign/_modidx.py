@@ -378,6 +378,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'agentalign.decision.choose_lambda': ('decision.html#choose_lambda', 'agentalign/decision.py'),
                                      'agentalign.decision.decision_head': ('decision.html#decision_head', 'agentalign/decision.py'),
                                      'agentalign.decision.decision_weights': ('decision.html#decision_weights', 'agentalign/decision.py'),
+                                     'agentalign.decision.first_call_examples': ( 'decision.html#first_call_examples',
+                                                                                  'agentalign/decision.py'),
                                      'agentalign.decision.first_turn_examples': ( 'decision.html#first_turn_examples',
                                                                                   'agentalign/decision.py'),
                                      'agentalign.decision.first_turn_request': ( 'decision.html#first_turn_request',

@@ -14,8 +14,8 @@ from .core import AgentAlignError, Failure, read_json, read_jsonl, rng, write_js
 __all__ = ['HEAD_FIT', 'masked_spans', 'decision_weights', 'DecisionWeighting', 'twin_units', 'twin_batch_order',
            'first_turn_schedule', 'first_turn_steps', 'step_grad_scale', 'heldin_instances', 'first_turn_request',
            'heldin_scorer', 'selection_callback', 'save_best', 'best_info', 'load_best', 'head_points',
-           'first_turn_examples', 'tool_logodds', 'head_features', 'point_weights', 'fit_head', 'choose_lambda',
-           'decision_head', 'apply_head']
+           'first_turn_examples', 'first_call_examples', 'tool_logodds', 'head_features', 'point_weights', 'fit_head',
+           'choose_lambda', 'decision_head', 'apply_head']
 
 # %% ../nbs/08d_decision.ipynb #665869fc
 def masked_spans(enc: dict) -> list[tuple[int, int]]:
@@ -79,20 +79,30 @@ def twin_batch_order(meta: list[dict], batch: int, seed: int) -> list[int]:
     return out
 
 # %% ../nbs/08d_decision.ipynb #26097800
-def first_turn_schedule(n_conv: int, epochs: int, first_records: list[dict], step: int, twin: int, seed: int) -> list[int]:
-    """Indices into conversations + first turns (first turn j is `n_conv + j`): the conversations `epochs` times in their
-    order and every first turn once, in steps of `step` examples of their own (twins in one batch of `twin`:
+def first_turn_schedule(n_conv: int, epochs: int, first_records: list[dict], step: int, twin: int, seed: int, calls: int = 0) -> list[int]:
+    """Indices into conversations + first turns + first calls (first turn j is `n_conv + j`, first call j `n_conv +
+    len(first_records) + j`): the conversations `epochs` times in their order with every first call once spread evenly
+    among them (in batches of `twin`, an odd one last), and every first turn once, in steps of `step` examples of their own (twins in one batch of `twin`:
     `twin_batch_order`), spread evenly between the conversations' steps; the steps left short go last (and may share one)."""
     chunks = lambda xs: [xs[i:i + step] for i in range(0, len(xs), step)]
-    c, f = chunks(list(range(n_conv)) * epochs), chunks([n_conv + j for j in twin_batch_order(first_records, twin, seed)])
+    conv, n_f = list(range(n_conv)) * epochs, len(first_records)
+    ids = [n_conv + n_f + j for j in range(calls)]
+    groups = [ids[i:i + twin] for i in range(0, calls, twin)]      # whole batches of `twin`, so the conversations' batches stay whole
+    tail = groups.pop() if groups and len(groups[-1]) < twin else []
+    at: dict[int, list[int]] = {}                                   # before the k-th conversation (k a multiple of `twin`): these calls
+    for g, grp in enumerate(groups): at.setdefault(twin * int((g + 0.5) * (len(conv) // twin) / len(groups)), []).extend(grp)
+    conv = [x for k in range(len(conv) + 1) for x in at.get(k, []) + conv[k:k + 1]] + tail
+    c, f = chunks(conv), chunks([n_conv + j for j in twin_batch_order(first_records, twin, seed)])
     keyed = [((k + 0.5) / len(c), 0, x) for k, x in enumerate(c)] + [((k + 0.5) / len(f), 1, x) for k, x in enumerate(f)]
     return [i for _, _, x in sorted(keyed, key=lambda k: (len(k[2]) < step, k[0], k[1])) for i in x]
 
 # %% ../nbs/08d_decision.ipynb #2c86fced
-def first_turn_steps(schedule: list[int], n_conv: int, step: int) -> set[int]:
-    """The optimizer steps (0-based) of a `first_turn_schedule` of `step` examples a step that hold `step` first turns (a
-    short last step is left out: data-parallel training fills it up with examples from the start, conversations)."""
-    return {k for k in range(len(schedule) // step) if min(schedule[k * step:(k + 1) * step]) >= n_conv}
+def first_turn_steps(schedule: list[int], n_conv: int, step: int, n_first: int | None = None) -> set[int]:
+    """The optimizer steps (0-based) of a `first_turn_schedule` of `step` examples a step that hold `step` first turns
+    (indices from `n_conv`, `n_first` of them; first calls after them count as conversations; a short last step is left
+    out: data-parallel training fills it up with examples from the start, conversations)."""
+    end = n_conv + n_first if n_first is not None else float("inf")
+    return {k for k in range(len(schedule) // step) if all(n_conv <= i < end for i in schedule[k * step:(k + 1) * step])}
 
 def step_grad_scale(steps: set[int], scale: float):
     """A trainer callback: at the optimizer steps in `steps` (0-based: `state.global_step` before the step) the gradient,
@@ -237,6 +247,31 @@ def first_turn_examples(tok, rows: list[dict], render_kw: dict, tool_id: int, ot
         t = tool_id if r["label"] == "benign" else other_id
         ex.append({"input_ids": ids + [t], "labels": [-100] * len(ids) + [t]})
         recs.append({"id": rid, "split": "first_turn", "label": r["label"], "kind": r.get("kind", r["label"]), "instance_id": r.get("instance_id") or ""})
+    return ex, recs, fails
+
+def first_call_examples(tok, rows: list[dict], render_kw: dict, max_length: int, tokenize) -> tuple[list[dict], list[dict], list[Failure]]:
+    """(training examples, records, failures) of the first calls of first-turn-only requests (`responses.RequestRecord`
+    rows, benign): the first turn and the assistant's tool call (`first_call`), labelled as `tokenize` labels a
+    conversation (`agentalign.sft.tokenize_conversation`, which imports this module); a request without a call is a
+    failure, and requests none of which carries one (written before calls were recorded) are one error line."""
+    from agentalign.models import render_row
+    ex, recs, fails, benign = [], [], [], [r for r in rows if r["label"] == "benign"]
+    if benign and not any(r.get("first_call") for r in benign):
+        raise AgentAlignError(f"first_turn_call: none of the {len(benign)} benign requests in responses/requests.jsonl carries a first call "
+                              "(written before requests recorded one): rerun the responses stage with --overwrite")
+    for r in benign:
+        rid = f"call:{r['id']}"
+        if not r.get("first_call"):
+            fails.append(Failure(stage="sft", item_id=rid, reason="no_first_call", detail="the request carries no first call (its plan's first step failed)")); continue
+        try: enc = tokenize(tok, *render_row({**r, "messages": r["messages"] + r["first_call"]}, **render_kw))
+        except (ValueError, KeyError, TypeError) as e:
+            fails.append(Failure(stage="sft", item_id=rid, reason="render_error", detail=str(e)[:300])); continue
+        if len(enc["input_ids"]) > max_length:
+            fails.append(Failure(stage="sft", item_id=rid, reason="over_token_budget", detail=f"first call of {len(enc['input_ids'])} tokens > max_length {max_length}")); continue
+        if not enc["assistant_tokens"]:
+            fails.append(Failure(stage="sft", item_id=rid, reason="no_assistant_tokens", detail="the first call renders no assistant token")); continue
+        ex.append({"input_ids": enc["input_ids"], "labels": enc["labels"]})
+        recs.append({"id": rid, "split": "first_call", "label": r["label"], "kind": r.get("kind", r["label"]), "instance_id": r.get("instance_id") or ""})
     return ex, recs, fails
 
 # %% ../nbs/08d_decision.ipynb #3ab27bf8

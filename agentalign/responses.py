@@ -421,6 +421,7 @@ class RequestRecord(ItemLineage):
     messages: list[dict]                                   # the user's request
     tools: list[dict]                                      # offered OpenAI tool schemas, as a response would offer them
     seed: int = 0
+    first_call: list[dict] = []                            # benign: the plan's first step as a plan-mode trajectory calls it (no connecting text); [] if it fails
 
 def select_instances(items: list[ResponseInput], n: int | None) -> tuple[list[ResponseInput], list[ResponseInput]]:
     "(the items of the first `n` chain instances of each harm category, the rest), each in input order; `n` None: all, none."
@@ -433,12 +434,15 @@ def select_instances(items: list[ResponseInput], n: int | None) -> tuple[list[Re
     return [i for i in items if (i.instance_id or i.id) in keep], [i for i in items if (i.instance_id or i.id) not in keep]
 
 def first_turn_record(item: ResponseInput, cfg: ResponsesConfig) -> RequestRecord:
-    "The first turn of `item` with the tools a response of this stage would offer (an unknown tool: one line)."
+    """The first turn of `item` with the tools a response of this stage would offer (an unknown tool: one line); a benign
+request also carries its first tool call: the argument plan's first step, executed in the item's environment."""
     env = SimulatedEnvironment(seed=env_seed(cfg.seed, item.id))
     offered, _ = offer(env, item, cfg.distractors, cfg.seed)
+    calls = execute_plan(item.argument_plan[:1], env, item.id)[0] if item.label == "benign" else []
+    call = plan_messages(item.instruction, calls)[1:2] if calls and calls[0].ok else []
     return RequestRecord(id=stable_id("request", item.id), instruction_id=item.id, chain_id=item.chain_id, instance_id=item.instance_id,
                          category=item.category, subcategory=item.subcategory, kind=item.kind, label=item.label,
-                         messages=[{"role": "user", "content": item.instruction}], tools=env.schemas(offered), seed=cfg.seed)
+                         messages=[{"role": "user", "content": item.instruction}], tools=env.schemas(offered), seed=cfg.seed, first_call=call)
 
 def first_turns(items: list[ResponseInput], cfg: ResponsesConfig) -> tuple[list[RequestRecord], list[Failure]]:
     "(first-turn records, one failure per item whose tools cannot be offered)."

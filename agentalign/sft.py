@@ -18,7 +18,7 @@ from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, comman
 from .dataset import load_dataset_dir
 from .models import MAX_TOOL_RESULT_CHARS, MAX_TOOLS, render_row, training_template
 from .responses import RequestRecord
-from .decision import HEAD_FIT, DecisionWeighting, apply_head, decision_head, first_turn_examples, first_turn_schedule, first_turn_steps, head_points, heldin_instances, heldin_scorer, load_best, masked_spans, selection_callback, step_grad_scale, twin_batch_order
+from .decision import HEAD_FIT, DecisionWeighting, apply_head, decision_head, first_call_examples, first_turn_examples, first_turn_schedule, first_turn_steps, head_points, heldin_instances, heldin_scorer, load_best, masked_spans, selection_callback, step_grad_scale, twin_batch_order
 
 # %% auto #0
 __all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_conversation', 'build_examples', 'length_grouped_order',
@@ -31,7 +31,7 @@ __all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_convers
 class SFTConfig(StageConfig):
     "Settings of the SFT stage (`agentalign sft`). `None` means: the device's default (see above)."
     section: ClassVar[str] = "sft"
-    quiet_defaults: ClassVar[tuple] = ("decision_head", "first_turn_training", "first_turn_scale")   # added later: off, not in the identity (nor are the head_* settings: `identity_view`)
+    quiet_defaults: ClassVar[tuple] = ("decision_head", "first_turn_training", "first_turn_scale", "first_turn_call")   # added later: off, not in the identity (nor are the head_* settings: `identity_view`)
     from_pipeline: ClassVar[dict[str, str]] = {"seed": "seed", "base_model": "base_model"}
     base_model: str = "embedded"            # "embedded" or a local Hugging Face model folder
     lora: bool = False                      # PEFT LoRA instead of full fine-tuning
@@ -68,6 +68,7 @@ class SFTConfig(StageConfig):
     head_anchor: float = Field(1.0, ge=0)               # weight of the squared rise of the row's logit there (one-sided: lowering it costs nothing)
     first_turn_training: bool = False                   # those requests also train their first token once, in steps of their own (08d `first_turn_schedule`)
     first_turn_scale: float = Field(1.0, gt=0, allow_inf_nan=False)   # their steps' gradient (after clipping) times this (1: as a conversation's; 08d)
+    first_turn_call: bool = False                       # a benign one also trains its first tool call once, among the conversations (08d `first_call_examples`)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Optional[int] = Field(None, ge=1)          # CPU torch threads; None: agentalign.models.cpu_threads()
     bf16: Optional[bool] = None
@@ -90,6 +91,8 @@ class SFTConfig(StageConfig):
             raise ValueError(f"first_turn_training schedules whole epochs of the conversations and every first turn once: it needs a whole number of epochs (got {self.epochs}), no max_steps and no packing")
         if self.first_turn_scale != 1 and not self.first_turn_training:
             raise ValueError("first_turn_scale scales the steps of first_turn_training: set first_turn_training = true (or leave the scale at 1)")
+        if self.first_turn_call and not self.first_turn_training:
+            raise ValueError("first_turn_call trains the first calls of first_turn_training's requests: set first_turn_training = true")
         return self
 
     def identity_view(self, d: dict) -> dict:
@@ -343,7 +346,8 @@ class Examples:
     heldin: list[dict] = field(default_factory=list)   # dataset rows held out of training for checkpoint selection
     first_turns: list[dict] = field(default_factory=list)          # decision head only: requests answered by no response
     first_turn_records: list[dict] = field(default_factory=list)   # (`responses/requests.jsonl`, see 08d_decision)
-    schedule: list[int] = field(default_factory=list)              # first_turn_training: indices into train + first_turns, read once
+    schedule: list[int] = field(default_factory=list)              # first_turn_training: indices into train + first_turns + first_calls, read once
+    first_calls: list[dict] = field(default_factory=list)          # first_turn_call: benign requests' first tool calls
 
 def load_tokenizer(base: Path):
     "The base model's tokenizer with a pad token and the training chat template (`agentalign.models.training_template`)."
@@ -373,9 +377,11 @@ def prepare_examples(run: RunDir, tok, cfg: SFTConfig) -> Examples:
     rec_hi = [{"id": f"heldin:{r['id']}", "split": "heldin", "label": r["label"], "kind": r["kind"], "instance_id": r["instance_id"]} for r in heldin]
     reads = cfg.decision_head or cfg.first_turn_training
     ex_ft, rec_ft, fail_ft = first_turn_examples(tok, requests_rows(run), cfg.render_kw, *head_ids(tok), cfg.max_length) if reads else ([], [], [])
-    sched = first_turn_schedule(len(ex_tr), int(cfg.epochs), rec_ft, step_examples(cfg), twin_batch_size(cfg), cfg.seed) \
-        if cfg.first_turn_training and ex_ft else []
-    return Examples([ex_tr[i] for i in order], ex_va, rec_tr, rec_tr + rec_va + rec_hi + rec_ft, fail_tr + fail_va + fail_ft, heldin, ex_ft, rec_ft, sched)
+    ex_fc, rec_fc, fail_fc = first_call_examples(tok, requests_rows(run), cfg.render_kw, cfg.max_length, tokenize_conversation) if cfg.first_turn_call else ([], [], [])
+    sched = first_turn_schedule(len(ex_tr), int(cfg.epochs), rec_ft, step_examples(cfg), twin_batch_size(cfg), cfg.seed, calls=len(ex_fc)) \
+        if cfg.first_turn_training and (ex_ft or ex_fc) else []
+    return Examples([ex_tr[i] for i in order], ex_va, rec_tr, rec_tr + rec_va + rec_hi + rec_ft + rec_fc, fail_tr + fail_va + fail_ft + fail_fc,
+                    heldin, ex_ft, rec_ft, sched, ex_fc if sched else [])
 
 def requests_path(run: RunDir) -> Path: return run.path / "responses" / "requests.jsonl"
 
@@ -409,7 +415,7 @@ def make_trainer(base: Path, cfg: SFTConfig, tok, ex: Examples, args_kw: dict, p
         from peft import LoraConfig
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                  target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
-    pool = ex.train + ex.first_turns
+    pool = ex.train + ex.first_turns + ex.first_calls
     rows = [pool[i] for i in ex.schedule] if ex.schedule else ex.train
     trainer = _trainer_class(plain)(model=str(base), args=TRLConfig(**args_kw), train_dataset=Dataset.from_list(rows),
                                     eval_dataset=Dataset.from_list(ex.validation) if ex.validation else None, processing_class=tok, peft_config=peft_config)
@@ -421,7 +427,7 @@ def make_trainer(base: Path, cfg: SFTConfig, tok, ex: Examples, args_kw: dict, p
     trainer.add_callback(_progress_callback(counter, cfg.progress, log))
     if ex.schedule and cfg.first_turn_scale != 1:
         if trainer.is_deepspeed_enabled: raise AgentAlignError("first_turn_scale: not with DeepSpeed (it steps the optimizer inside backward, where the scale cannot reach the gradients); use DDP or FSDP")
-        trainer.add_callback(step_grad_scale(first_turn_steps(ex.schedule, len(ex.train), step_examples(cfg)), cfg.first_turn_scale))
+        trainer.add_callback(step_grad_scale(first_turn_steps(ex.schedule, len(ex.train), step_examples(cfg), len(ex.first_turns)), cfg.first_turn_scale))
     if ex.heldin:
         trainer.add_callback(selection_callback(heldin_scorer(tok, ex.heldin, cfg.render_kw), cfg.select_steps, selection_dir(args_kw),
                                                 log=lambda m: print(m, file=sys.stderr, flush=True) if cfg.progress else None))
@@ -496,10 +502,11 @@ def train_summary(cfg: SFTConfig, resolved: dict, ex: Examples, trainer, fitted:
     batch = step_examples(cfg)
     return {"base_model": cfg.base_model, "mode": "lora" if cfg.lora else "full", **resolved,
             "train_examples": len(ex.train), "train_labels": dict(Counter(r["label"] for r in ex.train_records)), "validation_examples": len(ex.validation),
-            "steps": steps, "epochs": round((trainer.state.epoch or 0) * (cfg.epochs if ex.schedule else 1), 3), "first_turns_trained": sum(i >= len(ex.train) for i in ex.schedule[:steps * batch]),
+            "steps": steps, "epochs": round((trainer.state.epoch or 0) * (cfg.epochs if ex.schedule else 1), 3), "first_turns_trained": sum(0 <= i - len(ex.train) < len(ex.first_turns) for i in ex.schedule[:steps * batch]),
+            "first_calls_trained": sum(i >= len(ex.train) + len(ex.first_turns) for i in ex.schedule[:steps * batch]),
             "first_turn_steps_scaled": len(next((c.scaled for c in trainer.callback_handler.callbacks if type(c).__name__ == "StepGradScale"), [])), "batch_size": batch,
-            "max_length": cfg.max_length, "dropped_over_budget": sum(f.reason == "over_token_budget" and not f.item_id.startswith("request:") for f in ex.failures),
-            "first_turns_dropped": sum(f.item_id.startswith("request:") for f in ex.failures),
+            "max_length": cfg.max_length, "dropped_over_budget": sum(f.reason == "over_token_budget" and not f.item_id.startswith(("request:", "call:")) for f in ex.failures),
+            "first_turns_dropped": sum(f.item_id.startswith("request:") for f in ex.failures), "first_calls_dropped": sum(f.item_id.startswith("call:") for f in ex.failures),
             "truncated": sum(r.get("truncated", False) for r in ex.records), "heldin_examples": len(ex.heldin),
             "tokens_per_example_median": int(statistics.median(toks)), "tokens_per_example_max": toks[-1],
             "train_tokens": real, "padded_tokens": padded, "padding_share": round(1 - real / padded, 3) if padded else None,
