@@ -82,8 +82,9 @@ def twin_batch_order(meta: list[dict], batch: int, seed: int) -> list[int]:
 def first_turn_schedule(n_conv: int, epochs: int, first_records: list[dict], step: int, twin: int, seed: int, calls: int = 0) -> list[int]:
     """Indices into conversations + first turns + first calls (first turn j is `n_conv + j`, first call j `n_conv +
     len(first_records) + j`): the conversations `epochs` times in their order with every first call once spread evenly
-    among them (in batches of `twin`, an odd one last), and every first turn once, in steps of `step` examples of their own (twins in one batch of `twin`:
-    `twin_batch_order`), spread evenly between the conversations' steps; the steps left short go last (and may share one)."""
+    among them (in batches of `twin`, a short one last), and every first turn once, in steps of `step` examples of their
+    own (twins in one batch of `twin`: `twin_batch_order`), spread evenly between the conversations' steps; the steps
+    left short go last (and may share one)."""
     chunks = lambda xs: [xs[i:i + step] for i in range(0, len(xs), step)]
     conv, n_f = list(range(n_conv)) * epochs, len(first_records)
     ids = [n_conv + n_f + j for j in range(calls)]

@@ -434,8 +434,8 @@ def select_instances(items: list[ResponseInput], n: int | None) -> tuple[list[Re
     return [i for i in items if (i.instance_id or i.id) in keep], [i for i in items if (i.instance_id or i.id) not in keep]
 
 def first_turn_record(item: ResponseInput, cfg: ResponsesConfig) -> RequestRecord:
-    """The first turn of `item` with the tools a response of this stage would offer (an unknown tool: one line); a benign
-request also carries its first tool call: the argument plan's first step, executed in the item's environment."""
+    """The first turn of `item` with the tools a response of this stage would offer (an unknown tool: one line); a
+    benign request also carries its first tool call: the argument plan's first step, executed in the item's environment."""
     env = SimulatedEnvironment(seed=env_seed(cfg.seed, item.id))
     offered, _ = offer(env, item, cfg.distractors, cfg.seed)
     calls = execute_plan(item.argument_plan[:1], env, item.id)[0] if item.label == "benign" else []
