@@ -375,9 +375,9 @@ def prepare_examples(run: RunDir, tok, cfg: SFTConfig) -> Examples:
         raise AgentAlignError(f"sft: no training example fits (max_length {cfg.max_length}; {dict(reasons)}); raise max_length or use over_length = 'truncate'")
     rec_tr = [rec_tr[i] for i in order]
     rec_hi = [{"id": f"heldin:{r['id']}", "split": "heldin", "label": r["label"], "kind": r["kind"], "instance_id": r["instance_id"]} for r in heldin]
-    reads = cfg.decision_head or cfg.first_turn_training
-    ex_ft, rec_ft, fail_ft = first_turn_examples(tok, requests_rows(run), cfg.render_kw, *head_ids(tok), cfg.max_length) if reads else ([], [], [])
-    ex_fc, rec_fc, fail_fc = first_call_examples(tok, requests_rows(run), cfg.render_kw, cfg.max_length, tokenize_conversation) if cfg.first_turn_call else ([], [], [])
+    reqs = requests_rows(run) if cfg.decision_head or cfg.first_turn_training else []    # read once: first turns and first calls
+    ex_ft, rec_ft, fail_ft = first_turn_examples(tok, reqs, cfg.render_kw, *head_ids(tok), cfg.max_length) if reqs else ([], [], [])
+    ex_fc, rec_fc, fail_fc = first_call_examples(tok, reqs, cfg.render_kw, cfg.max_length, tokenize_conversation) if cfg.first_turn_call else ([], [], [])
     sched = first_turn_schedule(len(ex_tr), int(cfg.epochs), rec_ft, step_examples(cfg), twin_batch_size(cfg), cfg.seed, calls=len(ex_fc)) \
         if cfg.first_turn_training and (ex_ft or ex_fc) else []
     return Examples([ex_tr[i] for i in order], ex_va, rec_tr, rec_tr + rec_va + rec_hi + rec_ft + rec_fc, fail_tr + fail_va + fail_ft + fail_fc,
