@@ -83,6 +83,7 @@ class RequestPhrases(NamedTuple):
     purpose_frames: list[str]                   # each with {say}
     extras: dict[str, str]                      # optional argument -> clause with {v}, added after a step's phrasing
     describers: list[str]                       # a value with what it is: {v} and {about}
+    writers: list[str]                          # a text left to the agent to write, said by what it is: {about}
 
 def _phrasings(v: Any, where: str, tool) -> list[str]:
     req = tool.parameters.get("required", [])
@@ -111,13 +112,14 @@ def read_request_phrases(folder: Path) -> RequestPhrases:
     if miss: raise AgentAlignError(f"{p}: no entry for {miss[0]}")
     p = folder / REQUESTS_FILE; d = read_yaml(p, "phrase file")
     if not isinstance(d, dict): raise AgentAlignError(f"{p}: expected a map of phrase lists")
-    for k in ("openers", "closers", "sequencers", "purpose_frames", "extras", "describers"):
+    for k in ("openers", "closers", "sequencers", "purpose_frames", "extras", "describers", "writers"):
         if k not in d: raise AgentAlignError(f"{p}: missing list {k}")
     return RequestPhrases(tools, refs, text_list(d["openers"], f"{p}: openers", empty_ok=True), text_list(d["closers"], f"{p}: closers", empty_ok=True),
                           [_sequencer(x, f"{p}: sequencers[{i}]") for i, x in enumerate(d["sequencers"] or [])] or text_list([], f"{p}: sequencers"),
                           text_list(d["purpose_frames"], f"{p}: purpose_frames", allowed=("say",), required=("say",)),
                           text_map(d["extras"], f"{p}: extras", lambda v, w: check_text(v, w, ("v",), ("v",))),
-                          text_list(d["describers"], f"{p}: describers", allowed=("v", "about"), required=("v", "about")))
+                          text_list(d["describers"], f"{p}: describers", allowed=("v", "about"), required=("v", "about")),
+                          text_list(d["writers"], f"{p}: writers", allowed=("about",), required=("about",)))
 
 _PHRASES: dict = {}
 
@@ -158,8 +160,9 @@ DESCRIBE_SHARE = 0.75                                                  # share o
 RECIPIENT_ARGS = ("to", "chat_id", "user_id", "recipient", "destination")
 
 def step_text(st: PlanStep, part: dict, r, tax, ph: RequestPhrases | None = None, target: str | None = None,
-              about: dict[str, str] | None = None, k=None) -> str:
-    "One step as words (see above); `target` is named after its recipient, when it has one; `about` says what a value is (drawn with `k`, default `r`)."
+              about: dict[str, str] | None = None, k=None, write_share: float = 0.0) -> str:
+    """One step as words (see above); `target` is named after its recipient, when it has one; `about` says what a value is
+    (drawn with `k`, default `r`); `write_share` of the described values are left to the agent to write (below)."""
     ph, k = ph or request_phrases(), k or r
     props = tax.tools[st.tool].parameters.get("properties", {})
     tpl = r.choice(ph.tools[st.tool])
@@ -168,7 +171,9 @@ def step_text(st: PlanStep, part: dict, r, tax, ph: RequestPhrases | None = None
     about, vals = about or {}, {}
     def value(a):
         v = write_value(st.arguments.get(a), props.get(a))
-        return k.choice(ph.describers).format(v=v, about=about[a]) if a in about and k.random() < DESCRIBE_SHARE else v
+        if a not in about: return v
+        if write_share and k.random() < write_share: return k.choice(ph.writers).format(about=about[a])
+        return k.choice(ph.describers).format(v=v, about=about[a]) if k.random() < DESCRIBE_SHARE else v
     for a in [x for x in props if x in req] + sorted(req - set(props)):   # schema order: a set's order follows PYTHONHASHSEED
         vals[a] = reference(slots[a], r, ph) if a in part["derived"] else value(a)
         if target and a in RECIPIENT_ARGS and a not in part["derived"]: vals[a] += f" ({target})"; target = None
@@ -210,9 +215,10 @@ def described(plan: list[PlanStep], scenario: dict, filled: list[str]) -> dict[s
     return out
 
 def compose_request(plan: list[PlanStep], kind: str, scenario: dict, r, tax, ph: RequestPhrases | None = None,
-                    filled: list[str] = (), k=None) -> tuple[str, str]:
+                    filled: list[str] = (), k=None, write_share: float = 0.0) -> tuple[str, str]:
     """(request text, purpose clause) for `plan`, in people's words (see above); `filled`: the arguments `scenario` filled.
-    `r` draws the wording (shared by twins), `k` (default `r`) what depends on the scenario: descriptions, purpose frame."""
+    `r` draws the wording (shared by twins), `k` (default `r`) what depends on the scenario: descriptions, purpose frame,
+    which described texts are left to the agent to write (`write_share` of them)."""
     ph, k = ph or request_phrases(), k or r
     u_say, u_target = r.random(), r.random()
     opener, closer = r.choice(ph.openers), r.choice(ph.closers)
@@ -220,7 +226,7 @@ def compose_request(plan: list[PlanStep], kind: str, scenario: dict, r, tax, ph:
     say = scenario.get("say") if u_say < PURPOSE_SHARE[kind] or (kind == "harmful" and not about) or not filled else None
     target = scenario.get("target") if u_target < TARGET_SHARE else None
     for st, part in zip(plan, plan_parts(plan)):
-        steps.append(step_text(st, part, r, tax, ph, target, about.get(st.step), k))
+        steps.append(step_text(st, part, r, tax, ph, target, about.get(st.step), k, write_share))
         target = target if target and target not in steps[-1] else None
     body = _chain_steps(steps, r, ph)
     intent = ""
@@ -233,15 +239,15 @@ def compose_request(plan: list[PlanStep], kind: str, scenario: dict, r, tax, ph:
     text = " ".join(x for x in (opener, body, closer) if x)
     return text[:1].upper() + text[1:], intent
 
-def draft_for(inst: InstantiatedChain, kind: str, index: int, seed: int, tax=None) -> Draft:
-    "The draft of slot `(inst, kind, index)`: its kind plan, its scenario and the text, deterministic given `seed`."
+def draft_for(inst: InstantiatedChain, kind: str, index: int, seed: int, tax=None, write_share: float = 0.0) -> Draft:
+    "The draft of slot `(inst, kind, index)`: its kind plan, its scenario and the text, deterministic given `seed` (and `write_share`)."
     from agentalign.pools import kind_plan, scenario_id
     if tax is None:
         from agentalign.taxonomy import load_taxonomy
         tax = load_taxonomy()
     plan, sc, filled = kind_plan(inst, kind, index, seed, tax)
     text, intent = compose_request(plan, kind, sc, rng(seed, "draft", inst.id, index), tax, filled=filled,
-                                   k=rng(seed, "draft", inst.id, kind, index))
+                                   k=rng(seed, "draft", inst.id, kind, index), write_share=write_share)
     return Draft(text, intent, plan, scenario_id(sc))
 
 # %% ../nbs/05a_drafts.ipynb #46290003

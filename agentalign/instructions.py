@@ -237,6 +237,7 @@ class InstructionsConfig(StageConfig):
     "Every setting of the instruction stage."
     section: ClassVar[str] = "instructions"
     roles: ClassVar[dict[str, str]] = {"writer": "writer"}
+    quiet_defaults: ClassVar[tuple] = ("write_share",)          # added later: off, not in the identity
     writer: LLMConfig = Field(default_factory=LLMConfig)       # the instruction writer (role `writer`)
     chains: str = "curated"            # curated | merged | reviewed (from RUN/chains) | a .jsonl/.csv file
     counts: dict[str, int] = Field(default_factory=lambda: {"harmful": 2, "benign": 2, "borderline": 1})
@@ -251,6 +252,7 @@ class InstructionsConfig(StageConfig):
     tolerance: float = 0.0             # a rewrite may lose this share of plan coverage against its draft
     balance_sources: bool = True       # the same share of rewrites in every kind (rewrites beyond it keep their draft)
     intent_keep: float = 0.5           # share of the intent's content words a rewrite must keep
+    write_share: float = 0.0           # drafts: share of described texts left to the agent to write, said only by what they are
     min_chars: int = MIN_CHARS
     figures: bool = True               # draw RUN/figures/instructions_*.png after the LLM work
     progress: bool = True
@@ -271,7 +273,7 @@ class InstructionsConfig(StageConfig):
     @classmethod
     def _pos(cls, v, info): return _positive("--" + info.field_name.replace("_", "-"), v)
 
-    @field_validator("tolerance", "intent_keep")
+    @field_validator("tolerance", "intent_keep", "write_share")
     @classmethod
     def _share(cls, v, info):
         if not (0 <= v <= 1): raise ValueError(f"must be between 0 and 1, got {v}")
@@ -350,7 +352,7 @@ def rewrite_requests(inst: InstantiatedChain, kind: str, n: int, cfg: Instructio
     reqs, meta, fails = [], {}, []
     for i in range(n):
         sid, style = slot_id(inst.id, kind, i), sample_style(cfg.seed, inst.id, i)
-        d = draft_for(inst, kind, i, cfg.seed, tax)
+        d = draft_for(inst, kind, i, cfg.seed, tax, cfg.write_share)
         draft, intent, ki = d.text, d.intent, inst.model_copy(update={"argument_plan": d.plan})
         req = rewrite_request(sid, draft, style, cfg.seed + i, cfg.rewrite_temperature, cfg.max_tokens)
         try:

@@ -7,6 +7,7 @@ Each cell is the mean and sd over `--subsets` random instance subsets. One comma
 
     .venv/bin/python benchmarks/transfer_curve.py                       # shares 0, 0.5, 1
     .venv/bin/python benchmarks/transfer_curve.py --shares 0.5 --sizes 3x1,30x3 --json out.json
+    .venv/bin/python benchmarks/transfer_curve.py --shares 0.5 --sizes 12x1,30x3 --write-share 0.5
 
 Prints one line per (share, size): the number of harmful requests, and the word and character n-gram AUROC.
 
@@ -23,6 +24,7 @@ def main():
     ap.add_argument("--shares", default="0,0.5,1", help="contrast-twin shares to compare")
     ap.add_argument("--sizes", default="3x1,3x3,6x1,12x1,30x1,30x3", help="instances per category x requests per kind")
     ap.add_argument("--subsets", type=int, default=5)
+    ap.add_argument("--write-share", type=float, default=0.0, help="drafts' write_share: share of described texts left to the agent to write")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     ap.add_argument("--ceiling", action="store_true", help="also print the AgentHarm-to-unseen-AgentHarm reference")
@@ -53,7 +55,7 @@ def main():
                 for i in sel:
                     for k in range(per):
                         if (i.id, k) not in twins:
-                            twins[i.id, k] = (draft_for(i, "harmful", k, a.seed, tax).text, draft_for(i, "benign", k, a.seed, tax).text)
+                            twins[i.id, k] = tuple(draft_for(i, kd, k, a.seed, tax, a.write_share).text for kd in ("harmful", "benign"))
                         texts += twins[i.id, k]; labels += [1, 0]
                 for an in res: res[an].append(transfer_scores(texts, labels, ev, ey, an, a.seed)["auroc"])
             row = {"contrast_share": share, "per_category": per_cat, "per_kind": per, "harmful": len(labels) // 2,
@@ -61,7 +63,7 @@ def main():
             rows.append(row)
             print(f"contrast share {share:<4} {per_cat:>2} per category x {per} per kind ({row['harmful']:>3} harmful): "
                   + "  ".join(f"{an} {m:.3f} ± {sd:.3f}" for an, (m, sd) in ((an, row[an]) for an in ANALYZERS)), flush=True)
-    out = {"agentharm": note, "subsets": a.subsets, "seed": a.seed, "rows": rows}
+    out = {"agentharm": note, "subsets": a.subsets, "seed": a.seed, "write_share": a.write_share, "rows": rows}
     if a.json: Path(a.json).write_text(json.dumps(out, indent=1))          # the rows first: the ceiling may fail
     if a.ceiling:
         out["ceiling"] = agentharm_ceiling(a.seed)
