@@ -438,6 +438,9 @@ def run_instructions(run: RunDir | str | Path, cfg: InstructionsConfig | dict | 
     run = run if isinstance(run, RunDir) else RunDir(run)
     cfg = validate_config(InstructionsConfig, cfg if cfg is not None else {}, "instructions config")
     mode, t_start = resolve_mode(cfg), time.time()
+    if cfg.write_share and mode == "free":
+        raise AgentAlignError(f"instructions: write_share {cfg.write_share} shapes the drafts of rewrite mode; mode {cfg.mode} writes freely here"
+                              + (" (auto does with an endpoint writer)" if cfg.mode == "auto" else "") + " and would ignore it: set mode = \"rewrite\" or leave write_share at 0")
     with run.open_stage("instructions", cfg, inputs=_chain_inputs(cfg.chains, run), overwrite=overwrite) as st:
         if tax is None:
             from agentalign.taxonomy import load_taxonomy

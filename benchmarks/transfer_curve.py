@@ -29,6 +29,7 @@ def main():
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     ap.add_argument("--ceiling", action="store_true", help="also print the AgentHarm-to-unseen-AgentHarm reference")
     a = ap.parse_args()
+    if not 0 <= a.write_share <= 1: ap.error(f"--write-share must be between 0 and 1, got {a.write_share}")
     import agentalign.pools as pools
     from agentalign.taxonomy import load_taxonomy
     from agentalign.chains import curated_chains
