@@ -22,33 +22,17 @@ import argparse, json, os, sys
 from pathlib import Path
 
 
-def redrafted(run: Path, seed: int, write_share: float) -> list[dict]:
-    "The run's first-turn request rows with their user text drafted again at `seed` and `write_share`."
-    from agentalign.core import read_jsonl
+def redrafted(rows: list[dict], insts: dict, tax, seed: int, write_share: float) -> list[dict]:
+    "`rows` (first-turn requests) with their user text drafted again from their instances at `seed` and `write_share`."
     from agentalign.drafts import draft_for
-    from agentalign.instructions import InstantiatedChain
-    from agentalign.taxonomy import load_taxonomy
-    tax = load_taxonomy()
-    insts = {j["id"]: InstantiatedChain(**j) for j in read_jsonl(run / "instructions" / "instances.jsonl")}
     out = []
-    for r in read_jsonl(run / "responses" / "requests.jsonl"):
+    for r in rows:
         d = draft_for(insts[r["instance_id"]], r["kind"], int(r["instruction_id"].rsplit("#", 1)[1]), seed, tax, write_share)
         out.append({**r, "messages": [{"role": "user", "content": d.text}]})
     return out
 
 
 def main():
-    try: _main()
-    except (KeyError, ValueError, IndexError, OSError) as e: sys.exit(f"written_decision: {type(e).__name__}: {e}")
-
-
-def _main():
-    from agentalign.core import AgentAlignError
-    try: _score(*_args())
-    except AgentAlignError as e: sys.exit(f"written_decision: {e}")
-
-
-def _args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, type=Path, help="finished run folder (instructions and responses stages)")
     ap.add_argument("--models", required=True, help="comma-separated model folders")
@@ -56,31 +40,40 @@ def _args():
     ap.add_argument("--preset", default="small", help="the preset whose [sft] table renders the first turns (tools offered)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("AGENTALIGN_TORCH_THREADS", "2")))
     a = ap.parse_args()
-    req = a.run / "responses" / "requests.jsonl"
-    if not req.is_file(): sys.exit(f"written_decision: {req} is missing (finish the run's responses stage first)")
-    for m in a.models.split(","):
+    from agentalign.core import AgentAlignError
+    try: score(a)
+    except (AgentAlignError, KeyError, ValueError, IndexError, OSError) as e: sys.exit(f"written_decision: {type(e).__name__}: {e}")
+
+
+def score(a) -> None:
+    "Draft the run's first-turn requests in both forms and print each model's decision metrics on them and on the trained texts."
+    from agentalign.core import RunDir, read_jsonl
+    from agentalign.instructions import InstantiatedChain
+    from agentalign.sft import requests_path, requests_rows
+    run = RunDir(a.run)
+    if not requests_path(run).is_file(): sys.exit(f"written_decision: {requests_path(run)} is missing (finish the run's responses stage first)")
+    models = a.models.split(",")
+    for m in models:
         if not (Path(m) / "config.json").is_file(): sys.exit(f"written_decision: {m} is not a model folder (no config.json)")
-    return a, req
-
-
-def _score(a, req):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from agentalign.core import read_jsonl
     from agentalign.decision import heldin_scorer
     from agentalign.settings import Settings
     from agentalign.sft import SFTConfig
+    from agentalign.taxonomy import load_taxonomy
     torch.set_num_threads(a.threads)
-    sets = {"trained": list(read_jsonl(req)), "quoted": redrafted(a.run, a.draft_seed, 0.0), "written": redrafted(a.run, a.draft_seed, 1.0)}
+    rows, tax = requests_rows(run), load_taxonomy()
+    insts = {i.id: i for i in read_jsonl(a.run / "instructions" / "instances.jsonl", InstantiatedChain)}
+    sets = {"trained": rows, "quoted": redrafted(rows, insts, tax, a.draft_seed, 0.0), "written": redrafted(rows, insts, tax, a.draft_seed, 1.0)}
     changed = sum(q["messages"][0]["content"] != w["messages"][0]["content"] for q, w in zip(sets["quoted"], sets["written"]))
-    print(f"{len(sets['trained'])} requests; {changed} read differently when their described texts are left to the agent", flush=True)
+    print(f"{len(rows)} requests; {changed} read differently when their described texts are left to the agent", flush=True)
     kw = Settings(a.preset).stage(SFTConfig).render_kw
     keys = ("auroc", "refusal_harmful", "refusal_benign", "refusal_gap", "fisher_p")
-    for m in a.models.split(","):
+    for m in models:
         tok, model = AutoTokenizer.from_pretrained(m), AutoModelForCausalLM.from_pretrained(m)
         res = {}
-        for name, rows in sets.items():
-            got = heldin_scorer(tok, rows, kw)(model)
+        for name, rs in sets.items():
+            got = heldin_scorer(tok, rs, kw)(model)
             res[name] = {k: got.get(k) for k in keys}
         print(json.dumps({"model": m, "draft_seed": a.draft_seed, "changed": changed, **res}), flush=True)
 
