@@ -13,9 +13,10 @@ from .core import AgentAlignError, Failure, read_json, read_jsonl, rng, write_js
 # %% auto #0
 __all__ = ['HEAD_FIT', 'masked_spans', 'decision_weights', 'DecisionWeighting', 'twin_units', 'twin_batch_order',
            'first_turn_schedule', 'first_turn_steps', 'step_grad_scale', 'heldin_instances', 'first_turn_request',
-           'heldin_scorer', 'selection_callback', 'save_best', 'best_info', 'load_best', 'head_points',
-           'first_turn_examples', 'first_call_examples', 'tool_logodds', 'head_features', 'point_weights', 'fit_head',
-           'choose_lambda', 'decision_head', 'apply_head']
+           'heldin_scorer', 'selection_callback', 'save_best', 'best_info', 'load_best', 'selection_dir',
+           'selection_summary', 'head_points', 'first_turn_examples', 'first_call_examples', 'tool_logodds',
+           'head_features', 'point_weights', 'fit_head', 'choose_lambda', 'decision_head', 'apply_head', 'soup_seeds',
+           'soup_member', 'member_done', 'save_member', 'soup_weights', 'soup_summary']
 
 # %% ../nbs/08d_decision.ipynb #665869fc
 def masked_spans(enc: dict) -> list[tuple[int, int]]:
@@ -217,6 +218,19 @@ def load_best(model, folder: Path) -> dict | None:
         for n, v in state.items(): params[n].copy_(v.to(params[n].device))
     return b
 
+def selection_dir(args_kw: dict) -> Path:
+    "Where checkpoint selection keeps its journal and the best weights: beside the trainer's checkpoints (resumed with them)."
+    return Path(args_kw["output_dir"]) / "selection"
+
+def selection_summary(heldin: list[dict], selected: dict | None, folder: Path, out: Path) -> dict:
+    "What checkpoint selection saw of the `heldin` rows (the decision metrics per scored step, copied to `out/selection.jsonl`) and which step won."
+    journal = read_jsonl(folder / "selection.jsonl", missing_ok=True, bad=[])
+    write_jsonl(out / "selection.jsonl", journal)
+    return {"heldin_instances": len({r["instance_id"] for r in heldin}), "heldin_requests": len(heldin),
+            "scored_steps": [r["step"] for r in journal], "best_step": (selected or {}).get("step"), "best_auroc": (selected or {}).get("auroc"),
+            "best_refusal_harmful": (selected or {}).get("refusal_harmful"), "best_refusal_benign": (selected or {}).get("refusal_benign"),
+            "last_step_auroc": journal[-1]["auroc"] if journal else None}
+
 # %% ../nbs/08d_decision.ipynb #d3a45b87
 def head_points(examples: list[dict], tool_id: int, mid: int | None, seed: int) -> list[tuple[int, int, int, str]]:
     "(example index, position, target 0/1, kind first/turn/mid) of the positions the head is fitted on (see above); `mid` None: every inner position."
@@ -378,3 +392,53 @@ def apply_head(model, tool_id: int, d) -> None:
         out.weight = torch.nn.Parameter(inp.weight.detach().clone())
         model.config.tie_word_embeddings = False
     with torch.no_grad(): out.weight[tool_id] += torch.as_tensor(d, dtype=out.weight.dtype, device=out.weight.device)
+
+# %% ../nbs/08d_decision.ipynb #d609ad9a
+def soup_seeds(seed: int, n: int) -> list[int]:
+    "The seeds of a soup's `n` members: `seed`, `seed + 1`, ..."
+    return [seed + k for k in range(n)]
+
+def soup_member(ckpt: Path, seed: int) -> Path:
+    "The folder that keeps the member of `seed` once it is trained (inside the stage's checkpoint folder `ckpt`)."
+    return Path(ckpt) / "soup" / f"seed{seed}"
+
+def member_done(folder: Path) -> bool:
+    "A member kept whole: its weights and its summary (the summary is written last)."
+    return (Path(folder) / "summary.json").is_file() and (Path(folder) / "model.safetensors").is_file()
+
+def save_member(model, folder: Path, summary: dict, log: list[dict]) -> None:
+    "Keep a trained member in `folder`: its full weights in float32 (a PEFT model merged first), its training summary and log."
+    import torch
+    from safetensors.torch import save_file
+    if hasattr(model, "merge_and_unload"): model = model.merge_and_unload()
+    state = {k: v.detach().to("cpu", torch.float32, copy=True).contiguous() for k, v in model.state_dict().items()}
+    folder = Path(folder); tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+    save_file(state, str(tmp / "model.safetensors")); write_jsonl(tmp / "log.jsonl", log); write_json(tmp / "summary.json", summary)
+    shutil.rmtree(folder, ignore_errors=True); tmp.rename(folder)
+
+def soup_weights(folders: list[Path]) -> dict:
+    "The kept members' weights averaged tensor by tensor (float32, read one member at a time); members of other tensors: one line."
+    from safetensors import safe_open
+    total, names = {}, None
+    for f in folders:
+        with safe_open(str(Path(f) / "model.safetensors"), "pt") as s:
+            keys = set(s.keys())
+            if names is not None and keys != names:
+                raise AgentAlignError(f"soup: {f} holds other tensors than {folders[0]} ({len(keys ^ names)} names differ): members of one soup share a base model")
+            names = keys
+            for k in keys:
+                t = s.get_tensor(k)
+                if k in total and total[k].shape != t.shape: raise AgentAlignError(f"soup: {f}: {k} is {tuple(t.shape)}, {tuple(total[k].shape)} in {folders[0]}")
+                total[k] = t if k not in total else total[k].add_(t)
+    return {k: v.div_(len(folders)) for k, v in total.items()}
+
+def soup_summary(seeds: list[int], folders: list[Path]) -> tuple[dict, list[dict]]:
+    "(the stage summary of a soup: the first member's, with the steps, seconds and tokens of all and a row per member; their logs, each entry with its seed)."
+    ms = [read_json(Path(f) / "summary.json") for f in folders]
+    tot = lambda k: sum(m.get(k) or 0 for m in ms)
+    secs = round(tot("train_seconds"), 1)
+    s = {**ms[0], "steps": tot("steps"), "train_seconds": secs, "train_tokens": tot("train_tokens"), "padded_tokens": tot("padded_tokens"),
+         "tokens_per_s": round(tot("train_tokens") / secs, 1) if secs else None, "peak_rss_mb": max(m.get("peak_rss_mb") or 0 for m in ms),
+         "soup": [{"seed": sd, **{k: m.get(k) for k in ("steps", "train_seconds", "first_loss", "last_loss", "train_loss", "eval_loss")}} for sd, m in zip(seeds, ms)]}
+    return s, [{**e, "seed": sd} for sd, f in zip(seeds, folders) for e in read_jsonl(Path(f) / "log.jsonl")]

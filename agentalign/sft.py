@@ -16,22 +16,22 @@ from pydantic import Field, model_validator
 from .core import (AgentAlignError, Failure, RunDir, app, cli_errors, read_json, read_jsonl, rng, stable_id, write_json, write_jsonl)
 from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, command_settings
 from .dataset import load_dataset_dir
-from .models import MAX_TOOL_RESULT_CHARS, MAX_TOOLS, render_row, training_template
+from .models import MAX_TOOL_RESULT_CHARS, MAX_TOOLS, render_row, resolve_base_model, training_template
 from .responses import RequestRecord
-from .decision import HEAD_FIT, DecisionWeighting, apply_head, decision_head, first_call_examples, first_turn_examples, first_turn_schedule, first_turn_steps, head_points, heldin_instances, heldin_scorer, load_best, masked_spans, selection_callback, step_grad_scale, twin_batch_order
+from .decision import HEAD_FIT, DecisionWeighting, apply_head, decision_head, first_call_examples, first_turn_examples, first_turn_schedule, first_turn_steps, head_points, heldin_instances, heldin_scorer, load_best, masked_spans, member_done, save_member, selection_callback, selection_dir, selection_summary, soup_member, soup_seeds, soup_summary, soup_weights, step_grad_scale, twin_batch_order
 
 # %% auto #0
 __all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_conversation', 'build_examples', 'length_grouped_order',
-           'resolve_base_model', 'tiny_model_folder', 'world', 'train_settings', 'peak_rss_mb', 'TokenCounter',
-           'plot_loss', 'assistant_logits_loss', 'Examples', 'load_tokenizer', 'prepare_examples', 'requests_path',
-           'requests_rows', 'head_ids', 'step_examples', 'twin_batch_size', 'make_trainer', 'selection_dir', 'fit',
-           'save_model', 'selection_summary', 'train_summary', 'run_sft', 'head_token', 'fit_head_stage', 'sft_cmd']
+           'world', 'train_settings', 'peak_rss_mb', 'TokenCounter', 'plot_loss', 'assistant_logits_loss', 'Examples',
+           'load_tokenizer', 'prepare_examples', 'requests_path', 'requests_rows', 'head_ids', 'step_examples',
+           'twin_batch_size', 'make_trainer', 'fit', 'save_model', 'train_summary', 'run_sft', 'head_token',
+           'fit_head_stage', 'sft_cmd']
 
 # %% ../nbs/08c_sft.ipynb #cf52b72d
 class SFTConfig(StageConfig):
     "Settings of the SFT stage (`agentalign sft`). `None` means: the device's default (see above)."
     section: ClassVar[str] = "sft"
-    quiet_defaults: ClassVar[tuple] = ("decision_head", "first_turn_training", "first_turn_scale", "first_turn_call")   # added later: off, not in the identity (nor are the head_* settings: `identity_view`)
+    quiet_defaults: ClassVar[tuple] = ("decision_head", "first_turn_training", "first_turn_scale", "first_turn_call", "soup")   # added later: off, not in the identity (nor are the head_* settings: `identity_view`)
     from_pipeline: ClassVar[dict[str, str]] = {"seed": "seed", "base_model": "base_model"}
     base_model: str = "embedded"            # "embedded" or a local Hugging Face model folder
     lora: bool = False                      # PEFT LoRA instead of full fine-tuning
@@ -69,6 +69,7 @@ class SFTConfig(StageConfig):
     first_turn_training: bool = False                   # those requests also train their first token once, in steps of their own (08d `first_turn_schedule`)
     first_turn_scale: float = Field(1.0, gt=0, allow_inf_nan=False)   # their steps' gradient (after clipping) times this (1: as a conversation's; 08d)
     first_turn_call: bool = False                       # a benign one also trains its first tool call once, among the conversations (08d `first_call_examples`)
+    soup: int = Field(1, ge=1)                          # train this many models (seeds seed, seed + 1, ...) and average their weights (08d "a model soup")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Optional[int] = Field(None, ge=1)          # CPU torch threads; None: agentalign.models.cpu_threads()
     bf16: Optional[bool] = None
@@ -84,16 +85,7 @@ class SFTConfig(StageConfig):
     progress: bool = True
 
     @model_validator(mode="after")
-    def _head_needs_weights(self):
-        if self.decision_head and self.lora and not self.merge_lora:
-            raise ValueError("decision_head edits the model's output row: it needs full fine-tuning or merge_lora = true")
-        if self.first_turn_training and (self.packing or self.max_steps is not None or self.epochs != int(self.epochs)):
-            raise ValueError(f"first_turn_training schedules whole epochs of the conversations and every first turn once: it needs a whole number of epochs (got {self.epochs}), no max_steps and no packing")
-        if self.first_turn_scale != 1 and not self.first_turn_training:
-            raise ValueError("first_turn_scale scales the steps of first_turn_training: set first_turn_training = true (or leave the scale at 1)")
-        if self.first_turn_call and not self.first_turn_training:
-            raise ValueError("first_turn_call trains the first calls of first_turn_training's requests: set first_turn_training = true")
-        return self
+    def _check(self): return _settings_agree(self)
 
     def identity_view(self, d: dict) -> dict:
         """The stage's identity (`agentalign.core.config_identity`): the head's settings only while the head is on, then with
@@ -107,6 +99,21 @@ class SFTConfig(StageConfig):
     def render_kw(self) -> dict:
         "This stage's settings of `agentalign.models.render_row`."
         return dict(max_tool_result_chars=self.max_tool_result_chars, max_tools=self.max_tools, system_prompts=self.system_prompts, seed=self.seed)
+
+# %% ../nbs/08c_sft.ipynb #1a345105
+def _settings_agree(self: SFTConfig) -> SFTConfig:
+    "Settings that do not go together, each one line (checked whenever an `SFTConfig` is made)."
+    if self.decision_head and self.lora and not self.merge_lora:
+        raise ValueError("decision_head edits the model's output row: it needs full fine-tuning or merge_lora = true")
+    if self.first_turn_training and (self.packing or self.max_steps is not None or self.epochs != int(self.epochs)):
+        raise ValueError(f"first_turn_training schedules whole epochs of the conversations and every first turn once: it needs a whole number of epochs (got {self.epochs}), no max_steps and no packing")
+    if self.first_turn_scale != 1 and not self.first_turn_training:
+        raise ValueError("first_turn_scale scales the steps of first_turn_training: set first_turn_training = true (or leave the scale at 1)")
+    if self.first_turn_call and not self.first_turn_training:
+        raise ValueError("first_turn_call trains the first calls of first_turn_training's requests: set first_turn_training = true")
+    if self.soup > 1 and (self.select_share or (self.lora and not self.merge_lora)):
+        raise ValueError("soup averages whole models: it needs full fine-tuning or merge_lora = true, and select_share = 0 (each member's last step)")
+    return self
 
 # %% ../nbs/08c_sft.ipynb #911f174c
 def has_generation_tags(template: str | None) -> bool:
@@ -177,34 +184,6 @@ def length_grouped_order(lengths: list[int], batch: int, seed: int, window: int 
         batches += [chunk[j:j + batch] for j in range(0, len(chunk), batch)]
     rng(seed, "batches").shuffle(batches)
     return [i for b in batches for i in b]
-
-# %% ../nbs/08c_sft.ipynb #17eb16cf
-def resolve_base_model(name: str) -> Path:
-    "The folder of base model `name`; one clear line when it is not a usable local model folder."
-    from agentalign.models import resolve_model_path
-    p = resolve_model_path(name)
-    has_weights = any(p.glob("*.safetensors")) or any(p.glob("*.bin")) or (p / "model.safetensors.index.json").is_file()
-    if not has_weights: raise AgentAlignError(f"base model {name!r}: {p} has no weights (*.safetensors or *.bin)")
-    if not any((p / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
-        raise AgentAlignError(f"base model {name!r}: {p} has no tokenizer")
-    return p
-
-# %% ../nbs/08c_sft.ipynb #f4794ea6
-def tiny_model_folder(path: str | Path, seed: int = 0) -> Path:
-    "A tiny random causal LM with the embedded tokenizer and chat template in folder `path` (tests)."
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, GenerationConfig
-    from agentalign.models import embedded_model_path
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
-    tok = AutoTokenizer.from_pretrained(str(embedded_model_path()))
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.pad_token_id)
-    m = LlamaForCausalLM(cfg)
-    m.generation_config = GenerationConfig(eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id, do_sample=False)
-    m.save_pretrained(path); tok.save_pretrained(path)
-    return path
 
 # %% ../nbs/08c_sft.ipynb #46b06dc0
 def world() -> tuple[int, int]:
@@ -433,9 +412,7 @@ def make_trainer(base: Path, cfg: SFTConfig, tok, ex: Examples, args_kw: dict, p
                                                 log=lambda m: print(m, file=sys.stderr, flush=True) if cfg.progress else None))
     return trainer, counter
 
-def selection_dir(args_kw: dict) -> Path:
-    "Where checkpoint selection keeps its journal and the best weights: beside the trainer's checkpoints (resumed with them)."
-    return Path(args_kw["output_dir"]) / "selection"
+
 
 # %% ../nbs/08c_sft.ipynb #b9e5a044
 def fit(trainer, counter: TokenCounter, cfg: SFTConfig, log: list) -> dict:
@@ -458,12 +435,11 @@ def fit(trainer, counter: TokenCounter, cfg: SFTConfig, log: list) -> dict:
 # %% ../nbs/08c_sft.ipynb #1d052b0c
 MODEL_MARKER = "agentalign_sft.json"
 
-def save_model(trainer, tok, cfg: SFTConfig, base: Path, out: Path, selected: dict | None = None, head: tuple | None = None) -> Path:
-    "Save the trained model with its tokenizer as `out/model` (atomically, `MODEL_MARKER` inside), with the decision head `(token id, d)` if given; returns that folder."
+def save_model(model, tok, cfg: SFTConfig, base: Path, out: Path, steps: int, selected: dict | None = None, head: tuple | None = None) -> Path:
+    "Save the trained `model` with its tokenizer as `out/model` (atomically, `MODEL_MARKER` inside), with the decision head `(token id, d)` if given; returns that folder."
     model_dir, tmp = out / "model", out / f".model.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model = trainer.model
-    if cfg.lora:
+    if cfg.lora and cfg.soup == 1:                                      # a soup is saved whole (its members were merged)
         shutil.rmtree(out / "adapter", ignore_errors=True)
         model.save_pretrained(str(out / "adapter")); tok.save_pretrained(str(out / "adapter"))
         if cfg.merge_lora: model = model.merge_and_unload()
@@ -473,9 +449,9 @@ def save_model(trainer, tok, cfg: SFTConfig, base: Path, out: Path, selected: di
         model.save_pretrained(str(tmp), safe_serialization=True)
         tok.padding_side = "left"
         tok.save_pretrained(str(tmp))
-    info = {"base_model": cfg.base_model, "base_path": str(base), "steps": trainer.state.global_step, "selected_step": (selected or {}).get("step"),
+    info = {"base_model": cfg.base_model, "base_path": str(base), "steps": steps, "selected_step": (selected or {}).get("step"),
             "lora": cfg.lora, "merged": cfg.lora and cfg.merge_lora, "decision_head": head is not None,
-            "template_sha": stable_id(tok.chat_template), "seed": cfg.seed, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "template_sha": stable_id(tok.chat_template), "seed": cfg.seed, "soup": soup_seeds(cfg.seed, cfg.soup), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (tmp / MODEL_MARKER).write_text(json.dumps(info, indent=2))
     if model_dir.exists(): shutil.rmtree(model_dir)
     tmp.rename(model_dir)
@@ -484,15 +460,6 @@ def save_model(trainer, tok, cfg: SFTConfig, base: Path, out: Path, selected: di
 def _model_complete(folder: Path) -> bool: return (folder / MODEL_MARKER).is_file() and (folder / "config.json").is_file()
 
 # %% ../nbs/08c_sft.ipynb #dfc5e5c6
-def selection_summary(ex: Examples, selected: dict | None, folder: Path, out: Path) -> dict:
-    "What checkpoint selection saw (the held-in decision metrics per scored step, copied to `out/selection.jsonl`) and which step won."
-    journal = read_jsonl(folder / "selection.jsonl", missing_ok=True, bad=[])
-    write_jsonl(out / "selection.jsonl", journal)
-    return {"heldin_instances": len({r["instance_id"] for r in ex.heldin}), "heldin_requests": len(ex.heldin),
-            "scored_steps": [r["step"] for r in journal], "best_step": (selected or {}).get("step"), "best_auroc": (selected or {}).get("auroc"),
-            "best_refusal_harmful": (selected or {}).get("refusal_harmful"), "best_refusal_benign": (selected or {}).get("refusal_benign"),
-            "last_step_auroc": journal[-1]["auroc"] if journal else None}
-
 def train_summary(cfg: SFTConfig, resolved: dict, ex: Examples, trainer, fitted: dict, log: list[dict]) -> dict:
     "The numbers `summary.json` reports of a training."
     steps, secs = trainer.state.global_step, fitted["seconds"]
@@ -556,29 +523,62 @@ def _train(run: RunDir, cfg: SFTConfig, base: Path, st, ckpt: Path) -> dict:
     out = st.path if st is not None else None                           # rank 0 writes the stage's folder (a staged one on overwrite)
     args_kw, resolved = train_settings(cfg, ckpt)
     if resolved["device"] == "cpu": torch.set_num_threads(resolved["threads"])
-    transformers.set_seed(cfg.seed)
     tok = load_tokenizer(base)
-    ex = prepare_examples(run, tok, cfg)
-    if ex.schedule: args_kw["num_train_epochs"] = 1                      # the schedule holds the epochs
     if cfg.decision_weight != 1 and cfg.loss_impl == "fused": raise AgentAlignError("decision_weight needs loss_impl 'plain' or 'auto' (TRL's fused loss takes no token weights)")
     plain = cfg.loss_impl == "plain" or (cfg.loss_impl == "auto" and (resolved["device"] == "cpu" or cfg.decision_weight != 1))
     resolved["loss_impl"] = "plain" if plain else "fused"
-    if cfg.decision_head: head_token(tok, ex)                            # its errors before training, not after
-    log: list[dict] = []
-    trainer, counter = make_trainer(base, cfg, tok, ex, args_kw, plain, log)
-    fitted = fit(trainer, counter, cfg, log)
-    if st is None: return {"rank": world()[0]}
-    head, head_info = fit_head_stage(trainer.model, tok, ex, cfg) if cfg.decision_head else (None, None)
-    model_dir = save_model(trainer, tok, cfg, base, out, fitted["selected"], head)
+    if cfg.soup > 1:
+        if cfg.decision_head: head_token(tok, prepare_examples(run, tok, cfg))   # its errors before the first member, not after the last
+        got = _soup(run, cfg, base, st, ckpt, tok, args_kw, resolved, plain)
+        if st is None: return {"rank": world()[0]}
+        (model, summary, log), ex, selected, targs = got, prepare_examples(run, tok, cfg), None, args_kw
+    else:
+        trainer, ex, fitted, log = _member(run, cfg, base, tok, args_kw, resolved, plain)
+        if st is None: return {"rank": world()[0]}
+        model, summary, selected, targs = trainer.model, train_summary(cfg, resolved, ex, trainer, fitted, log), fitted["selected"], trainer.args.to_dict()
+    head, head_info = fit_head_stage(model, tok, ex, cfg) if cfg.decision_head else (None, None)
+    model_dir = save_model(model, tok, cfg, base, out, summary["steps"], selected, head)
     write_jsonl(out / "log.jsonl", log)
-    summary = train_summary(cfg, resolved, ex, trainer, fitted, log) | {"model": str(model_dir.relative_to(run.path)), "seconds": round(time.time() - t0, 1)}
-    if cfg.select_share: summary["selection"] = selection_summary(ex, fitted["selected"], selection_dir(args_kw), out)
+    summary |= {"model": str(model_dir.relative_to(run.path)), "seconds": round(time.time() - t0, 1)}
+    if cfg.select_share: summary["selection"] = selection_summary(ex.heldin, selected, selection_dir(args_kw), out)
     if head_info: summary["decision_head"] = head_info
     write_json(out / "train_config.json", {"stage": cfg.model_dump(mode="json"), "resolved": resolved,
-                                           "trl": {k: v for k, v in trainer.args.to_dict().items() if not k.startswith("_") and "token" not in k.lower()},
+                                           "trl": {k: v for k, v in targs.items() if not k.startswith("_") and "token" not in k.lower()},
                                            "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": __import__("trl").__version__}})
     if cfg.figures: summary["figures"] = [str(plot_loss(log, run.figures / "sft_loss.png", f"SFT loss ({cfg.base_model}, {summary['mode']})").relative_to(run.path))]
     return st.finish(sorted(ex.records, key=lambda r: r["id"]), ex.failures, summary)
+
+
+
+# %% ../nbs/08c_sft.ipynb #17a7c9fe
+def _member(run: RunDir, cfg: SFTConfig, base: Path, tok, args_kw: dict, resolved: dict, plain: bool) -> tuple:
+    "(trainer, examples, what `fit` returned, log) of one training with `cfg.seed` (the model, or one member of a soup)."
+    import transformers
+    transformers.set_seed(cfg.seed)
+    ex = prepare_examples(run, tok, cfg)
+    kw = {**args_kw, "seed": cfg.seed, "data_seed": cfg.seed, **({"num_train_epochs": 1} if ex.schedule else {})}   # the schedule holds the epochs
+    if cfg.decision_head: head_token(tok, ex)                            # its errors before training, not after
+    log: list[dict] = []
+    trainer, counter = make_trainer(base, cfg, tok, ex, kw, plain, log)
+    return trainer, ex, fit(trainer, counter, cfg, log), log
+
+def _soup(run: RunDir, cfg: SFTConfig, base: Path, st, ckpt: Path, tok, args_kw: dict, resolved: dict, plain: bool):
+    "(the members' average as a model on the training device, summary, log) of `cfg.soup` trainings (08d); members kept before a kill are not retrained."
+    from transformers import AutoModelForCausalLM
+    seeds = soup_seeds(cfg.seed, cfg.soup)
+    for k, s in enumerate(seeds):
+        f = soup_member(ckpt, s)
+        if member_done(f): continue
+        if cfg.progress and st is not None: print(f"sft: soup member {k + 1} of {len(seeds)} (seed {s})", file=sys.stderr, flush=True)
+        m = cfg.model_copy(update={"seed": s})
+        trainer, ex, fitted, log = _member(run, m, base, tok, {**args_kw, "output_dir": str(f.with_name(f.name + "-trainer"))}, resolved, plain)
+        if st is not None: save_member(trainer.model, f, train_summary(m, resolved, ex, trainer, fitted, log), log)
+        del trainer
+    if st is None: return None
+    folders = [soup_member(ckpt, s) for s in seeds]
+    model = AutoModelForCausalLM.from_pretrained(str(base), **args_kw.get("model_init_kwargs", {}))
+    model.load_state_dict(soup_weights(folders))
+    return model.to("cuda" if resolved["device"] == "cuda" else "cpu"), *soup_summary(seeds, folders)
 
 # %% ../nbs/08c_sft.ipynb #a9526465
 @app.command("sft")

@@ -26,7 +26,7 @@ def test_loads_with_load_from_disk_and_trains_with_trl(exported, tmp_path):
     from datasets import load_from_disk
     from trl import SFTConfig, SFTTrainer
     from transformers import AutoTokenizer
-    from agentalign.sft import tiny_model_folder
+    from agentalign.models import tiny_model_folder
     run, summary = exported
     dd = load_from_disk(str(run.path / "dataset" / "hf"))
     assert sorted(dd) == ["train", "validation"] and len(dd["train"]) + len(dd["validation"]) == 30

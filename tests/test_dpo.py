@@ -22,7 +22,7 @@ def one_line_error(r, needle):
 def paired(tmp_path_factory):
     "A run folder with twin instances exported as a dataset, its pairs, and a tiny model."
     from agentalign.pairs import write_twin_run
-    from agentalign.sft import tiny_model_folder
+    from agentalign.models import tiny_model_folder
     d = tmp_path_factory.mktemp("dpo")
     run = write_twin_run(d / "run", n_chains=4)
     r = cli("pairs", "--out", run.path)

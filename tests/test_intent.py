@@ -21,7 +21,7 @@ NAMES = [TOOL_OPENING, *REFUSAL_OPENINGS]
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from agentalign.sft import tiny_model_folder
+    from agentalign.models import tiny_model_folder
     return tiny_model_folder(tmp_path_factory.mktemp("m") / "tiny-chatml")
 
 @pytest.fixture(scope="module")

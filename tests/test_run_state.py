@@ -83,7 +83,7 @@ def cache_rows(run: Path) -> dict:
 def fast(tmp_path_factory):
     "The scripted server, a tiny base model, the fast config and an uninterrupted reference run."
     d = tmp_path_factory.mktemp("fast")
-    from agentalign.sft import tiny_model_folder
+    from agentalign.models import tiny_model_folder
     tiny = tiny_model_folder(d / "tiny-model")
     srv = ScriptedServer(fast_script).start()
     url = srv.url.replace("http://", f"http://agentalign:{PASSWORD}@")

@@ -7,7 +7,8 @@ import pytest
 from agentalign.dataset import DatasetConfig, ResponseInput, fixture_records, row_from_record, run_dataset, write_fixture_run
 from agentalign.models import render_row
 from agentalign.decision import masked_spans
-from agentalign.sft import SFTConfig, tiny_model_folder, tokenize_conversation
+from agentalign.models import tiny_model_folder
+from agentalign.sft import SFTConfig, tokenize_conversation
 from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
