@@ -6,7 +6,7 @@ benign twin, and checkpoint selection by the intent metric on a held-in split of
 
 # %% ../nbs/08d_decision.ipynb #0ebe4f1b
 from __future__ import annotations
-import os, shutil
+import os, shutil, time
 from pathlib import Path
 from .core import AgentAlignError, Failure, read_json, read_jsonl, rng, write_json, write_jsonl
 
@@ -15,8 +15,9 @@ __all__ = ['HEAD_FIT', 'masked_spans', 'decision_weights', 'DecisionWeighting', 
            'first_turn_schedule', 'first_turn_steps', 'step_grad_scale', 'heldin_instances', 'first_turn_request',
            'heldin_scorer', 'selection_callback', 'save_best', 'best_info', 'load_best', 'selection_dir',
            'selection_summary', 'head_points', 'first_turn_examples', 'first_call_examples', 'tool_logodds',
-           'head_features', 'point_weights', 'fit_head', 'choose_lambda', 'decision_head', 'apply_head', 'soup_seeds',
-           'soup_member', 'member_done', 'save_member', 'soup_weights', 'soup_summary']
+           'head_features', 'point_weights', 'fit_head', 'choose_lambda', 'decision_head', 'apply_head', 'head_ids',
+           'head_token', 'fit_head_stage', 'soup_seeds', 'soup_member', 'member_done', 'save_member', 'soup_weights',
+           'soup_summary']
 
 # %% ../nbs/08d_decision.ipynb #665869fc
 def masked_spans(enc: dict) -> list[tuple[int, int]]:
@@ -393,6 +394,31 @@ def apply_head(model, tool_id: int, d) -> None:
         model.config.tie_word_embeddings = False
     with torch.no_grad(): out.weight[tool_id] += torch.as_tensor(d, dtype=out.weight.dtype, device=out.weight.device)
 
+# %% ../nbs/08d_decision.ipynb #f44bbae1
+def head_ids(tok) -> tuple[int, int]:
+    "(the tool opening's first token, a refusal opening's first token) after the generation prompt."
+    from agentalign.intent import REFUSAL_OPENINGS, TOOL_OPENING, generation_prompt, opening_ids
+    t, r = opening_ids(tok, generation_prompt(tok, tok.chat_template), [TOOL_OPENING, REFUSAL_OPENINGS[0]])
+    return t[0], r[0]
+
+def head_token(tok, ex) -> int:
+    "The tool opening's first token id, after checking (before any training) that the head can be fitted on `ex`: one line if not."
+    from agentalign.intent import TOOL_OPENING
+    tool_id = head_ids(tok)[0]
+    firsts = [(r.get("instance_id") or r["id"], p[2]) for p in head_points(ex.train, tool_id, 0, 0) if p[3] == "first" for r in [ex.train_records[p[0]]]]
+    acts = {t for _, t in firsts}
+    if len({i for i, _ in firsts}) < 2 or acts != {0, 1}:
+        raise AgentAlignError(f"decision_head: needs training examples of at least 2 chain instances whose first turns both open with a tool call "
+                              f"and do not ({len(firsts)} first turns, {sum(t for _, t in firsts)} open with {TOOL_OPENING}); turn decision_head off")
+    return tool_id
+
+def fit_head_stage(model, tok, ex, cfg) -> tuple[tuple, dict]:
+    "((tool opening's first token id, d), what it measured and how long it took) of the decision head on the training examples (08d_decision)."
+    t0 = time.time()
+    tool_id = head_token(tok, ex)
+    d, info = decision_head(model, ex.train + ex.first_turns, ex.train_records + ex.first_turn_records, tool_id, cfg.head_lambdas, cfg.head_mid, cfg.seed, cfg.head_anchor)
+    return (tool_id, d), {**info, "first_turns_only": len(ex.first_turns), "tool_opening": tok.convert_ids_to_tokens(tool_id), "seconds": round(time.time() - t0, 1)}
+
 # %% ../nbs/08d_decision.ipynb #d609ad9a
 def soup_seeds(seed: int, n: int) -> list[int]:
     "The seeds of a soup's `n` members: `seed`, `seed + 1`, ..."
@@ -434,11 +460,12 @@ def soup_weights(folders: list[Path]) -> dict:
     return {k: v.div_(len(folders)) for k, v in total.items()}
 
 def soup_summary(seeds: list[int], folders: list[Path]) -> tuple[dict, list[dict]]:
-    "(the stage summary of a soup: the first member's, with the steps, seconds and tokens of all and a row per member; their logs, each entry with its seed)."
+    "(the stage summary of a soup: the first member's, with the steps, seconds and tokens of all, the members' mean losses and a row per member; their logs, each entry with its seed)."
     ms = [read_json(Path(f) / "summary.json") for f in folders]
     tot = lambda k: sum(m.get(k) or 0 for m in ms)
     secs = round(tot("train_seconds"), 1)
-    s = {**ms[0], "steps": tot("steps"), "train_seconds": secs, "train_tokens": tot("train_tokens"), "padded_tokens": tot("padded_tokens"),
+    mean = lambda k: round(sum(v) / len(v), 4) if (v := [m[k] for m in ms if m.get(k) is not None]) else None
+    s = {**ms[0], **{k: mean(k) for k in ("first_loss", "last_loss", "train_loss", "eval_loss")}, "steps": tot("steps"), "train_seconds": secs, "train_tokens": tot("train_tokens"), "padded_tokens": tot("padded_tokens"),
          "tokens_per_s": round(tot("train_tokens") / secs, 1) if secs else None, "peak_rss_mb": max(m.get("peak_rss_mb") or 0 for m in ms),
          "soup": [{"seed": sd, **{k: m.get(k) for k in ("steps", "train_seconds", "first_loss", "last_loss", "train_loss", "eval_loss")}} for sd, m in zip(seeds, ms)]}
     return s, [{**e, "seed": sd} for sd, f in zip(seeds, folders) for e in read_jsonl(Path(f) / "log.jsonl")]

@@ -18,14 +18,13 @@ from .settings import ConfigOpt, PresetOpt, ShowSettingsOpt, StageConfig, comman
 from .dataset import load_dataset_dir
 from .models import MAX_TOOL_RESULT_CHARS, MAX_TOOLS, render_row, resolve_base_model, training_template
 from .responses import RequestRecord
-from .decision import HEAD_FIT, DecisionWeighting, apply_head, decision_head, first_call_examples, first_turn_examples, first_turn_schedule, first_turn_steps, head_points, heldin_instances, heldin_scorer, load_best, masked_spans, member_done, save_member, selection_callback, selection_dir, selection_summary, soup_member, soup_seeds, soup_summary, soup_weights, step_grad_scale, twin_batch_order
+from .decision import HEAD_FIT, DecisionWeighting, apply_head, decision_head, first_call_examples, first_turn_examples, first_turn_schedule, first_turn_steps, head_points, heldin_instances, heldin_scorer, fit_head_stage, head_ids, head_token, load_best, masked_spans, member_done, save_member, selection_callback, selection_dir, selection_summary, soup_member, soup_seeds, soup_summary, soup_weights, step_grad_scale, twin_batch_order
 
 # %% auto #0
 __all__ = ['MODEL_MARKER', 'SFTConfig', 'has_generation_tags', 'tokenize_conversation', 'build_examples', 'length_grouped_order',
            'world', 'train_settings', 'peak_rss_mb', 'TokenCounter', 'plot_loss', 'assistant_logits_loss', 'Examples',
-           'load_tokenizer', 'prepare_examples', 'requests_path', 'requests_rows', 'head_ids', 'step_examples',
-           'twin_batch_size', 'make_trainer', 'fit', 'save_model', 'train_summary', 'run_sft', 'head_token',
-           'fit_head_stage', 'sft_cmd']
+           'load_tokenizer', 'prepare_examples', 'requests_path', 'requests_rows', 'step_examples', 'twin_batch_size',
+           'make_trainer', 'fit', 'save_model', 'train_summary', 'run_sft', 'sft_cmd']
 
 # %% ../nbs/08c_sft.ipynb #cf52b72d
 class SFTConfig(StageConfig):
@@ -69,7 +68,8 @@ class SFTConfig(StageConfig):
     first_turn_training: bool = False                   # those requests also train their first token once, in steps of their own (08d `first_turn_schedule`)
     first_turn_scale: float = Field(1.0, gt=0, allow_inf_nan=False)   # their steps' gradient (after clipping) times this (1: as a conversation's; 08d)
     first_turn_call: bool = False                       # a benign one also trains its first tool call once, among the conversations (08d `first_call_examples`)
-    soup: int = Field(1, ge=1)                          # train this many models (seeds seed, seed + 1, ...) and average their weights (08d "a model soup")
+    soup: int = Field(1, ge=1)                          # train this many models (seeds seed, seed + 1, ...) and average their weights (08d "a model soup");
+                                                        # finished members are kept in RUN/.trainer/sft and reused by any rerun with these settings, overwrite included
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Optional[int] = Field(None, ge=1)          # CPU torch threads; None: agentalign.models.cpu_threads()
     bf16: Optional[bool] = None
@@ -265,10 +265,10 @@ def plot_loss(log: list[dict], path: Path, title: str = "SFT loss") -> Path:
     "Training loss per step (and the validation loss at the end) from the training log."
     import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    tr = [(e["step"], e["loss"]) for e in log if "loss" in e]
     ev = [(e["step"], e["eval_loss"]) for e in log if "eval_loss" in e]
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
-    if tr: ax.plot(*zip(*tr), marker=".", label="train (assistant tokens)")
+    for s in dict.fromkeys(e.get("seed") for e in log if "loss" in e):   # a soup's members (08d): a line each
+        ax.plot(*zip(*[(e["step"], e["loss"]) for e in log if "loss" in e and e.get("seed") == s]), marker=".", label="train (assistant tokens)" + (f", seed {s}" if s is not None else ""))
     if ev: ax.scatter(*zip(*ev), color="C3", zorder=3, label="validation")
     ax.set_xlabel("optimizer step"); ax.set_ylabel("loss"); ax.set_title(title); ax.legend(); ax.grid(alpha=0.3)
     fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
@@ -368,12 +368,6 @@ def requests_rows(run: RunDir) -> list[dict]:
     "The requests the responses stage answered with no response (`instances_per_category`; none without it); a corrupt line: one line."
     p = requests_path(run)
     return [r.model_dump() for r in read_jsonl(p, RequestRecord)] if p.is_file() else []
-
-def head_ids(tok) -> tuple[int, int]:
-    "(the tool opening's first token, a refusal opening's first token) after the generation prompt."
-    from agentalign.intent import REFUSAL_OPENINGS, TOOL_OPENING, generation_prompt, opening_ids
-    t, r = opening_ids(tok, generation_prompt(tok, tok.chat_template), [TOOL_OPENING, REFUSAL_OPENINGS[0]])
-    return t[0], r[0]
 
 def step_examples(cfg: SFTConfig) -> int:
     "Examples per optimizer step: device batch x accumulation x processes."
@@ -498,24 +492,6 @@ def run_sft(run: RunDir | str | Path, cfg: SFTConfig | None = None, *, overwrite
             return _train(run, cfg, base, st, run.checkpoints("sft", cfg, [data, *extra], clear_others=True))
     return _train(run, cfg, base, None, run.checkpoints("sft", cfg, [data, *extra]))   # the same folder as rank 0's
 
-def head_token(tok, ex: Examples) -> int:
-    "The tool opening's first token id, after checking (before any training) that the head can be fitted on `ex`: one line if not."
-    from agentalign.intent import TOOL_OPENING
-    tool_id = head_ids(tok)[0]
-    firsts = [(r.get("instance_id") or r["id"], p[2]) for p in head_points(ex.train, tool_id, 0, 0) if p[3] == "first" for r in [ex.train_records[p[0]]]]
-    acts = {t for _, t in firsts}
-    if len({i for i, _ in firsts}) < 2 or acts != {0, 1}:
-        raise AgentAlignError(f"decision_head: needs training examples of at least 2 chain instances whose first turns both open with a tool call "
-                              f"and do not ({len(firsts)} first turns, {sum(t for _, t in firsts)} open with {TOOL_OPENING}); turn decision_head off")
-    return tool_id
-
-def fit_head_stage(model, tok, ex: Examples, cfg: SFTConfig) -> tuple[tuple, dict]:
-    "((tool opening's first token id, d), what it measured and how long it took) of the decision head on the training examples (08d_decision)."
-    t0 = time.time()
-    tool_id = head_token(tok, ex)
-    d, info = decision_head(model, ex.train + ex.first_turns, ex.train_records + ex.first_turn_records, tool_id, cfg.head_lambdas, cfg.head_mid, cfg.seed, cfg.head_anchor)
-    return (tool_id, d), {**info, "first_turns_only": len(ex.first_turns), "tool_opening": tok.convert_ids_to_tokens(tool_id), "seconds": round(time.time() - t0, 1)}
-
 def _train(run: RunDir, cfg: SFTConfig, base: Path, st, ckpt: Path) -> dict:
     "The steps above, in order, with checkpoints in `ckpt` (`RunDir.checkpoints`); only rank 0 (`st` given) saves and writes."
     import torch, transformers
@@ -531,7 +507,8 @@ def _train(run: RunDir, cfg: SFTConfig, base: Path, st, ckpt: Path) -> dict:
         if cfg.decision_head: head_token(tok, prepare_examples(run, tok, cfg))   # its errors before the first member, not after the last
         got = _soup(run, cfg, base, st, ckpt, tok, args_kw, resolved, plain)
         if st is None: return {"rank": world()[0]}
-        (model, summary, log), ex, selected, targs = got, prepare_examples(run, tok, cfg), None, args_kw
+        (model, summary, log), ex, selected = got, prepare_examples(run, tok, cfg), None
+        targs = summary.pop("trl", None) or args_kw                    # the first member's trainer arguments
     else:
         trainer, ex, fitted, log = _member(run, cfg, base, tok, args_kw, resolved, plain)
         if st is None: return {"rank": world()[0]}
@@ -539,7 +516,7 @@ def _train(run: RunDir, cfg: SFTConfig, base: Path, st, ckpt: Path) -> dict:
     head, head_info = fit_head_stage(model, tok, ex, cfg) if cfg.decision_head else (None, None)
     model_dir = save_model(model, tok, cfg, base, out, summary["steps"], selected, head)
     write_jsonl(out / "log.jsonl", log)
-    summary |= {"model": str(model_dir.relative_to(run.path)), "seconds": round(time.time() - t0, 1)}
+    summary |= {"model": str(model_dir.relative_to(run.path)), "seconds": round(time.time() - t0, 1), "peak_rss_mb": peak_rss_mb()}
     if cfg.select_share: summary["selection"] = selection_summary(ex.heldin, selected, selection_dir(args_kw), out)
     if head_info: summary["decision_head"] = head_info
     write_json(out / "train_config.json", {"stage": cfg.model_dump(mode="json"), "resolved": resolved,
@@ -560,20 +537,23 @@ def _member(run: RunDir, cfg: SFTConfig, base: Path, tok, args_kw: dict, resolve
     if cfg.decision_head: head_token(tok, ex)                            # its errors before training, not after
     log: list[dict] = []
     trainer, counter = make_trainer(base, cfg, tok, ex, kw, plain, log)
+    if cfg.soup > 1 and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled): raise AgentAlignError("soup: not with FSDP or DeepSpeed (a member's weights are sharded across the processes); use DDP")
     return trainer, ex, fit(trainer, counter, cfg, log), log
 
 def _soup(run: RunDir, cfg: SFTConfig, base: Path, st, ckpt: Path, tok, args_kw: dict, resolved: dict, plain: bool):
     "(the members' average as a model on the training device, summary, log) of `cfg.soup` trainings (08d); members kept before a kill are not retrained."
+    import gc, torch
     from transformers import AutoModelForCausalLM
-    seeds = soup_seeds(cfg.seed, cfg.soup)
+    seeds, say = soup_seeds(cfg.seed, cfg.soup), (lambda m: print(f"sft: {m}", file=sys.stderr, flush=True)) if cfg.progress and st is not None else (lambda m: None)
     for k, s in enumerate(seeds):
         f = soup_member(ckpt, s)
-        if member_done(f): continue
-        if cfg.progress and st is not None: print(f"sft: soup member {k + 1} of {len(seeds)} (seed {s})", file=sys.stderr, flush=True)
-        m = cfg.model_copy(update={"seed": s})
-        trainer, ex, fitted, log = _member(run, m, base, tok, {**args_kw, "output_dir": str(f.with_name(f.name + "-trainer"))}, resolved, plain)
-        if st is not None: save_member(trainer.model, f, train_summary(m, resolved, ex, trainer, fitted, log), log)
-        del trainer
+        if member_done(f): say(f"soup member seed {s}: kept from an earlier run with these settings and data"); continue
+        say(f"soup member {k + 1} of {len(seeds)} (seed {s})")
+        m, tdir = cfg.model_copy(update={"seed": s}), f.with_name(f.name + "-trainer")
+        trainer, ex, fitted, log = _member(run, m, base, tok, {**args_kw, "output_dir": str(tdir)}, resolved, plain)
+        if st is not None: save_member(trainer.model, f, train_summary(m, resolved, ex, trainer, fitted, log) | {"trl": trainer.args.to_dict()}, log); shutil.rmtree(tdir, ignore_errors=True)
+        trainer.accelerator.wait_for_everyone(); trainer.accelerator.free_memory(); del trainer; gc.collect()   # every process past the save; the member's memory freed
+        if torch.cuda.is_available(): torch.cuda.empty_cache()
     if st is None: return None
     folders = [soup_member(ckpt, s) for s in seeds]
     model = AutoModelForCausalLM.from_pretrained(str(base), **args_kw.get("model_init_kwargs", {}))

@@ -39,7 +39,8 @@ def main():
     from agentalign.decision import fit_head, head_features, head_points, point_weights, tool_logodds
     from agentalign.intent import auroc
     from agentalign.settings import Settings
-    from agentalign.sft import SFTConfig, head_token, load_tokenizer, prepare_examples
+    from agentalign.decision import head_token
+    from agentalign.sft import SFTConfig, load_tokenizer, prepare_examples
     torch.set_num_threads(a.threads)
     d = Path(a.seed_dir); st = d / "intent" / "sft"
     for p in (d / "sft" / "model" / "config.json", st / "hidden.npz", st / "records.jsonl"):

@@ -20,14 +20,13 @@ def soup_folder(out: Path, seeds: list[int]) -> Path:
     "OUT/soup<seeds>/ holding the members' dataset and requests, and sft/model: the members' mean (written once)."
     from safetensors.torch import save_file
     from agentalign.decision import soup_weights
-    first = out / f"seed{seeds[0]}"
-    d = out / ("soup" + "-".join(map(str, seeds)))
-    ts.copy_dataset(first, d)
-    model = d / "sft" / "model"
-    if (model / "model.safetensors").is_file(): return d
     members = [out / f"seed{s}" / "sft" / "model" for s in seeds]
     missing = [str(m) for m in members if not (m / "model.safetensors").is_file()]
     if missing: sys.exit(f"no trained model in {', '.join(missing)} (train the seeds with training_seeds.py first)")
+    d = out / ("soup" + "-".join(map(str, seeds)))
+    ts.copy_dataset(out / f"seed{seeds[0]}", d)
+    model = d / "sft" / "model"
+    if (model / "model.safetensors").is_file(): return d
     tmp = d / "sft" / ".model.tmp"; shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(members[0], tmp, ignore=shutil.ignore_patterns("model.safetensors", "agentalign_sft.json"))
     save_file({k: v.contiguous() for k, v in soup_weights(members).items()}, str(tmp / "model.safetensors"), metadata={"format": "pt"})

@@ -33,8 +33,8 @@ def head_model(d: Path, cfg) -> dict:
     "Fit the decision head on OUT/seed<N>/sft/model and its training examples; save the result as head_model/."
     from transformers import AutoModelForCausalLM
     from agentalign.core import RunDir
-    from agentalign.decision import apply_head
-    from agentalign.sft import fit_head_stage, load_tokenizer, prepare_examples
+    from agentalign.decision import apply_head, fit_head_stage
+    from agentalign.sft import load_tokenizer, prepare_examples
     out = d / "head_model"
     if (out / "head.json").is_file():                     # reused only if fitted with today's inputs (first turns counted since 2026-12-07)
         info = json.loads((out / "head.json").read_text())
