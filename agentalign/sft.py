@@ -504,10 +504,11 @@ def _train(run: RunDir, cfg: SFTConfig, base: Path, st, ckpt: Path) -> dict:
     plain = cfg.loss_impl == "plain" or (cfg.loss_impl == "auto" and (resolved["device"] == "cpu" or cfg.decision_weight != 1))
     resolved["loss_impl"] = "plain" if plain else "fused"
     if cfg.soup > 1:
-        if cfg.decision_head: head_token(tok, prepare_examples(run, tok, cfg))   # its errors before the first member, not after the last
+        ex = prepare_examples(run, tok, cfg)                               # the head's examples, read once
+        if cfg.decision_head: head_token(tok, ex)                            # its errors before the first member, not after the last
         got = _soup(run, cfg, base, st, ckpt, tok, args_kw, resolved, plain)
         if st is None: return {"rank": world()[0]}
-        (model, summary, log), ex, selected = got, prepare_examples(run, tok, cfg), None
+        (model, summary, log), selected = got, None
         targs = summary.pop("trl", None) or args_kw                    # the first member's trainer arguments
     else:
         trainer, ex, fitted, log = _member(run, cfg, base, tok, args_kw, resolved, plain)
